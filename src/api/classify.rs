@@ -1,0 +1,172 @@
+//! `POST /v1/classify`: validate, run the engine, shape the answer. The same
+//! [`run`] serves the `zeroshot classify` CLI, so both print identical JSON.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, ApiJson, AppState, Caller};
+use crate::engine::{Classification, Engine, LabelSet, Mode};
+
+/// Most texts in one `texts` request.
+pub const MAX_TEXTS: usize = 64;
+/// Multi-mode threshold when the request gives none.
+pub const DEFAULT_THRESHOLD: f32 = 0.3;
+
+/// The request body. Unknown fields are refused so typos do not pass silently.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifyRequest {
+    pub text: Option<String>,
+    pub texts: Option<Vec<String>>,
+    pub labels: Option<Vec<String>>,
+    pub classifier: Option<String>,
+    pub descriptions: Option<BTreeMap<String, String>>,
+    pub examples: Option<BTreeMap<String, Vec<String>>>,
+    pub source_type: Option<String>,
+    pub mode: Option<Mode>,
+    pub threshold: Option<f32>,
+}
+
+/// One text's answer: the classification plus request-level context.
+#[derive(Debug, Serialize)]
+pub struct SingleResponse {
+    #[serde(flatten)]
+    pub result: Classification,
+    pub mode: Mode,
+    pub latency_ms: f64,
+    pub model: String,
+}
+
+/// A `texts` answer: results in input order plus totals.
+#[derive(Debug, Serialize)]
+pub struct MultiResponse {
+    pub results: Vec<Classification>,
+    pub mode: Mode,
+    /// Tokens over all texts.
+    pub tokens: usize,
+    pub latency_ms: f64,
+    pub model: String,
+}
+
+/// `text` gets a [`SingleResponse`], `texts` a [`MultiResponse`].
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum ClassifyResponse {
+    Single(SingleResponse),
+    Multi(MultiResponse),
+}
+
+/// The handler: the engine runs on the blocking pool, off the async workers.
+pub async fn handle(
+    State(state): State<AppState>,
+    _caller: Caller,
+    ApiJson(request): ApiJson<ClassifyRequest>,
+) -> Result<Json<ClassifyResponse>, ApiError> {
+    let engine = state.engine()?;
+    let response = tokio::task::spawn_blocking(move || run(&engine, request))
+        .await
+        .map_err(ApiError::internal)??;
+    Ok(Json(response))
+}
+
+/// Validates a request and classifies its text(s).
+pub fn run(engine: &Engine, request: ClassifyRequest) -> Result<ClassifyResponse, ApiError> {
+    let started = Instant::now();
+    let (texts, single) = texts_of(&request)?;
+    let labels = label_set_of(&request)?;
+    let mode = request.mode.unwrap_or_default();
+    let threshold = threshold_of(request.threshold)?;
+
+    let mut results = engine.classify(&texts, &labels, mode, threshold)?;
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let model = engine.model_name().to_string();
+    Ok(if single {
+        ClassifyResponse::Single(SingleResponse {
+            result: results.remove(0),
+            mode,
+            latency_ms,
+            model,
+        })
+    } else {
+        ClassifyResponse::Multi(MultiResponse {
+            tokens: results.iter().map(|r| r.tokens).sum(),
+            results,
+            mode,
+            latency_ms,
+            model,
+        })
+    })
+}
+
+/// The texts to classify, and whether the caller sent a single `text`.
+fn texts_of(request: &ClassifyRequest) -> Result<(Vec<&str>, bool), ApiError> {
+    match (&request.text, &request.texts) {
+        (Some(_), Some(_)) => Err(
+            ApiError::invalid_request("send either text or texts, not both").with_param("texts"),
+        ),
+        (None, None) => Err(ApiError::validation("text", "text (or texts) is required")),
+        (Some(text), None) => {
+            if text.trim().is_empty() {
+                return Err(ApiError::validation("text", "text is empty"));
+            }
+            Ok((vec![text.as_str()], true))
+        }
+        (None, Some(texts)) => {
+            if texts.is_empty() {
+                return Err(ApiError::validation("texts", "texts is empty"));
+            }
+            if texts.len() > MAX_TEXTS {
+                return Err(ApiError::validation(
+                    "texts",
+                    format!(
+                        "at most {MAX_TEXTS} texts per request, got {} (use /v1/batch)",
+                        texts.len()
+                    ),
+                ));
+            }
+            if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
+                return Err(ApiError::validation(format!("texts[{i}]"), "text is empty"));
+            }
+            Ok((texts.iter().map(String::as_str).collect(), false))
+        }
+    }
+}
+
+/// The label set from inline labels; saved classifiers are resolved here too.
+fn label_set_of(request: &ClassifyRequest) -> Result<LabelSet, ApiError> {
+    match (&request.labels, &request.classifier) {
+        (Some(_), Some(_)) => Err(ApiError::invalid_request(
+            "send either labels or classifier, not both",
+        )
+        .with_param("classifier")),
+        (None, Some(name)) => {
+            Err(ApiError::not_found(format!("no saved classifier {name:?}"))
+                .with_param("classifier"))
+        }
+        (None, None) => Err(ApiError::validation(
+            "labels",
+            "labels (or classifier) is required",
+        )),
+        (Some(names), None) => Ok(LabelSet::new(
+            names,
+            request.descriptions.as_ref().unwrap_or(&BTreeMap::new()),
+            request.examples.as_ref().unwrap_or(&BTreeMap::new()),
+            request.source_type.as_deref(),
+        )?),
+    }
+}
+
+fn threshold_of(threshold: Option<f32>) -> Result<f32, ApiError> {
+    match threshold {
+        None => Ok(DEFAULT_THRESHOLD),
+        Some(t) if t.is_finite() && (0.0..=1.0).contains(&t) => Ok(t),
+        Some(t) => Err(ApiError::validation(
+            "threshold",
+            format!("threshold must be between 0 and 1, got {t}"),
+        )),
+    }
+}

@@ -1,0 +1,150 @@
+//! HTTP only: routing, extraction, authentication and the error shape. The work is
+//! done by [`crate::engine`] and [`crate::db`].
+
+pub mod classify;
+mod error;
+mod json;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderName, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde_json::json;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::db::{Account, Db};
+use crate::engine::Engine;
+
+pub use error::ApiError;
+pub use json::ApiJson;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    /// Set once the model has loaded; until then `/readyz` and `/v1` answer 503.
+    pub engine: Arc<OnceLock<Arc<Engine>>>,
+    pub max_body_bytes: usize,
+}
+
+impl AppState {
+    /// The engine, or 503 while it loads.
+    pub fn engine(&self) -> Result<Arc<Engine>, ApiError> {
+        self.engine.get().cloned().ok_or_else(ApiError::not_ready)
+    }
+}
+
+/// The authenticated caller, put in request extensions by [`require_api_key`].
+pub type Caller = Extension<Account>;
+
+/// Builds the whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/classify", post(classify::handle))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_api_key,
+        ));
+
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .nest("/v1", v1)
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let id = req
+                .headers()
+                .get(&REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info_span!("request", id, method = %req.method(), path = %req.uri().path())
+        }))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.engine.get() {
+        Some(engine) => {
+            Json(json!({"status": "ready", "model": engine.model_name()})).into_response()
+        }
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "loading"})),
+        )
+            .into_response(),
+    }
+}
+
+/// Every `/v1` call needs `Authorization: Bearer <key>` of a live key.
+async fn require_api_key(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <key> header"))?;
+    let secret = header
+        .to_str()
+        .ok()
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|secret| !secret.is_empty())
+        .ok_or_else(|| ApiError::unauthorized("Authorization header must be Bearer <key>"))?;
+    let account = state
+        .db
+        .authenticate(secret)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("invalid or revoked API key"))?;
+    req.extensions_mut().insert(account);
+    Ok(next.run(req).await)
+}
+
+/// Serves until `shutdown` resolves, then lets in-flight requests finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down; finishing in-flight requests");
+    // A last chance for slow clients, bounded so a stuck one cannot hold the process.
+    tokio::spawn(async {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        std::process::exit(0);
+    });
+}

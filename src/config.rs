@@ -1,0 +1,169 @@
+//! Command-line flags, each with an environment fallback, and their defaults.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::engine::Mode;
+
+/// Default model: the only one whose weights ship in a registry we can reach.
+pub const DEFAULT_MODEL: &str = "all-minilm-l6-v2-int8";
+/// ONNX Runtime version fetched by `scripts/setup.py`.
+const ORT_VERSION: &str = "1.31.1";
+
+/// zeroshot: self-hosted zero-shot text classification.
+#[derive(Debug, Parser)]
+#[command(name = "zeroshot", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP service.
+    Serve(ServeArgs),
+    /// Manage API keys.
+    Keys {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Classify texts locally, without a server; prints the same JSON as the API.
+    Classify(ClassifyArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key (and the account, if it does not exist yet); prints the secret once.
+    Create {
+        #[arg(long)]
+        account: String,
+    },
+    /// List keys (never their secrets).
+    List {
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// Revoke a key by id.
+    Revoke { id: String },
+}
+
+/// Where the database lives.
+#[derive(Debug, Clone, Args)]
+pub struct DbArgs {
+    /// `sqlite://path` (embedded default) or `postgres://...` (several instances).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://data/zeroshot.db"
+    )]
+    pub database_url: String,
+}
+
+/// Which model to load and how.
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// Model name (a directory under --models-dir) or a path to a model directory.
+    #[arg(long, env = "ZEROSHOT_MODEL", default_value = DEFAULT_MODEL)]
+    pub model: String,
+    /// Where `scripts/setup.py` puts models [default: $ZEROSHOT_CACHE/models].
+    #[arg(long, env = "ZEROSHOT_MODELS_DIR")]
+    pub models_dir: Option<PathBuf>,
+    /// The ONNX Runtime shared library [default: $ZEROSHOT_CACHE/onnxruntime/<version>/libonnxruntime.so.<version>].
+    #[arg(long, env = "ORT_DYLIB_PATH")]
+    pub ort_library: Option<PathBuf>,
+    /// ONNX Runtime intra-op threads; 0 means one per core.
+    #[arg(long, env = "ZEROSHOT_THREADS", default_value_t = 0)]
+    pub threads: usize,
+}
+
+impl ModelArgs {
+    /// The model directory to load.
+    pub fn model_dir(&self) -> PathBuf {
+        let as_path = PathBuf::from(&self.model);
+        if self.model.contains('/') || as_path.is_dir() && as_path.join("manifest.json").is_file() {
+            return as_path;
+        }
+        self.models_dir
+            .clone()
+            .unwrap_or_else(|| cache_dir().join("models"))
+            .join(&self.model)
+    }
+
+    /// The ONNX Runtime library to load.
+    pub fn ort_library(&self) -> PathBuf {
+        self.ort_library.clone().unwrap_or_else(|| {
+            cache_dir()
+                .join("onnxruntime")
+                .join(ORT_VERSION)
+                .join(format!("libonnxruntime.so.{ORT_VERSION}"))
+        })
+    }
+}
+
+/// `$ZEROSHOT_CACHE`, else `~/.cache/zeroshot`: where `scripts/setup.py` caches downloads.
+fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("ZEROSHOT_CACHE") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    home.join(".cache").join("zeroshot")
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "ZEROSHOT_HOST", default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// Port to listen on; 0 picks a free one (the chosen address is printed).
+    #[arg(long, env = "ZEROSHOT_PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "ZEROSHOT_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ClassifyArgs {
+    /// Comma-separated labels.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub labels: Vec<String>,
+    #[arg(long, value_enum, default_value = "single")]
+    pub mode: CliMode,
+    /// Multi mode: return labels at or above this probability.
+    #[arg(long)]
+    pub threshold: Option<f32>,
+    /// What the texts are ("support ticket", "news headline"), used in label sentences.
+    #[arg(long)]
+    pub source_type: Option<String>,
+    /// One or more texts.
+    #[arg(required = true)]
+    pub texts: Vec<String>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+/// `--mode` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CliMode {
+    Single,
+    Multi,
+}
+
+impl From<CliMode> for Mode {
+    fn from(mode: CliMode) -> Self {
+        match mode {
+            CliMode::Single => Mode::Single,
+            CliMode::Multi => Mode::Multi,
+        }
+    }
+}

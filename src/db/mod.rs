@@ -1,0 +1,84 @@
+//! Persistence through sqlx's `Any` driver: one set of queries and migrations for the
+//! embedded SQLite default and for Postgres in multi-instance deployments.
+
+mod accounts;
+
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::any::{install_default_drivers, AnyPoolOptions};
+use sqlx::AnyPool;
+
+pub use accounts::{Account, ApiKey, NewKey};
+
+/// Database failures; the API maps them to a 500 without leaking details.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database error: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("unsupported database url {0:?} (expected sqlite:// or postgres://)")]
+    UnsupportedUrl(String),
+}
+
+/// A connection pool with the schema migrated.
+#[derive(Clone)]
+pub struct Db {
+    pool: AnyPool,
+}
+
+impl Db {
+    /// Connects to `url` (`sqlite://path` or `postgres://...`), creating a missing SQLite
+    /// file and its directory, and applies `migrations/`.
+    pub async fn connect(url: &str) -> Result<Self, DbError> {
+        install_default_drivers();
+        let is_sqlite = url.starts_with("sqlite:");
+        if !is_sqlite && !url.starts_with("postgres:") && !url.starts_with("postgresql:") {
+            return Err(DbError::UnsupportedUrl(url.to_string()));
+        }
+        if is_sqlite {
+            let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
+            if let Some(dir) = options.get_filename().parent() {
+                if !dir.as_os_str().is_empty() {
+                    std::fs::create_dir_all(dir).map_err(|err| sqlx::Error::Io(err))?;
+                }
+            }
+        }
+        let url = if is_sqlite && !url.contains("mode=") {
+            let separator = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{separator}mode=rwc")
+        } else {
+            url.to_string()
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(if is_sqlite { 4 } else { 16 })
+            .connect(&url)
+            .await?;
+        if is_sqlite {
+            // Readers do not block the writer; persistent for the file.
+            sqlx::query("PRAGMA journal_mode=WAL")
+                .execute(&pool)
+                .await?;
+        }
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// The underlying pool, for modules that own their own queries.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+}
+
+/// Milliseconds since the Unix epoch: the one time format stored in every table.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,129 @@
+//! The committed description of a model (`models/<name>.json`), copied next to the
+//! fetched files by `scripts/setup.py`. Everything model-specific lives here so the
+//! engine can load any sentence-embedding ONNX model without code changes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::EngineError;
+
+/// How token vectors become one sentence vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pooling {
+    /// Average of the token vectors under the attention mask (sentence-transformers default).
+    Mean,
+    /// The first token's vector (BERT `[CLS]` models such as BGE).
+    Cls,
+}
+
+/// One file of the model and where it was taken from; the setup script uses the
+/// provenance, the engine only needs the file name.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelFile {
+    pub package: String,
+    pub version: String,
+    pub wheel_sha256: String,
+    /// Path inside the wheel; its last component is the file name in the model directory.
+    pub member: String,
+    pub sha256: String,
+}
+
+impl ModelFile {
+    /// File name of this entry inside a model directory.
+    pub fn file_name(&self) -> &str {
+        self.member.rsplit('/').next().unwrap_or(&self.member)
+    }
+}
+
+/// Names of the graph inputs; `token_type_ids` is optional because many exports drop it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputNames {
+    pub input_ids: String,
+    pub attention_mask: String,
+    #[serde(default)]
+    pub token_type_ids: Option<String>,
+}
+
+/// Constants that turn cosine similarities into probabilities. Fitted per model on
+/// labelled dev data (see README, "Calibration"), so one threshold means the same
+/// thing for 3 labels or 200.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Calibration {
+    /// Softmax temperature over cosines in `single` mode.
+    pub single_temperature: f32,
+    /// `sigmoid(multi_scale * cosine + multi_bias)` gives each label's probability in `multi` mode.
+    pub multi_scale: f32,
+    pub multi_bias: f32,
+}
+
+/// A model manifest, as committed under `models/`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub kind: String,
+    /// Must contain `model` (the ONNX graph) and `tokenizer` (a `tokenizer.json`).
+    pub files: BTreeMap<String, ModelFile>,
+    pub inputs: InputNames,
+    pub output: String,
+    pub pooling: Pooling,
+    pub normalize: bool,
+    pub max_tokens: usize,
+    /// Prepended to every text before tokenization (e5-style "query: ").
+    #[serde(default)]
+    pub text_prefix: String,
+    /// Prepended to every label sentence before tokenization.
+    #[serde(default)]
+    pub label_prefix: String,
+    pub calibration: Calibration,
+}
+
+impl Manifest {
+    /// Reads `manifest.json` from a model directory and checks what the engine relies on.
+    pub fn load(dir: &Path) -> Result<Self, EngineError> {
+        let path = dir.join("manifest.json");
+        let text = std::fs::read_to_string(&path).map_err(|err| {
+            EngineError::ModelLoad(format!(
+                "cannot read {}: {err} (run scripts/setup.py to fetch the model)",
+                path.display()
+            ))
+        })?;
+        let manifest: Manifest = serde_json::from_str(&text)
+            .map_err(|err| EngineError::ModelLoad(format!("{}: {err}", path.display())))?;
+        if manifest.kind != "sentence-embedding" {
+            return Err(EngineError::ModelLoad(format!(
+                "{}: kind {:?} is not supported (expected \"sentence-embedding\")",
+                path.display(),
+                manifest.kind
+            )));
+        }
+        for role in ["model", "tokenizer"] {
+            if !manifest.files.contains_key(role) {
+                return Err(EngineError::ModelLoad(format!(
+                    "{}: files.{role} is missing",
+                    path.display()
+                )));
+            }
+        }
+        if manifest.max_tokens < 8 {
+            return Err(EngineError::ModelLoad(format!(
+                "{}: max_tokens {} is too small",
+                path.display(),
+                manifest.max_tokens
+            )));
+        }
+        Ok(manifest)
+    }
+
+    /// Path of one of the manifest's files inside `dir`.
+    pub fn file_path(&self, dir: &Path, role: &str) -> std::path::PathBuf {
+        dir.join(self.files[role].file_name())
+    }
+}

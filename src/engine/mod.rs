@@ -1,0 +1,240 @@
+//! The classification engine: tokenize, run the model, score. No HTTP, no database.
+
+mod labels;
+mod manifest;
+mod model;
+pub mod runtime;
+mod score;
+
+use std::num::NonZeroUsize;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use lru::LruCache;
+use serde::Serialize;
+
+pub use labels::{label_sentence, label_words, Label, LabelError, LabelSet, Mode, MAX_LABELS};
+pub use manifest::{Calibration, Manifest, Pooling};
+pub use model::{normalize, Embedding, EmbeddingModel};
+
+/// Label vectors kept in memory; 384-dim vectors make this about 30 MB.
+const LABEL_CACHE_ENTRIES: usize = 20_000;
+/// Weight of the label-name vector when examples are given; the rest goes to the
+/// mean of the example vectors (chosen on the dev sets, README "Accuracy").
+const LABEL_WEIGHT_WITH_EXAMPLES: f32 = 0.3;
+
+/// Everything that can go wrong inside the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("model could not be loaded: {0}")]
+    ModelLoad(String),
+    #[error("tokenization failed: {0}")]
+    Tokenize(String),
+    #[error("inference failed: {0}")]
+    Inference(String),
+}
+
+impl From<ort::Error> for EngineError {
+    fn from(err: ort::Error) -> Self {
+        EngineError::Inference(err.to_string())
+    }
+}
+
+/// One label's probability.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LabelScore {
+    pub label: String,
+    pub score: f32,
+}
+
+/// The outcome for one text.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Classification {
+    /// The most probable label.
+    pub label: String,
+    /// Its probability.
+    pub confidence: f32,
+    /// `single`: the top label. `multi`: every label at or above the threshold (maybe none).
+    pub labels: Vec<String>,
+    /// Every label with its probability, most probable first.
+    pub scores: Vec<LabelScore>,
+    pub tokens: usize,
+    pub truncated: bool,
+}
+
+/// Label vectors ready for scoring: computed once per label set, reusable across texts.
+#[derive(Debug, Clone)]
+pub struct LabelVectors {
+    pub names: Vec<String>,
+    pub vectors: Vec<Vec<f32>>,
+}
+
+/// A loaded model plus the label-vector cache. Shared by the server, the CLI and batch jobs.
+pub struct Engine {
+    model: EmbeddingModel,
+    label_cache: Mutex<LruCache<String, Arc<Vec<f32>>>>,
+}
+
+impl Engine {
+    /// Loads ONNX Runtime from `ort_library` (once per process) and the model in `model_dir`.
+    pub fn load(
+        ort_library: &Path,
+        model_dir: &Path,
+        intra_threads: usize,
+    ) -> Result<Self, EngineError> {
+        let runtime = runtime::init(ort_library)?;
+        let model = EmbeddingModel::load(&runtime, model_dir, intra_threads)?;
+        Ok(Self {
+            model,
+            label_cache: Mutex::new(LruCache::new(
+                NonZeroUsize::new(LABEL_CACHE_ENTRIES).expect("non-zero"),
+            )),
+        })
+    }
+
+    /// Name of the loaded model, as responses report it.
+    pub fn model_name(&self) -> &str {
+        &self.model.manifest().name
+    }
+
+    /// The loaded model's manifest.
+    pub fn manifest(&self) -> &Manifest {
+        self.model.manifest()
+    }
+
+    /// Embeds texts as the model's inputs (with the manifest's text prefix).
+    pub fn embed_texts(&self, texts: &[&str]) -> Result<Vec<Embedding>, EngineError> {
+        self.model.embed(texts, &self.model.manifest().text_prefix)
+    }
+
+    /// Tokens the model would see for `text`, special tokens included.
+    pub fn count_tokens(&self, text: &str) -> Result<usize, EngineError> {
+        self.model.count_tokens(text)
+    }
+
+    /// One vector per label: the label sentence, blended with the mean of its examples
+    /// when it has any. Every sentence's vector comes from the cache when it can.
+    pub fn label_vectors(&self, set: &LabelSet) -> Result<LabelVectors, EngineError> {
+        let source_type = set.source_type.as_deref();
+        let sentences: Vec<String> = set
+            .labels
+            .iter()
+            .map(|label| label_sentence(label, source_type))
+            .collect();
+        let name_vectors = self.cached_vectors(&sentences, &self.model.manifest().label_prefix)?;
+
+        let mut vectors = Vec::with_capacity(set.labels.len());
+        for (label, name_vector) in set.labels.iter().zip(name_vectors) {
+            if label.examples.is_empty() {
+                vectors.push(name_vector.as_ref().clone());
+                continue;
+            }
+            let examples =
+                self.cached_vectors(&label.examples, &self.model.manifest().text_prefix)?;
+            let mut blended: Vec<f32> = name_vector
+                .iter()
+                .map(|v| v * LABEL_WEIGHT_WITH_EXAMPLES)
+                .collect();
+            let example_weight = (1.0 - LABEL_WEIGHT_WITH_EXAMPLES) / examples.len() as f32;
+            for example in &examples {
+                blended
+                    .iter_mut()
+                    .zip(example.iter())
+                    .for_each(|(b, e)| *b += example_weight * e);
+            }
+            normalize(&mut blended);
+            vectors.push(blended);
+        }
+        Ok(LabelVectors {
+            names: set.names().map(str::to_string).collect(),
+            vectors,
+        })
+    }
+
+    /// Classifies texts against a label set.
+    pub fn classify(
+        &self,
+        texts: &[&str],
+        set: &LabelSet,
+        mode: Mode,
+        threshold: f32,
+    ) -> Result<Vec<Classification>, EngineError> {
+        let labels = self.label_vectors(set)?;
+        let embeddings = self.embed_texts(texts)?;
+        Ok(embeddings
+            .iter()
+            .map(|embedding| self.score(embedding, &labels, mode, threshold))
+            .collect())
+    }
+
+    /// Scores one embedded text against prepared label vectors.
+    pub fn score(
+        &self,
+        embedding: &Embedding,
+        labels: &LabelVectors,
+        mode: Mode,
+        threshold: f32,
+    ) -> Classification {
+        let cosines = score::cosines(&embedding.vector, &labels.vectors);
+        let probabilities =
+            score::probabilities(&cosines, mode, &self.model.manifest().calibration);
+        let mut scores: Vec<LabelScore> = labels
+            .names
+            .iter()
+            .zip(probabilities)
+            .map(|(label, score)| LabelScore {
+                label: label.clone(),
+                score,
+            })
+            .collect();
+        scores.sort_by(|a, b| b.score.total_cmp(&a.score));
+        let top = &scores[0];
+        let chosen = match mode {
+            Mode::Single => vec![top.label.clone()],
+            Mode::Multi => scores
+                .iter()
+                .take_while(|s| s.score >= threshold)
+                .map(|s| s.label.clone())
+                .collect(),
+        };
+        Classification {
+            label: top.label.clone(),
+            confidence: top.score,
+            labels: chosen,
+            scores,
+            tokens: embedding.tokens,
+            truncated: embedding.truncated,
+        }
+    }
+
+    /// Vectors for `texts` (each with `prefix`), computing only the ones not cached.
+    fn cached_vectors(
+        &self,
+        texts: &[String],
+        prefix: &str,
+    ) -> Result<Vec<Arc<Vec<f32>>>, EngineError> {
+        let key = |text: &str| format!("{}\u{0}{prefix}{text}", self.model_name());
+        let mut found: Vec<Option<Arc<Vec<f32>>>> = {
+            let mut cache = self.label_cache.lock().unwrap_or_else(|p| p.into_inner());
+            texts
+                .iter()
+                .map(|text| cache.get(&key(text)).cloned())
+                .collect()
+        };
+        let missing: Vec<usize> = (0..texts.len()).filter(|&i| found[i].is_none()).collect();
+        if !missing.is_empty() {
+            let inputs: Vec<&str> = missing.iter().map(|&i| texts[i].as_str()).collect();
+            let embeddings = self.model.embed(&inputs, prefix)?;
+            let mut cache = self.label_cache.lock().unwrap_or_else(|p| p.into_inner());
+            for (&i, embedding) in missing.iter().zip(embeddings) {
+                let vector = Arc::new(embedding.vector);
+                cache.put(key(&texts[i]), vector.clone());
+                found[i] = Some(vector);
+            }
+        }
+        Ok(found
+            .into_iter()
+            .map(|v| v.expect("filled above"))
+            .collect())
+    }
+}

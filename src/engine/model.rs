@@ -1,0 +1,222 @@
+//! Text → sentence vector: tokenization with `tokenizers`, inference with `ort`,
+//! pooling and normalisation as the manifest says.
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::sync::Mutex;
+
+use ndarray::{Array2, ArrayViewD, Axis};
+use ort::environment::Environment;
+use ort::session::{Session, SessionInputValue};
+use ort::value::TensorRef;
+use tokenizers::{Encoding, Tokenizer, TruncationParams};
+
+use super::manifest::{Manifest, Pooling};
+use super::EngineError;
+
+/// Texts per ONNX run. Texts are sorted by length first, so a batch pads little.
+const MAX_BATCH: usize = 32;
+
+/// One text's vector plus what the caller reports about it.
+#[derive(Debug, Clone)]
+pub struct Embedding {
+    pub vector: Vec<f32>,
+    /// Tokens the model saw, special tokens included.
+    pub tokens: usize,
+    /// True when the text was longer than the model's `max_tokens` and was cut.
+    pub truncated: bool,
+}
+
+/// A loaded sentence-embedding model. Inference runs one batch at a time through a
+/// mutex: ONNX Runtime already spreads one run over its intra-op threads.
+pub struct EmbeddingModel {
+    manifest: Manifest,
+    tokenizer: Tokenizer,
+    session: Mutex<Session>,
+    has_token_type_ids: bool,
+}
+
+impl EmbeddingModel {
+    /// Loads the tokenizer and ONNX graph of the model directory `dir`.
+    /// `intra_threads` = 0 lets ONNX Runtime pick (one per core).
+    pub fn load(
+        runtime: &Environment,
+        dir: &Path,
+        intra_threads: usize,
+    ) -> Result<Self, EngineError> {
+        let manifest = Manifest::load(dir)?;
+        let mut tokenizer = Tokenizer::from_file(manifest.file_path(dir, "tokenizer"))
+            .map_err(|err| EngineError::ModelLoad(format!("tokenizer: {err}")))?;
+        // Shipped tokenizers often bake in fixed padding; we pad per batch ourselves.
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: manifest.max_tokens,
+                ..Default::default()
+            }))
+            .map_err(|err| EngineError::ModelLoad(format!("tokenizer: {err}")))?;
+
+        let model_path = manifest.file_path(dir, "model");
+        let session = Session::builder(runtime)
+            .and_then(|builder| Ok(builder.with_intra_threads(intra_threads)?))
+            .and_then(|mut builder| Ok(builder.commit_from_file(&model_path)?))
+            .map_err(|err| {
+                EngineError::ModelLoad(format!("onnx model {}: {err}", model_path.display()))
+            })?;
+        let input_names: Vec<&str> = session.inputs().iter().map(|input| input.name()).collect();
+        for required in [&manifest.inputs.input_ids, &manifest.inputs.attention_mask] {
+            if !input_names.contains(&required.as_str()) {
+                return Err(EngineError::ModelLoad(format!(
+                    "onnx model has no input {required:?} (inputs: {input_names:?})"
+                )));
+            }
+        }
+        let has_token_type_ids = manifest
+            .inputs
+            .token_type_ids
+            .as_deref()
+            .is_some_and(|name| input_names.contains(&name));
+        Ok(Self {
+            manifest,
+            tokenizer,
+            session: Mutex::new(session),
+            has_token_type_ids,
+        })
+    }
+
+    /// The manifest this model was loaded from.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Embeds texts, each prefixed with `prefix`, in input order.
+    pub fn embed(&self, texts: &[&str], prefix: &str) -> Result<Vec<Embedding>, EngineError> {
+        let encodings = self.tokenize(texts, prefix)?;
+        let mut order: Vec<usize> = (0..encodings.len()).collect();
+        order.sort_by_key(|&i| encodings[i].get_ids().len());
+
+        let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); encodings.len()];
+        for chunk in order.chunks(MAX_BATCH) {
+            let batch: Vec<&Encoding> = chunk.iter().map(|&i| &encodings[i]).collect();
+            for (&i, vector) in chunk.iter().zip(self.run_batch(&batch)?) {
+                vectors[i] = vector;
+            }
+        }
+        Ok(encodings
+            .iter()
+            .zip(vectors)
+            .map(|(encoding, vector)| Embedding {
+                vector,
+                tokens: encoding.get_ids().len(),
+                truncated: !encoding.get_overflowing().is_empty(),
+            })
+            .collect())
+    }
+
+    /// Token count of one text as the model would see it (special tokens included).
+    pub fn count_tokens(&self, text: &str) -> Result<usize, EngineError> {
+        Ok(self.tokenize(&[text], &self.manifest.text_prefix)?[0]
+            .get_ids()
+            .len())
+    }
+
+    fn tokenize(&self, texts: &[&str], prefix: &str) -> Result<Vec<Encoding>, EngineError> {
+        let inputs: Vec<String> = texts.iter().map(|text| format!("{prefix}{text}")).collect();
+        self.tokenizer
+            .encode_batch(inputs, true)
+            .map_err(|err| EngineError::Tokenize(err.to_string()))
+    }
+
+    /// Pads one batch to its longest member, runs the graph and pools.
+    fn run_batch(&self, batch: &[&Encoding]) -> Result<Vec<Vec<f32>>, EngineError> {
+        let rows = batch.len();
+        let cols = batch.iter().map(|e| e.get_ids().len()).max().unwrap_or(0);
+        let mut ids = Array2::<i64>::zeros((rows, cols));
+        let mut mask = Array2::<i64>::zeros((rows, cols));
+        let mut type_ids = Array2::<i64>::zeros((rows, cols));
+        for (row, encoding) in batch.iter().enumerate() {
+            for (col, ((&id, &m), &t)) in encoding
+                .get_ids()
+                .iter()
+                .zip(encoding.get_attention_mask())
+                .zip(encoding.get_type_ids())
+                .enumerate()
+            {
+                ids[[row, col]] = i64::from(id);
+                mask[[row, col]] = i64::from(m);
+                type_ids[[row, col]] = i64::from(t);
+            }
+        }
+
+        let names = &self.manifest.inputs;
+        let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = vec![
+            (
+                names.input_ids.as_str().into(),
+                TensorRef::from_array_view(&ids)?.into(),
+            ),
+            (
+                names.attention_mask.as_str().into(),
+                TensorRef::from_array_view(&mask)?.into(),
+            ),
+        ];
+        if let (true, Some(name)) = (self.has_token_type_ids, names.token_type_ids.as_deref()) {
+            inputs.push((name.into(), TensorRef::from_array_view(&type_ids)?.into()));
+        }
+
+        let mut session = self
+            .session
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let outputs = session.run(inputs)?;
+        let hidden = outputs
+            .get(&self.manifest.output)
+            .ok_or_else(|| {
+                EngineError::Inference(format!("model has no output {:?}", self.manifest.output))
+            })?
+            .try_extract_array::<f32>()?;
+        self.pool(hidden, &mask)
+    }
+
+    fn pool(
+        &self,
+        hidden: ArrayViewD<'_, f32>,
+        mask: &Array2<i64>,
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
+        let hidden = hidden
+            .into_dimensionality::<ndarray::Ix3>()
+            .map_err(|err| {
+                EngineError::Inference(format!("output is not [batch, seq, dim]: {err}"))
+            })?;
+        let mut vectors = Vec::with_capacity(hidden.len_of(Axis(0)));
+        for (tokens, row_mask) in hidden.outer_iter().zip(mask.outer_iter()) {
+            let mut vector = match self.manifest.pooling {
+                Pooling::Cls => tokens.row(0).to_vec(),
+                Pooling::Mean => {
+                    let mut sum = vec![0f32; tokens.len_of(Axis(1))];
+                    let mut count = 0f32;
+                    for (token, &m) in tokens.outer_iter().zip(row_mask) {
+                        if m != 0 {
+                            count += 1.0;
+                            sum.iter_mut().zip(token).for_each(|(s, &v)| *s += v);
+                        }
+                    }
+                    sum.iter_mut().for_each(|s| *s /= count.max(1.0));
+                    sum
+                }
+            };
+            if self.manifest.normalize {
+                normalize(&mut vector);
+            }
+            vectors.push(vector);
+        }
+        Ok(vectors)
+    }
+}
+
+/// Scales a vector to unit length (a zero vector stays zero).
+pub fn normalize(vector: &mut [f32]) {
+    let norm = vector.iter().map(|v| v * v).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        vector.iter_mut().for_each(|v| *v /= norm);
+    }
+}

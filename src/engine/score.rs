@@ -1,0 +1,57 @@
+//! Cosine similarities → calibrated probabilities.
+
+use super::manifest::Calibration;
+use super::Mode;
+
+/// Dot products of a unit text vector with unit label vectors.
+pub fn cosines(text: &[f32], labels: &[Vec<f32>]) -> Vec<f32> {
+    labels
+        .iter()
+        .map(|label| label.iter().zip(text).map(|(a, b)| a * b).sum())
+        .collect()
+}
+
+/// `single`: a softmax over the labels at the model's temperature (sums to 1).
+/// `multi`: an independent logistic per label, so a label's probability does not
+/// depend on how many other labels were asked about.
+pub fn probabilities(cosines: &[f32], mode: Mode, calibration: &Calibration) -> Vec<f32> {
+    match mode {
+        Mode::Single => {
+            let t = calibration.single_temperature;
+            let max = cosines.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let exps: Vec<f32> = cosines.iter().map(|c| ((c - max) / t).exp()).collect();
+            let total: f32 = exps.iter().sum();
+            exps.into_iter().map(|e| e / total).collect()
+        }
+        Mode::Multi => cosines
+            .iter()
+            .map(|c| 1.0 / (1.0 + (-(calibration.multi_scale * c + calibration.multi_bias)).exp()))
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CAL: Calibration = Calibration {
+        single_temperature: 0.05,
+        multi_scale: 20.0,
+        multi_bias: -8.0,
+    };
+
+    #[test]
+    fn single_mode_sums_to_one_and_keeps_order() {
+        let p = probabilities(&[0.1, 0.5, 0.3], Mode::Single, &CAL);
+        assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(p[1] > p[2] && p[2] > p[0]);
+    }
+
+    #[test]
+    fn multi_mode_is_independent_of_other_labels() {
+        let few = probabilities(&[0.4, 0.1], Mode::Multi, &CAL);
+        let many = probabilities(&[0.4, 0.1, 0.2, 0.3, 0.0], Mode::Multi, &CAL);
+        assert_eq!(few[0], many[0]);
+        assert!((few[0] - 0.5).abs() < 1e-6, "sigmoid(20*0.4-8) = 0.5");
+    }
+}

@@ -1,0 +1,11 @@
+//! zeroshot: a self-hosted zero-shot text classification service.
+//!
+//! - [`engine`]: tokenize, run the ONNX model, score (no HTTP, no database).
+//! - [`db`]: accounts and API keys in SQLite or Postgres.
+//! - [`api`]: the HTTP surface.
+//! - [`config`]: command-line flags with environment fallbacks.
+
+pub mod api;
+pub mod config;
+pub mod db;
+pub mod engine;

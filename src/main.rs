@@ -1,0 +1,143 @@
+//! The `zeroshot` command: `serve`, `keys`, `classify`.
+
+use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
+
+use anyhow::Context;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use zeroshot::api::{self, classify, AppState};
+use zeroshot::config::{ClassifyArgs, Cli, Command, KeysCommand, ModelArgs, ServeArgs};
+use zeroshot::db::{Db, DbError};
+use zeroshot::engine::Engine;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("ZEROSHOT_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(args) => serve(args).await,
+        Command::Keys { db, command } => keys(&Db::connect(&db.database_url).await?, command).await,
+        Command::Classify(args) => classify_locally(args).await,
+    }
+}
+
+fn load_engine(args: &ModelArgs) -> anyhow::Result<Engine> {
+    let dir = args.model_dir();
+    Engine::load(&args.ort_library(), &dir, args.threads)
+        .with_context(|| format!("loading model {}", dir.display()))
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let db = Db::connect(&args.db.database_url)
+        .await
+        .with_context(|| format!("opening database {}", args.db.database_url))?;
+    if db.count_accounts().await? == 0 {
+        match db.create_account("default").await {
+            Ok(account) => {
+                let key = db.create_key(&account).await?;
+                println!(
+                    "created account \"default\" with API key (shown once): {}",
+                    key.secret
+                );
+            }
+            // Another instance sharing this database got there first.
+            Err(DbError::Conflict(_)) => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+
+    let listener = tokio::net::TcpListener::bind((args.host, args.port))
+        .await
+        .with_context(|| format!("binding {}:{}", args.host, args.port))?;
+    println!("listening on http://{}", listener.local_addr()?);
+
+    let engine = Arc::new(OnceLock::new());
+    let state = AppState {
+        db,
+        engine: engine.clone(),
+        max_body_bytes: args.max_body_bytes,
+    };
+    let model = args.model.clone();
+    let loading = tokio::task::spawn_blocking(move || load_engine(&model));
+    let server = tokio::spawn(api::serve(listener, state, api::shutdown_signal()));
+
+    let loaded = loading.await.context("model loader panicked")??;
+    tracing::info!(model = loaded.model_name(), "model loaded; ready");
+    let _ = engine.set(Arc::new(loaded));
+    server.await.context("server task panicked")??;
+    Ok(())
+}
+
+async fn keys(db: &Db, command: KeysCommand) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::Create { account } => {
+            let account = match db.account_by_name(&account).await? {
+                Some(existing) => existing,
+                None => db.create_account(&account).await?,
+            };
+            let key = db.create_key(&account).await?;
+            println!("{}", serde_json::to_string_pretty(&key)?);
+        }
+        KeysCommand::List { account } => {
+            let keys = db.list_keys(account.as_deref()).await?;
+            println!("{}", serde_json::to_string_pretty(&keys)?);
+        }
+        KeysCommand::Revoke { id } => {
+            db.revoke_key(&id).await?;
+            println!("revoked {id}");
+        }
+    }
+    Ok(())
+}
+
+async fn classify_locally(args: ClassifyArgs) -> anyhow::Result<()> {
+    let engine = tokio::task::spawn_blocking({
+        let model = args.model.clone();
+        move || load_engine(&model)
+    })
+    .await??;
+    let mut texts = args.texts;
+    let (text, texts) = if texts.len() == 1 {
+        (texts.pop(), None)
+    } else {
+        (None, Some(texts))
+    };
+    let request = classify::ClassifyRequest {
+        text,
+        texts,
+        labels: Some(args.labels),
+        source_type: args.source_type,
+        mode: Some(args.mode.into()),
+        threshold: args.threshold,
+        ..Default::default()
+    };
+    let response = classify::run(&engine, request).map_err(|err| match err.param {
+        Some(param) => anyhow::anyhow!("{param}: {}", err.message),
+        None => anyhow::anyhow!(err.message),
+    })?;
+    println!("{}", serde_json::to_string_pretty(&response)?);
+    Ok(())
+}
