@@ -26,8 +26,6 @@ pub enum Command {
     Serve(ServeArgs),
     /// Manage API keys.
     Keys {
-        #[command(flatten)]
-        db: DbArgs,
         #[command(subcommand)]
         command: KeysCommand,
     },
@@ -41,14 +39,33 @@ pub enum KeysCommand {
     Create {
         #[arg(long)]
         account: String,
+        #[command(flatten)]
+        db: DbArgs,
     },
     /// List keys (never their secrets).
     List {
         #[arg(long)]
         account: Option<String>,
+        #[command(flatten)]
+        db: DbArgs,
     },
     /// Revoke a key by id.
-    Revoke { id: String },
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+impl KeysCommand {
+    /// The database every keys command works on.
+    pub fn db(&self) -> &DbArgs {
+        match self {
+            KeysCommand::Create { db, .. }
+            | KeysCommand::List { db, .. }
+            | KeysCommand::Revoke { db, .. } => db,
+        }
+    }
 }
 
 /// Where the database lives.
@@ -80,7 +97,19 @@ pub struct ModelArgs {
     pub threads: usize,
 }
 
+/// Only the model flags, for callers that are not the CLI (tests, benches).
+#[derive(Debug, Parser)]
+struct ModelOnly {
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
 impl ModelArgs {
+    /// The model settings from the environment alone, with the CLI's defaults.
+    pub fn from_env() -> Self {
+        ModelOnly::parse_from(["zeroshot"]).model
+    }
+
     /// The model directory to load.
     pub fn model_dir(&self) -> PathBuf {
         let as_path = PathBuf::from(&self.model);

@@ -39,7 +39,9 @@ fn main() -> ExitCode {
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => serve(args).await,
-        Command::Keys { db, command } => keys(&Db::connect(&db.database_url).await?, command).await,
+        Command::Keys { command } => {
+            keys(&Db::connect(&command.db().database_url).await?, command).await
+        }
         Command::Classify(args) => classify_locally(args).await,
     }
 }
@@ -93,7 +95,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 async fn keys(db: &Db, command: KeysCommand) -> anyhow::Result<()> {
     match command {
-        KeysCommand::Create { account } => {
+        KeysCommand::Create { account, .. } => {
             let account = match db.account_by_name(&account).await? {
                 Some(existing) => existing,
                 None => db.create_account(&account).await?,
@@ -101,11 +103,11 @@ async fn keys(db: &Db, command: KeysCommand) -> anyhow::Result<()> {
             let key = db.create_key(&account).await?;
             println!("{}", serde_json::to_string_pretty(&key)?);
         }
-        KeysCommand::List { account } => {
+        KeysCommand::List { account, .. } => {
             let keys = db.list_keys(account.as_deref()).await?;
             println!("{}", serde_json::to_string_pretty(&keys)?);
         }
-        KeysCommand::Revoke { id } => {
+        KeysCommand::Revoke { id, .. } => {
             db.revoke_key(&id).await?;
             println!("revoked {id}");
         }

@@ -45,7 +45,7 @@ impl Db {
             let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
             if let Some(dir) = options.get_filename().parent() {
                 if !dir.as_os_str().is_empty() {
-                    std::fs::create_dir_all(dir).map_err(|err| sqlx::Error::Io(err))?;
+                    std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
                 }
             }
         }

@@ -59,7 +59,7 @@ impl EmbeddingModel {
         let model_path = manifest.file_path(dir, "model");
         let session = Session::builder(runtime)
             .and_then(|builder| Ok(builder.with_intra_threads(intra_threads)?))
-            .and_then(|mut builder| Ok(builder.commit_from_file(&model_path)?))
+            .and_then(|mut builder| builder.commit_from_file(&model_path))
             .map_err(|err| {
                 EngineError::ModelLoad(format!("onnx model {}: {err}", model_path.display()))
             })?;

@@ -1,0 +1,201 @@
+//! Shared test helpers: the real engine, a real server process, real databases.
+#![allow(dead_code)]
+
+use std::sync::{Arc, OnceLock};
+
+use zeroshot::config::ModelArgs;
+use zeroshot::engine::Engine;
+
+/// The real default model, loaded once per test binary (ORT_DYLIB_PATH and
+/// ZEROSHOT_MODELS_DIR / ZEROSHOT_CACHE as set by scripts/test.sh).
+pub fn engine() -> Arc<Engine> {
+    static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let args = ModelArgs::from_env();
+            let engine = Engine::load(&args.ort_library(), &args.model_dir(), 0)
+                .unwrap_or_else(|err| panic!("{err} (run scripts/setup.py first)"));
+            Arc::new(engine)
+        })
+        .clone()
+}
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sqlx::Connection;
+
+/// Which database a test runs against.
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Postgres server for tests (trust auth); scripts/test.sh starts it.
+fn postgres_admin_url() -> String {
+    std::env::var("ZEROSHOT_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+/// A fresh, empty database of the given backend; returns its URL.
+pub async fn fresh_database(backend: Backend) -> String {
+    let unique = uuid::Uuid::new_v4().simple().to_string();
+    match backend {
+        Backend::Sqlite => {
+            let dir = std::env::temp_dir().join(format!("zeroshot-test-{unique}"));
+            format!("sqlite://{}/zeroshot.db", dir.display())
+        }
+        Backend::Postgres => {
+            let admin = postgres_admin_url();
+            let mut conn = sqlx::PgConnection::connect(&admin)
+                .await
+                .unwrap_or_else(|err| {
+                    panic!("connecting to {admin}: {err} (is Postgres running?)")
+                });
+            let name = format!("zs_test_{unique}");
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut conn)
+                .await
+                .expect("create test database");
+            let (base, _) = admin.rsplit_once('/').expect("url has a database");
+            format!("{base}/{name}")
+        }
+    }
+}
+
+/// The real `zeroshot` binary serving on a free port with the real model.
+pub struct Server {
+    child: Child,
+    pub base: String,
+    /// The key printed once by the first `serve` of an empty database.
+    pub key: String,
+    pub database_url: String,
+    pub client: reqwest::Client,
+}
+
+impl Server {
+    /// Starts `zeroshot serve` on a fresh database and waits until `/readyz` is 200.
+    pub async fn start(backend: Backend) -> Server {
+        let database_url = fresh_database(backend).await;
+        Self::start_with(&database_url, &[]).await
+    }
+
+    /// Starts `zeroshot serve` on `database_url` with extra flags.
+    pub async fn start_with(database_url: &str, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_zeroshot"))
+            .args(["serve", "--port", "0", "--database-url", database_url])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn zeroshot serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (key, base) = tokio::task::spawn_blocking(move || {
+            let mut key = String::new();
+            for line in BufReader::new(stdout).lines() {
+                let line = line.expect("read server stdout");
+                if let Some((_, secret)) = line.split_once("(shown once): ") {
+                    key = secret.trim().to_string();
+                }
+                if let Some(addr) = line.strip_prefix("listening on ") {
+                    return (key, addr.trim().to_string());
+                }
+            }
+            panic!("server exited before listening");
+        })
+        .await
+        .expect("reader");
+        let mut server = Server {
+            child,
+            base,
+            key,
+            database_url: database_url.to_string(),
+            client: reqwest::Client::new(),
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                panic!("server exited before it was ready: {status}");
+            }
+            if let Ok(resp) = self.client.get(self.url("/readyz")).send().await {
+                if resp.status() == 200 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "server not ready after 60 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Absolute URL of a path on this server.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// POST JSON with this server's key.
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        self.post_as(&self.key, path, body).await
+    }
+
+    /// POST JSON with a given key.
+    pub async fn post_as(
+        &self,
+        key: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let resp = self
+            .client
+            .post(self.url(path))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Runs the CLI against this server's database.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_zeroshot"))
+            .args(args)
+            .args(["--database-url", &self.database_url])
+            .output()
+            .expect("run zeroshot cli")
+    }
+
+    /// Sends SIGTERM and returns the exit status once the process is gone.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not stop after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,141 @@
+//! Parity with an independent reference: `scripts/parity_reference.py` embeds each
+//! text of `tests/fixtures/parity.json` on its own with Python `tokenizers` +
+//! `onnxruntime` (no batching, no padding). The engine must land on the same vectors
+//! while sorting, batching and padding, and must count tokens and truncation alike.
+
+mod common;
+
+use serde::Deserialize;
+use zeroshot::api::classify::{run, ClassifyRequest};
+
+const FIXTURE: &str = include_str!("fixtures/parity.json");
+const MIN_COSINE: f64 = 0.9999;
+
+#[derive(Deserialize)]
+struct Fixture {
+    model: String,
+    texts: Vec<Reference>,
+    rejected: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Reference {
+    text: String,
+    tokens: usize,
+    truncated: bool,
+    embedding: Vec<f32>,
+}
+
+fn fixture() -> Fixture {
+    serde_json::from_str(FIXTURE).expect("tests/fixtures/parity.json is valid")
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
+    let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+#[test]
+fn embeddings_match_python_reference() {
+    let fixture = fixture();
+    assert!(
+        fixture.texts.len() >= 40,
+        "fixture has only {} texts",
+        fixture.texts.len()
+    );
+    assert!(
+        fixture.texts.iter().any(|r| r.truncated),
+        "fixture has no truncated text"
+    );
+
+    let engine = common::engine();
+    let texts: Vec<&str> = fixture.texts.iter().map(|r| r.text.as_str()).collect();
+    // One call: sorting by length, batching and per-batch padding are all exercised.
+    let embeddings = engine.embed_texts(&texts).expect("embed fixture texts");
+    assert_eq!(embeddings.len(), fixture.texts.len());
+
+    let mut failures = Vec::new();
+    let mut worst = (f64::INFINITY, "");
+    for (reference, embedding) in fixture.texts.iter().zip(&embeddings) {
+        assert_eq!(
+            embedding.vector.len(),
+            reference.embedding.len(),
+            "dimension for {:?}",
+            reference.text
+        );
+        let similarity = cosine(&embedding.vector, &reference.embedding);
+        if similarity < worst.0 {
+            worst = (similarity, reference.text.as_str());
+        }
+        if similarity < MIN_COSINE {
+            failures.push(format!("cosine {similarity:.6} for {:?}", reference.text));
+        }
+        if embedding.tokens != reference.tokens {
+            failures.push(format!(
+                "tokens {} (reference {}) for {:?}",
+                embedding.tokens, reference.tokens, reference.text
+            ));
+        }
+        if embedding.truncated != reference.truncated {
+            failures.push(format!(
+                "truncated {} (reference {}) for {:?}",
+                embedding.truncated, reference.truncated, reference.text
+            ));
+        }
+    }
+    let shown: String = worst.1.chars().take(60).collect();
+    println!(
+        "model {}: {} texts, worst cosine {:.9} (1 - cos = {:.2e}) for {shown:?}",
+        fixture.model,
+        fixture.texts.len(),
+        worst.0,
+        1.0 - worst.0
+    );
+    assert!(
+        failures.is_empty(),
+        "{} parity failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn empty_after_trim_texts_are_rejected() {
+    let fixture = fixture();
+    assert!(!fixture.rejected.is_empty());
+    let engine = common::engine();
+    let labels = || Some(vec!["billing".to_string(), "bug report".to_string()]);
+
+    for rejected in &fixture.rejected {
+        let err = run(
+            &engine,
+            ClassifyRequest {
+                text: Some(rejected.clone()),
+                labels: labels(),
+                ..Default::default()
+            },
+        )
+        .err()
+        .unwrap_or_else(|| panic!("text {rejected:?} was accepted"));
+        assert_eq!(err.param.as_deref(), Some("text"), "text {rejected:?}");
+        assert_eq!(err.status.as_u16(), 422, "text {rejected:?}");
+
+        let err = run(
+            &engine,
+            ClassifyRequest {
+                texts: Some(vec!["fine".into(), rejected.clone()]),
+                labels: labels(),
+                ..Default::default()
+            },
+        )
+        .err()
+        .unwrap_or_else(|| panic!("texts [\"fine\", {rejected:?}] was accepted"));
+        assert_eq!(err.param.as_deref(), Some("texts[1]"), "texts {rejected:?}");
+        assert_eq!(err.status.as_u16(), 422, "texts {rejected:?}");
+    }
+}
