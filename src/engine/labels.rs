@@ -181,15 +181,23 @@ pub fn label_words(name: &str) -> String {
     words.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// The sentence embedded for a label. The template was chosen by measurement on the
-/// dev sets (README, "Accuracy"): the description, when given, carries the meaning.
-pub fn label_sentence(label: &Label, source_type: Option<&str>) -> String {
+/// The sentences whose mean vector stands for a label. Measured on the dev sets
+/// (README, "Accuracy"): the bare words and "about <words>" averaged beat either alone
+/// and every longer template tried ("This text is about ...", "<type> topic: ...").
+/// A description, when given, is appended to each; `source_type` names the subject.
+pub fn label_sentences(label: &Label, source_type: Option<&str>) -> Vec<String> {
     let words = label_words(&label.name);
-    let subject = source_type.unwrap_or("text");
-    match &label.description {
-        Some(description) => format!("This {subject} is about {words}: {description}"),
-        None => format!("This {subject} is about {words}."),
+    let about = match source_type {
+        Some(kind) => format!("{kind} about {words}"),
+        None => format!("about {words}"),
+    };
+    let mut sentences = vec![words, about];
+    if let Some(description) = &label.description {
+        sentences
+            .iter_mut()
+            .for_each(|s| *s = format!("{s}: {description}"));
     }
+    sentences
 }
 
 #[cfg(test)]

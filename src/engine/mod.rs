@@ -13,15 +13,16 @@ use std::sync::{Arc, Mutex};
 use lru::LruCache;
 use serde::Serialize;
 
-pub use labels::{label_sentence, label_words, Label, LabelError, LabelSet, Mode, MAX_LABELS};
+pub use labels::{label_sentences, label_words, Label, LabelError, LabelSet, Mode, MAX_LABELS};
 pub use manifest::{Calibration, Manifest, Pooling};
 pub use model::{normalize, Embedding, EmbeddingModel};
 
 /// Label vectors kept in memory; 384-dim vectors make this about 30 MB.
 const LABEL_CACHE_ENTRIES: usize = 20_000;
-/// Weight of the label-name vector when examples are given; the rest goes to the
-/// mean of the example vectors (chosen on the dev sets, README "Accuracy").
-const LABEL_WEIGHT_WITH_EXAMPLES: f32 = 0.3;
+/// With examples, the label's own vector counts as this many examples: its weight is
+/// M / (M + K) for K examples, so one example leans on the name and eight on the
+/// examples (chosen on the dev sets, README "Accuracy").
+const LABEL_WORTH_IN_EXAMPLES: f32 = 1.0;
 
 /// Everything that can go wrong inside the engine.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +70,18 @@ pub struct LabelVectors {
     pub vectors: Vec<Vec<f32>>,
 }
 
+/// `weight` times the mean of unit vectors (not normalised again).
+fn mean(vectors: &[Arc<Vec<f32>>], weight: f32) -> Vec<f32> {
+    let scale = weight / vectors.len() as f32;
+    let mut sum = vec![0f32; vectors[0].len()];
+    for vector in vectors {
+        sum.iter_mut()
+            .zip(vector.iter())
+            .for_each(|(s, v)| *s += scale * v);
+    }
+    sum
+}
+
 /// A loaded model plus the label-vector cache. Shared by the server, the CLI and batch jobs.
 pub struct Engine {
     model: EmbeddingModel,
@@ -112,38 +125,39 @@ impl Engine {
         self.model.count_tokens(text)
     }
 
-    /// One vector per label: the label sentence, blended with the mean of its examples
-    /// when it has any. Every sentence's vector comes from the cache when it can.
+    /// One vector per label: the mean of its sentences' vectors, blended with the mean
+    /// of its examples when it has any. Every vector comes from the cache when it can.
     pub fn label_vectors(&self, set: &LabelSet) -> Result<LabelVectors, EngineError> {
+        let manifest = self.model.manifest();
         let source_type = set.source_type.as_deref();
-        let sentences: Vec<String> = set
+        let sentences: Vec<Vec<String>> = set
             .labels
             .iter()
-            .map(|label| label_sentence(label, source_type))
+            .map(|label| label_sentences(label, source_type))
             .collect();
-        let name_vectors = self.cached_vectors(&sentences, &self.model.manifest().label_prefix)?;
+        // One engine call for every label sentence of the set, then one per label with examples.
+        let flat: Vec<String> = sentences.iter().flatten().cloned().collect();
+        let mut flat_vectors = self
+            .cached_vectors(&flat, &manifest.label_prefix)?
+            .into_iter();
 
         let mut vectors = Vec::with_capacity(set.labels.len());
-        for (label, name_vector) in set.labels.iter().zip(name_vectors) {
-            if label.examples.is_empty() {
-                vectors.push(name_vector.as_ref().clone());
-                continue;
-            }
-            let examples =
-                self.cached_vectors(&label.examples, &self.model.manifest().text_prefix)?;
-            let mut blended: Vec<f32> = name_vector
-                .iter()
-                .map(|v| v * LABEL_WEIGHT_WITH_EXAMPLES)
-                .collect();
-            let example_weight = (1.0 - LABEL_WEIGHT_WITH_EXAMPLES) / examples.len() as f32;
-            for example in &examples {
-                blended
+        for (label, own) in set.labels.iter().zip(&sentences) {
+            let own: Vec<Arc<Vec<f32>>> = flat_vectors.by_ref().take(own.len()).collect();
+            let mut vector = mean(&own, 1.0);
+            if !label.examples.is_empty() {
+                let examples = self.cached_vectors(&label.examples, &manifest.text_prefix)?;
+                let label_weight =
+                    LABEL_WORTH_IN_EXAMPLES / (LABEL_WORTH_IN_EXAMPLES + examples.len() as f32);
+                let from_examples = mean(&examples, 1.0 - label_weight);
+                vector.iter_mut().for_each(|v| *v *= label_weight);
+                vector
                     .iter_mut()
-                    .zip(example.iter())
-                    .for_each(|(b, e)| *b += example_weight * e);
+                    .zip(from_examples)
+                    .for_each(|(v, e)| *v += e);
             }
-            normalize(&mut blended);
-            vectors.push(blended);
+            normalize(&mut vector);
+            vectors.push(vector);
         }
         Ok(LabelVectors {
             names: set.names().map(str::to_string).collect(),
@@ -167,6 +181,11 @@ impl Engine {
             .collect())
     }
 
+    /// Raw cosine of one embedded text with each label vector (calibration fitting).
+    pub fn cosines(&self, embedding: &Embedding, labels: &LabelVectors) -> Vec<f32> {
+        score::cosines(&embedding.vector, &labels.vectors)
+    }
+
     /// Scores one embedded text against prepared label vectors.
     pub fn score(
         &self,
@@ -175,7 +194,7 @@ impl Engine {
         mode: Mode,
         threshold: f32,
     ) -> Classification {
-        let cosines = score::cosines(&embedding.vector, &labels.vectors);
+        let cosines = self.cosines(embedding, labels);
         let probabilities =
             score::probabilities(&cosines, mode, &self.model.manifest().calibration);
         let mut scores: Vec<LabelScore> = labels

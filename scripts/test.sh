@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Set up everything and run every test: unit tests, the parity test against the real
+# model, and the HTTP tests against real SQLite and Postgres.
+# Postgres: ZEROSHOT_TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test);
+# the local cluster is started when it is not running.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+eval "$(python3 scripts/setup.py --print-env)"
+
+export ZEROSHOT_TEST_POSTGRES_URL=${ZEROSHOT_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
+if ! pg_isready -q -d "$ZEROSHOT_TEST_POSTGRES_URL"; then
+  echo "test: starting PostgreSQL" >&2
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main start
+  for _ in $(seq 1 30); do pg_isready -q -d "$ZEROSHOT_TEST_POSTGRES_URL" && break; sleep 1; done
+fi
+# Databases left behind by earlier runs (each test creates its own).
+psql -q -d "$ZEROSHOT_TEST_POSTGRES_URL" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'zs_test_%'" |
+  while read -r db; do psql -q -d "$ZEROSHOT_TEST_POSTGRES_URL" -c "DROP DATABASE IF EXISTS $db" >/dev/null; done
+
+cargo test --release --locked "$@"

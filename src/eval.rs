@@ -1,0 +1,356 @@
+//! `zeroshot eval`: runs the real engine (the service's code path) over a labelled TSV
+//! and reports accuracy, macro-F1, the worst labels, multi-mode recall and throughput.
+//! With `--fit-calibration` it also fits the manifest's calibration constants.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+
+use crate::engine::{Calibration, Engine, LabelSet, Mode};
+
+/// Texts embedded per engine call.
+const CHUNK: usize = 256;
+
+/// One labelled example.
+#[derive(Debug, Clone)]
+pub struct Example {
+    pub text: String,
+    pub label: String,
+}
+
+/// Reads a `text<TAB>label` file with a header line. Fields may be quoted
+/// (`"..."`, with `""` for a quote) and then span lines, as spreadsheet exports do.
+pub fn read_tsv(path: &Path) -> anyhow::Result<Vec<Example>> {
+    let content =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut examples = Vec::new();
+    for (number, record) in tsv_records(&content).into_iter().enumerate().skip(1) {
+        match record.as_slice() {
+            [text, label] if !text.trim().is_empty() && !label.trim().is_empty() => {
+                examples.push(Example {
+                    text: text.clone(),
+                    label: label.trim().to_string(),
+                })
+            }
+            [only] if only.trim().is_empty() => {}
+            _ => bail!(
+                "{}: record {}: expected text<TAB>label",
+                path.display(),
+                number + 1
+            ),
+        }
+    }
+    if examples.is_empty() {
+        bail!("{}: no examples", path.display());
+    }
+    Ok(examples)
+}
+
+/// Splits tab-separated records, honouring double-quoted fields.
+fn tsv_records(content: &str) -> Vec<Vec<String>> {
+    let mut records = Vec::new();
+    let mut record = Vec::new();
+    let mut field = String::new();
+    let mut chars = content.chars().peekable();
+    let mut in_quotes = false;
+    while let Some(c) = chars.next() {
+        match (in_quotes, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            (true, '"') => in_quotes = false,
+            (true, c) => field.push(c),
+            (false, '"') if field.is_empty() => in_quotes = true,
+            (false, '\t') => record.push(std::mem::take(&mut field)),
+            (false, '\n') => {
+                record.push(
+                    std::mem::take(&mut field)
+                        .trim_end_matches('\r')
+                        .to_string(),
+                );
+                records.push(std::mem::take(&mut record));
+            }
+            (false, c) => field.push(c),
+        }
+    }
+    if !field.is_empty() || !record.is_empty() {
+        record.push(field);
+        records.push(record);
+    }
+    records
+}
+
+/// How to build the label set.
+#[derive(Debug, Default)]
+pub struct EvalOptions {
+    /// Labelled data to draw examples from (the first K per label, in file order).
+    pub train: Vec<Example>,
+    pub examples_per_label: usize,
+    pub descriptions: BTreeMap<String, String>,
+    pub source_type: Option<String>,
+    pub mode: Mode,
+    pub threshold: f32,
+    pub fit_calibration: bool,
+}
+
+/// One label's F1.
+#[derive(Debug, Serialize)]
+pub struct LabelF1 {
+    pub label: String,
+    pub f1: f64,
+    pub support: usize,
+}
+
+/// What `zeroshot eval` prints.
+#[derive(Debug, Serialize)]
+pub struct EvalReport {
+    pub texts: usize,
+    pub labels: usize,
+    pub accuracy: f64,
+    pub macro_f1: f64,
+    pub worst_labels: Vec<LabelF1>,
+    /// Multi mode at the threshold: share of texts whose true label is returned.
+    pub multi_recall: f64,
+    /// Multi mode at the threshold: labels returned per text.
+    pub multi_mean_labels: f64,
+    pub texts_per_second: f64,
+    /// (cosine per label, index of the true label) per text; filled when fitting.
+    #[serde(skip)]
+    pub cosines: Vec<(Vec<f32>, usize)>,
+}
+
+/// Runs the evaluation.
+pub fn evaluate(
+    engine: &Engine,
+    test: &[Example],
+    options: &EvalOptions,
+) -> anyhow::Result<EvalReport> {
+    let mut names: Vec<String> = test.iter().map(|e| e.label.clone()).collect();
+    names.sort();
+    names.dedup();
+    let descriptions: BTreeMap<String, String> = options
+        .descriptions
+        .iter()
+        .filter(|(label, _)| names.contains(label))
+        .map(|(label, text)| (label.clone(), text.clone()))
+        .collect();
+    let mut examples: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    if options.examples_per_label > 0 {
+        for example in &options.train {
+            let list = examples.entry(example.label.clone()).or_default();
+            if list.len() < options.examples_per_label && names.contains(&example.label) {
+                list.push(example.text.clone());
+            }
+        }
+        examples.retain(|label, _| names.contains(label));
+    }
+    let set = LabelSet::new(
+        &names,
+        &descriptions,
+        &examples,
+        options.source_type.as_deref(),
+    )?;
+
+    let started = Instant::now();
+    let labels = engine.label_vectors(&set)?;
+    let index: HashMap<&str, usize> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i))
+        .collect();
+    let mut predicted = Vec::with_capacity(test.len());
+    let mut multi_hits = 0usize;
+    let mut multi_returned = 0usize;
+    let mut cosines_and_truth: Vec<(Vec<f32>, usize)> = Vec::new();
+    for chunk in test.chunks(CHUNK) {
+        let texts: Vec<&str> = chunk.iter().map(|e| e.text.as_str()).collect();
+        for (embedding, example) in engine.embed_texts(&texts)?.iter().zip(chunk) {
+            let single = engine.score(embedding, &labels, options.mode, options.threshold);
+            predicted.push(index[single.label.as_str()]);
+            let multi = engine.score(embedding, &labels, Mode::Multi, options.threshold);
+            multi_hits += usize::from(multi.labels.contains(&example.label));
+            multi_returned += multi.labels.len();
+            if options.fit_calibration {
+                cosines_and_truth.push((
+                    engine.cosines(embedding, &labels),
+                    index[example.label.as_str()],
+                ));
+            }
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let truth: Vec<usize> = test.iter().map(|e| index[e.label.as_str()]).collect();
+
+    let (accuracy, per_label) = f1_scores(&truth, &predicted, &names);
+    let macro_f1 = per_label.iter().map(|l| l.f1).sum::<f64>() / per_label.len() as f64;
+    let mut worst_labels = per_label;
+    worst_labels.sort_by(|a, b| a.f1.total_cmp(&b.f1));
+    worst_labels.truncate(5);
+    Ok(EvalReport {
+        texts: test.len(),
+        labels: names.len(),
+        accuracy,
+        macro_f1,
+        worst_labels,
+        multi_recall: multi_hits as f64 / test.len() as f64,
+        multi_mean_labels: multi_returned as f64 / test.len() as f64,
+        texts_per_second: test.len() as f64 / elapsed,
+        cosines: cosines_and_truth,
+    })
+}
+
+/// Accuracy and per-label F1 (labels with no gold example are left out).
+fn f1_scores(truth: &[usize], predicted: &[usize], names: &[String]) -> (f64, Vec<LabelF1>) {
+    let n = names.len();
+    let (mut tp, mut fp, mut fn_) = (vec![0usize; n], vec![0usize; n], vec![0usize; n]);
+    for (&t, &p) in truth.iter().zip(predicted) {
+        if t == p {
+            tp[t] += 1;
+        } else {
+            fp[p] += 1;
+            fn_[t] += 1;
+        }
+    }
+    let accuracy = tp.iter().sum::<usize>() as f64 / truth.len() as f64;
+    let per_label = (0..n)
+        .filter(|&i| tp[i] + fn_[i] > 0)
+        .map(|i| {
+            let denominator = 2 * tp[i] + fp[i] + fn_[i];
+            LabelF1 {
+                label: names[i].clone(),
+                f1: 2.0 * tp[i] as f64 / denominator as f64,
+                support: tp[i] + fn_[i],
+            }
+        })
+        .collect();
+    (accuracy, per_label)
+}
+
+/// The multi-mode fit weighs each text's wrong labels as if there were this many, so
+/// data sets of 20 or 150 labels count alike and a probability reads as "chance that
+/// this label is the right one among ~21 candidates".
+const REFERENCE_NEGATIVES: f64 = 20.0;
+
+/// Fits the softmax temperature (minimum negative log-likelihood of the true label)
+/// and the multi-mode logistic `sigmoid(a * cos + b)` on (text, label) pairs, each
+/// text's wrong labels weighted to [`REFERENCE_NEGATIVES`] in all.
+pub fn fit_calibration(data: &[(Vec<f32>, usize)]) -> Calibration {
+    let nll = |t: f64| -> f64 {
+        data.iter()
+            .map(|(cosines, truth)| {
+                let max = cosines.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+                let log_total = cosines
+                    .iter()
+                    .map(|&c| ((c as f64 - max) / t).exp())
+                    .sum::<f64>()
+                    .ln();
+                -((cosines[*truth] as f64 - max) / t - log_total)
+            })
+            .sum()
+    };
+    let single_temperature = (0..=200)
+        .map(|i| 0.005 * (40f64).powf(i as f64 / 200.0))
+        .min_by(|&a, &b| nll(a).total_cmp(&nll(b)))
+        .unwrap_or(0.05);
+
+    // Newton's method with backtracking on the weighted logistic loss.
+    let pairs: Vec<(f64, f64, f64)> = data
+        .iter()
+        .flat_map(|(cosines, truth)| {
+            let negative_weight = REFERENCE_NEGATIVES / (cosines.len() - 1).max(1) as f64;
+            cosines.iter().enumerate().map(move |(j, &c)| {
+                if j == *truth {
+                    (c as f64, 1.0, 1.0)
+                } else {
+                    (c as f64, 0.0, negative_weight)
+                }
+            })
+        })
+        .collect();
+    let loss = |a: f64, b: f64| -> f64 {
+        pairs
+            .iter()
+            .map(|&(x, y, w)| {
+                let z = a * x + b;
+                // log(1 + e^z) - y z, computed stably.
+                w * (z.max(0.0) + (-z.abs()).exp().ln_1p() - y * z)
+            })
+            .sum()
+    };
+    let (mut a, mut b) = (10.0f64, -5.0f64);
+    for _ in 0..100 {
+        let (mut ga, mut gb, mut haa, mut hab, mut hbb) = (0.0, 0.0, 0.0, 0.0, 0.0);
+        for &(x, y, w) in &pairs {
+            let p = 1.0 / (1.0 + (-(a * x + b)).exp());
+            let (r, s) = (w * (p - y), w * p * (1.0 - p));
+            ga += r * x;
+            gb += r;
+            haa += s * x * x;
+            hab += s * x;
+            hbb += s;
+        }
+        let det = haa * hbb - hab * hab;
+        if det.abs() < 1e-12 {
+            break;
+        }
+        let (da, db) = ((hbb * ga - hab * gb) / det, (haa * gb - hab * ga) / det);
+        let current = loss(a, b);
+        let mut step = 1.0;
+        while step > 1e-6 && loss(a - step * da, b - step * db) > current {
+            step /= 2.0;
+        }
+        a -= step * da;
+        b -= step * db;
+        if (step * da).abs() < 1e-7 && (step * db).abs() < 1e-7 {
+            break;
+        }
+    }
+    Calibration {
+        single_temperature: single_temperature as f32,
+        multi_scale: a as f32,
+        multi_bias: b as f32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_fields_may_span_lines() {
+        let records = tsv_records("text\tlabel\n\"a \"\"b\"\"\nc\"\tx\nplain\ty\r\n");
+        assert_eq!(records[1], ["a \"b\"\nc", "x"]);
+        assert_eq!(records[2], ["plain", "y"]);
+    }
+
+    #[test]
+    fn f1_and_accuracy() {
+        let names = vec!["a".to_string(), "b".to_string()];
+        let (accuracy, per_label) = f1_scores(&[0, 0, 1, 1], &[0, 1, 1, 1], &names);
+        assert_eq!(accuracy, 0.75);
+        assert!((per_label[0].f1 - 2.0 / 3.0).abs() < 1e-9);
+        assert!((per_label[1].f1 - 0.8).abs() < 1e-9);
+    }
+
+    #[test]
+    fn calibration_fit_separates_true_from_wrong_labels() {
+        // The true label sits near 0.6, the others near 0.2: the fitted logistic must put
+        // its midpoint between them and the temperature must favour the true label.
+        let data: Vec<(Vec<f32>, usize)> = (0..200)
+            .map(|i| {
+                let jitter = (i % 7) as f32 * 0.02;
+                let mut cosines = vec![0.2 + jitter; 21];
+                cosines[i % 21] = 0.6 - jitter;
+                (cosines, i % 21)
+            })
+            .collect();
+        let fit = fit_calibration(&data);
+        let p = |c: f32| 1.0 / (1.0 + (-(fit.multi_scale * c + fit.multi_bias)).exp());
+        assert!(p(0.6) > 0.9 && p(0.2) < 0.1, "{fit:?}");
+        assert!(fit.single_temperature < 0.1, "{fit:?}");
+    }
+}

@@ -1,0 +1,59 @@
+//! `zeroshot eval` end to end: the real binary and model on a small labelled TSV.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn eval(args: &[&str]) -> Value {
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tickets.tsv");
+    let output = Command::new(env!("CARGO_BIN_EXE_zeroshot"))
+        .args(["eval", "--data", fixture])
+        .args(args)
+        .output()
+        .expect("run zeroshot eval");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).expect("JSON report");
+    report["datasets"][fixture].clone()
+}
+
+#[test]
+fn reports_accuracy_f1_and_multi_recall() {
+    let report = eval(&[]);
+    assert_eq!(
+        report["texts"], 12,
+        "the quoted two-line record counts once"
+    );
+    assert_eq!(report["labels"], 3);
+    let accuracy = report["accuracy"].as_f64().unwrap();
+    assert!(accuracy >= 0.75, "easy tickets: {report}");
+    assert!(report["macro_f1"].as_f64().unwrap() > 0.7);
+    assert!(report["worst_labels"].as_array().unwrap().len() <= 3);
+    assert!(report["multi_recall"].as_f64().is_some());
+    assert!(report["texts_per_second"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn examples_from_train_data_are_used() {
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tickets.tsv");
+    // Training on the test file itself with every example: each text is its own
+    // label's example, so almost everything must come out right.
+    let report = eval(&["--train", fixture, "--examples-per-label", "4"]);
+    assert!(report["accuracy"].as_f64().unwrap() >= 0.9, "{report}");
+}
+
+#[test]
+fn fits_calibration_constants() {
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tickets.tsv");
+    let output = Command::new(env!("CARGO_BIN_EXE_zeroshot"))
+        .args(["eval", "--data", fixture, "--fit-calibration"])
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let fitted = &report["fitted_calibration"];
+    assert!(fitted["multi_scale"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(fitted["single_temperature"].as_f64().unwrap() > 0.0);
+}
