@@ -13,9 +13,12 @@ use std::sync::{Arc, Mutex};
 use lru::LruCache;
 use serde::Serialize;
 
-pub use labels::{label_sentences, label_words, Label, LabelError, LabelSet, Mode, MAX_LABELS};
+pub use labels::{Label, LabelError, LabelSet, Mode};
 pub use manifest::{Calibration, Manifest, Pooling};
-pub use model::{normalize, Embedding, EmbeddingModel};
+pub use model::{Embedding, EmbeddingModel};
+
+use labels::label_sentences;
+use model::normalize;
 
 /// Label vectors kept in memory; 384-dim vectors make this about 30 MB.
 const LABEL_CACHE_ENTRIES: usize = 20_000;
@@ -110,19 +113,9 @@ impl Engine {
         &self.model.manifest().name
     }
 
-    /// The loaded model's manifest.
-    pub fn manifest(&self) -> &Manifest {
-        self.model.manifest()
-    }
-
     /// Embeds texts as the model's inputs (with the manifest's text prefix).
     pub fn embed_texts(&self, texts: &[&str]) -> Result<Vec<Embedding>, EngineError> {
         self.model.embed(texts, &self.model.manifest().text_prefix)
-    }
-
-    /// Tokens the model would see for `text`, special tokens included.
-    pub fn count_tokens(&self, text: &str) -> Result<usize, EngineError> {
-        self.model.count_tokens(text)
     }
 
     /// One vector per label: the mean of its sentences' vectors, blended with the mean

@@ -113,13 +113,6 @@ impl EmbeddingModel {
             .collect())
     }
 
-    /// Token count of one text as the model would see it (special tokens included).
-    pub fn count_tokens(&self, text: &str) -> Result<usize, EngineError> {
-        Ok(self.tokenize(&[text], &self.manifest.text_prefix)?[0]
-            .get_ids()
-            .len())
-    }
-
     fn tokenize(&self, texts: &[&str], prefix: &str) -> Result<Vec<Encoding>, EngineError> {
         let inputs: Vec<String> = texts.iter().map(|text| format!("{prefix}{text}")).collect();
         self.tokenizer

@@ -1,4 +1,5 @@
-//! `zeroshot eval` end to end: the real binary and model on a small labelled TSV.
+//! The offline commands end to end: `zeroshot classify` and `zeroshot eval` with the
+//! real binary and model.
 
 use std::process::Command;
 
@@ -56,4 +57,55 @@ fn fits_calibration_constants() {
     let fitted = &report["fitted_calibration"];
     assert!(fitted["multi_scale"].as_f64().unwrap() > 0.0, "{report}");
     assert!(fitted["single_temperature"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn classify_prints_the_api_json_without_a_server() {
+    let run = |args: &[&str]| -> Value {
+        let output = Command::new(env!("CARGO_BIN_EXE_zeroshot"))
+            .arg("classify")
+            .args(args)
+            .output()
+            .expect("run zeroshot classify");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("JSON")
+    };
+    let one = run(&[
+        "--labels",
+        "billing,technical_issue",
+        "I was charged twice this month",
+    ]);
+    assert_eq!(one["label"], "billing", "{one}");
+    assert_eq!(one["mode"], "single");
+    assert_eq!(one["model"], "all-minilm-l6-v2-int8");
+    assert_eq!(one["scores"].as_array().unwrap().len(), 2);
+    for field in ["confidence", "labels", "tokens", "truncated", "latency_ms"] {
+        assert!(!one[field].is_null(), "{field} missing: {one}");
+    }
+
+    let many = run(&[
+        "--labels",
+        "billing,technical_issue",
+        "--mode",
+        "multi",
+        "--threshold",
+        "0.01",
+        "The app crashes on start",
+        "Refund my payment",
+    ]);
+    let results = many["results"].as_array().unwrap();
+    assert_eq!(results[0]["label"], "technical_issue", "{many}");
+    assert_eq!(results[1]["label"], "billing", "{many}");
+    assert_eq!(many["mode"], "multi");
+
+    let refused = Command::new(env!("CARGO_BIN_EXE_zeroshot"))
+        .args(["classify", "--labels", "a,a", "text"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("labels[1]"));
 }
