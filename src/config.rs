@@ -161,6 +161,59 @@ pub struct ServeArgs {
     pub db: DbArgs,
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    #[command(flatten)]
+    pub batch: BatchArgs,
+}
+
+/// Where batch inputs and results live.
+#[derive(Debug, Clone, Args)]
+pub struct StorageArgs {
+    /// `local` (files under --data-dir, uploads come back to this service) or `s3`.
+    #[arg(long, env = "ZEROSHOT_STORAGE", value_enum, default_value = "local")]
+    pub storage: StorageKind,
+    /// Local storage: objects and the URL-signing key.
+    #[arg(long, env = "ZEROSHOT_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Local storage: the base URL clients reach this service at [default: http://HOST:PORT].
+    #[arg(long, env = "ZEROSHOT_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// S3: endpoint URL (any S3-compatible server); path-style addressing is used.
+    #[arg(long, env = "ZEROSHOT_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    #[arg(long, env = "ZEROSHOT_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+    #[arg(long, env = "ZEROSHOT_S3_BUCKET", default_value = "zeroshot")]
+    pub s3_bucket: String,
+    #[arg(long, env = "AWS_ACCESS_KEY_ID")]
+    pub s3_access_key_id: Option<String>,
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub s3_secret_access_key: Option<String>,
+}
+
+/// Storage backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StorageKind {
+    Local,
+    S3,
+}
+
+/// Batch job limits and timing.
+#[derive(Debug, Clone, Args)]
+pub struct BatchArgs {
+    /// Largest accepted batch input file, in bytes.
+    #[arg(long, env = "ZEROSHOT_MAX_UPLOAD_BYTES", default_value_t = 5 * 1024 * 1024 * 1024)]
+    pub max_upload_bytes: u64,
+    /// How long an upload form stays valid, in seconds.
+    #[arg(long, env = "ZEROSHOT_UPLOAD_TTL_SECS", default_value_t = 3600)]
+    pub upload_ttl_secs: u64,
+    /// How long a results download URL stays valid, in seconds.
+    #[arg(long, env = "ZEROSHOT_DOWNLOAD_TTL_SECS", default_value_t = 3600)]
+    pub download_ttl_secs: u64,
+    /// A job whose worker has not reported for this long is resumed by another worker.
+    #[arg(long, env = "ZEROSHOT_BATCH_LEASE_SECS", default_value_t = 30)]
+    pub batch_lease_secs: u64,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -1,13 +1,17 @@
 //! zeroshot: a self-hosted zero-shot text classification service.
 //!
 //! - [`engine`]: tokenize, run the ONNX model, score (no HTTP, no database).
+//! - [`batch`]: batch job input parsing and the streaming worker.
+//! - [`storage`]: object storage (S3 or a local directory) for batch files.
 //! - [`db`]: accounts and API keys in SQLite or Postgres.
 //! - [`api`]: the HTTP surface.
 //! - [`eval`]: accuracy on labelled data, and calibration fitting.
 //! - [`config`]: command-line flags with environment fallbacks.
 
 pub mod api;
+pub mod batch;
 pub mod config;
 pub mod db;
 pub mod engine;
 pub mod eval;
+pub mod storage;

@@ -2,16 +2,22 @@
 
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use zeroshot::api::{self, classify, AppState};
-use zeroshot::config::{ClassifyArgs, Cli, Command, EvalArgs, KeysCommand, ModelArgs, ServeArgs};
+use zeroshot::api::{self, classify, AppState, BatchSettings};
+use zeroshot::batch::Worker;
+use zeroshot::config::{
+    ClassifyArgs, Cli, Command, EvalArgs, KeysCommand, ModelArgs, ServeArgs, StorageArgs,
+    StorageKind,
+};
 use zeroshot::db::{Db, DbError};
 use zeroshot::engine::Engine;
 use zeroshot::eval;
+use zeroshot::storage::{LocalStore, S3Config, S3Store, Storage};
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -76,14 +82,35 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind((args.host, args.port))
         .await
         .with_context(|| format!("binding {}:{}", args.host, args.port))?;
-    println!("listening on http://{}", listener.local_addr()?);
+    let address = listener.local_addr()?;
+    let storage = Arc::new(open_storage(&args.storage, &format!("http://{address}")).await?);
 
     let engine = Arc::new(OnceLock::new());
+    let wake_workers = Arc::new(tokio::sync::Notify::new());
     let state = AppState {
-        db,
+        db: db.clone(),
         engine: engine.clone(),
         max_body_bytes: args.max_body_bytes,
+        storage: storage.clone(),
+        wake_workers: wake_workers.clone(),
+        batch: BatchSettings {
+            max_upload_bytes: args.batch.max_upload_bytes,
+            upload_ttl: Duration::from_secs(args.batch.upload_ttl_secs),
+            download_ttl: Duration::from_secs(args.batch.download_ttl_secs),
+        },
     };
+    tokio::spawn(
+        Worker {
+            db,
+            storage,
+            engine: engine.clone(),
+            owner: format!("worker_{}", uuid::Uuid::new_v4().simple()),
+            lease: Duration::from_secs(args.batch.batch_lease_secs.max(1)),
+            wake: wake_workers,
+        }
+        .run(),
+    );
+    println!("listening on http://{address}");
     let model = args.model.clone();
     let loading = tokio::task::spawn_blocking(move || load_engine(&model));
     let server = tokio::spawn(api::serve(listener, state, api::shutdown_signal()));
@@ -93,6 +120,34 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let _ = engine.set(Arc::new(loaded));
     server.await.context("server task panicked")??;
     Ok(())
+}
+
+async fn open_storage(args: &StorageArgs, own_url: &str) -> anyhow::Result<Storage> {
+    Ok(match args.storage {
+        StorageKind::Local => {
+            let public_url = args.public_url.as_deref().unwrap_or(own_url);
+            Storage::Local(
+                LocalStore::open(&args.data_dir, public_url).with_context(|| {
+                    format!("opening local storage {}", args.data_dir.display())
+                })?,
+            )
+        }
+        StorageKind::S3 => {
+            let required = |value: &Option<String>, flag: &str| {
+                value
+                    .clone()
+                    .with_context(|| format!("--storage s3 needs {flag}"))
+            };
+            let config = S3Config {
+                endpoint: required(&args.s3_endpoint, "--s3-endpoint")?,
+                region: args.s3_region.clone(),
+                bucket: args.s3_bucket.clone(),
+                access_key_id: required(&args.s3_access_key_id, "--s3-access-key-id")?,
+                secret_access_key: required(&args.s3_secret_access_key, "--s3-secret-access-key")?,
+            };
+            Storage::S3(S3Store::connect(config).await.context("connecting to S3")?)
+        }
+    })
 }
 
 async fn keys(db: &Db, command: KeysCommand) -> anyhow::Result<()> {

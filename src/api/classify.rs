@@ -8,14 +8,12 @@ use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
+use super::spec::SpecFields;
 use super::{ApiError, ApiJson, AppState, Caller};
-use crate::engine::{Classification, Engine, LabelSet, Mode};
+use crate::engine::{Classification, Engine, Mode};
 
 /// Most texts in one `texts` request.
 pub const MAX_TEXTS: usize = 64;
-/// Multi-mode threshold when the request gives none.
-pub const DEFAULT_THRESHOLD: f32 = 0.3;
-
 /// The request body. Unknown fields are refused so typos do not pass silently.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -77,11 +75,18 @@ pub async fn handle(
 pub fn run(engine: &Engine, request: ClassifyRequest) -> Result<ClassifyResponse, ApiError> {
     let started = Instant::now();
     let (texts, single) = texts_of(&request)?;
-    let labels = label_set_of(&request)?;
-    let mode = request.mode.unwrap_or_default();
-    let threshold = threshold_of(request.threshold)?;
-
-    let mut results = engine.classify(&texts, &labels, mode, threshold)?;
+    let spec = SpecFields {
+        labels: &request.labels,
+        classifier: &request.classifier,
+        descriptions: &request.descriptions,
+        examples: &request.examples,
+        source_type: &request.source_type,
+        mode: request.mode,
+        threshold: request.threshold,
+    }
+    .resolve()?;
+    let mode = spec.mode;
+    let mut results = engine.classify(&texts, &spec.labels, mode, spec.threshold)?;
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let model = engine.model_name().to_string();
     Ok(if single {
@@ -133,40 +138,5 @@ fn texts_of(request: &ClassifyRequest) -> Result<(Vec<&str>, bool), ApiError> {
             }
             Ok((texts.iter().map(String::as_str).collect(), false))
         }
-    }
-}
-
-/// The label set from inline labels; saved classifiers are resolved here too.
-fn label_set_of(request: &ClassifyRequest) -> Result<LabelSet, ApiError> {
-    match (&request.labels, &request.classifier) {
-        (Some(_), Some(_)) => Err(ApiError::invalid_request(
-            "send either labels or classifier, not both",
-        )
-        .with_param("classifier")),
-        (None, Some(name)) => {
-            Err(ApiError::not_found(format!("no saved classifier {name:?}"))
-                .with_param("classifier"))
-        }
-        (None, None) => Err(ApiError::validation(
-            "labels",
-            "labels (or classifier) is required",
-        )),
-        (Some(names), None) => Ok(LabelSet::new(
-            names,
-            request.descriptions.as_ref().unwrap_or(&BTreeMap::new()),
-            request.examples.as_ref().unwrap_or(&BTreeMap::new()),
-            request.source_type.as_deref(),
-        )?),
-    }
-}
-
-fn threshold_of(threshold: Option<f32>) -> Result<f32, ApiError> {
-    match threshold {
-        None => Ok(DEFAULT_THRESHOLD),
-        Some(t) if t.is_finite() && (0.0..=1.0).contains(&t) => Ok(t),
-        Some(t) => Err(ApiError::validation(
-            "threshold",
-            format!("threshold must be between 0 and 1, got {t}"),
-        )),
     }
 }

@@ -56,6 +56,16 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, "authentication_error", message)
     }
 
+    /// 403: a signed upload or download URL that does not check out.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    /// 409: the resource is not in a state that allows this.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
     /// 404.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
@@ -133,7 +143,7 @@ impl From<DbError> for ApiError {
     fn from(err: DbError) -> Self {
         match err {
             DbError::NotFound(message) => ApiError::not_found(message),
-            DbError::Conflict(message) => Self::new(StatusCode::CONFLICT, "conflict", message),
+            DbError::Conflict(message) => ApiError::conflict(message),
             other => ApiError::internal(other),
         }
     }

@@ -1,12 +1,17 @@
 //! HTTP only: routing, extraction, authentication and the error shape. The work is
 //! done by [`crate::engine`] and [`crate::db`].
 
+pub mod batch;
 pub mod classify;
 mod error;
 mod json;
+mod spec;
+mod uploads;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderName, StatusCode};
@@ -22,6 +27,7 @@ use tracing::Level;
 
 use crate::db::{Account, Db};
 use crate::engine::Engine;
+use crate::storage::Storage;
 
 pub use error::ApiError;
 pub use json::ApiJson;
@@ -35,6 +41,18 @@ pub struct AppState {
     /// Set once the model has loaded; until then `/readyz` and `/v1` answer 503.
     pub engine: Arc<OnceLock<Arc<Engine>>>,
     pub max_body_bytes: usize,
+    pub storage: Arc<Storage>,
+    /// Wakes this instance's batch worker when a job starts.
+    pub wake_workers: Arc<Notify>,
+    pub batch: BatchSettings,
+}
+
+/// Limits and lifetimes of batch uploads and downloads.
+#[derive(Debug, Clone)]
+pub struct BatchSettings {
+    pub max_upload_bytes: u64,
+    pub upload_ttl: Duration,
+    pub download_ttl: Duration,
 }
 
 impl AppState {
@@ -51,6 +69,10 @@ pub type Caller = Extension<Account>;
 pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
         .route("/classify", post(classify::handle))
+        .route("/batch", post(batch::create).get(batch::list))
+        .route("/batch/{id}", get(batch::get).delete(batch::delete))
+        .route("/batch/{id}/start", post(batch::start))
+        .route("/batch/{id}/results", get(batch::results))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_api_key,
@@ -60,6 +82,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .nest("/v1", v1)
+        .route("/uploads", post(uploads::upload).layer(DefaultBodyLimit::disable()))
+        .route("/files/{*key}", get(uploads::download))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(state.max_body_bytes))

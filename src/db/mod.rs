@@ -2,6 +2,7 @@
 //! embedded SQLite default and for Postgres in multi-instance deployments.
 
 mod accounts;
+pub mod batch;
 
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -66,6 +66,15 @@ pub struct Classification {
     pub truncated: bool,
 }
 
+/// Everything that defines how texts are classified: validated once, stored with batch
+/// jobs and saved classifiers, applied the same way by every path.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ClassificationSpec {
+    pub labels: LabelSet,
+    pub mode: Mode,
+    pub threshold: f32,
+}
+
 /// Label vectors ready for scoring: computed once per label set, reusable across texts.
 #[derive(Debug, Clone)]
 pub struct LabelVectors {

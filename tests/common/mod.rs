@@ -39,14 +39,18 @@ fn postgres_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
 }
 
+/// A new empty temporary directory.
+pub fn temp_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("zeroshot-test-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
 /// A fresh, empty database of the given backend; returns its URL.
 pub async fn fresh_database(backend: Backend) -> String {
     let unique = uuid::Uuid::new_v4().simple().to_string();
     match backend {
-        Backend::Sqlite => {
-            let dir = std::env::temp_dir().join(format!("zeroshot-test-{unique}"));
-            format!("sqlite://{}/zeroshot.db", dir.display())
-        }
+        Backend::Sqlite => format!("sqlite://{}/zeroshot.db", temp_dir().display()),
         Backend::Postgres => {
             let admin = postgres_admin_url();
             let mut conn = sqlx::PgConnection::connect(&admin)
@@ -82,10 +86,19 @@ impl Server {
         Self::start_with(&database_url, &[]).await
     }
 
-    /// Starts `zeroshot serve` on `database_url` with extra flags.
+    /// Starts `zeroshot serve` on `database_url` with extra flags. Local storage goes to
+    /// a fresh temporary directory unless `extra` names `--data-dir`.
     pub async fn start_with(database_url: &str, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_zeroshot"))
-            .args(["serve", "--port", "0", "--database-url", database_url])
+        let data_dir = temp_dir();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_zeroshot"));
+        command.args(["serve", "--port", "0", "--database-url", database_url]);
+        if std::env::var_os("ZEROSHOT_LOG").is_none() {
+            command.env("ZEROSHOT_LOG", "warn");
+        }
+        if !extra.contains(&"--data-dir") {
+            command.args(["--data-dir", data_dir.to_str().expect("utf-8 temp dir")]);
+        }
+        let mut child = command
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -159,6 +172,33 @@ impl Server {
             .send()
             .await
             .expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Any request with this server's key; returns status and JSON body (Null if none).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        self.call_as(&self.key, method, path, body).await
+    }
+
+    /// Any request with a given key.
+    pub async fn call_as(
+        &self,
+        key: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut request = self.client.request(method, self.url(path)).bearer_auth(key);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let resp = request.send().await.expect("request");
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(serde_json::Value::Null))
     }

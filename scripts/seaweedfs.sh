@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Start SeaweedFS (`weed mini`: master, volume, filer and S3 gateway in one process) on
+# 127.0.0.1 as the real S3 server the storage tests run against, and print the
+# ZEROSHOT_TEST_S3_* variables to export:
+#
+#   eval "$(scripts/seaweedfs.sh)"
+#
+# Idempotent: a SeaweedFS already answering on the port is reused. The server keeps
+# running in the background (own session, output in the log file below); stop it with
+# `kill "$(cat "$ZEROSHOT_TEST_S3_STATE/weed.pid")"`.
+#
+# ZEROSHOT_TEST_S3_PORT   S3 port (default 8333); the other components listen on
+#                         PORT+1..PORT+4 and their gRPC ports 10000 above, so
+#                         servers on different S3 ports do not collide.
+# ZEROSHOT_WEED           the weed binary (default: fetched by scripts/setup.py).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+port=${ZEROSHOT_TEST_S3_PORT:-8333}
+endpoint="http://127.0.0.1:$port"
+state="${TMPDIR:-/tmp}/zeroshot-seaweedfs-$port"
+access_key=zeroshot-test
+secret_key=zeroshot-test-secret
+
+log() { echo "seaweedfs: $*" >&2; }
+
+print_env() {
+  echo "export ZEROSHOT_TEST_S3_ENDPOINT='$endpoint'"
+  echo "export ZEROSHOT_TEST_S3_ACCESS_KEY_ID='$access_key'"
+  echo "export ZEROSHOT_TEST_S3_SECRET_ACCESS_KEY='$secret_key'"
+  echo "export ZEROSHOT_TEST_S3_REGION='us-east-1'"
+  echo "export ZEROSHOT_TEST_S3_STATE='$state'"
+}
+
+# The Server header of whatever answers on the S3 port; empty when nothing does.
+server_header() {
+  curl -s -o /dev/null -D - --max-time 2 "$endpoint/" 2>/dev/null |
+    tr -d '\r' | sed -n 's/^[Ss]erver: //p' || true
+}
+
+case "$(server_header)" in
+  SeaweedFS*)
+    log "reusing the SeaweedFS on $endpoint"
+    print_env
+    exit 0
+    ;;
+  "") ;;
+  *)
+    log "port $port is taken by something that is not SeaweedFS; set ZEROSHOT_TEST_S3_PORT"
+    exit 1
+    ;;
+esac
+
+if [[ -z "${ZEROSHOT_WEED:-}" ]]; then
+  eval "$(python3 scripts/setup.py --seaweedfs --print-env | grep '^export ZEROSHOT_WEED=')"
+fi
+
+# A fresh data directory each start: tests use their own buckets, nothing is kept.
+if [[ -f "$state/weed.pid" ]] && kill -0 "$(cat "$state/weed.pid")" 2>/dev/null; then
+  log "stopping unresponsive SeaweedFS (pid $(cat "$state/weed.pid"))"
+  kill "$(cat "$state/weed.pid")" || true
+  sleep 3
+fi
+rm -rf "$state"
+mkdir -p "$state/data"
+
+# One identity with every action: requests must be signed with its keys (anonymous
+# access is refused once any identity exists), so signatures are really checked.
+cat >"$state/s3.json" <<EOF
+{
+  "identities": [
+    {
+      "name": "zeroshot-test",
+      "credentials": [{"accessKey": "$access_key", "secretKey": "$secret_key"}],
+      "actions": ["Admin", "Read", "List", "Tagging", "Write"]
+    }
+  ]
+}
+EOF
+
+log "starting SeaweedFS on $endpoint (log: $state/weed.log)"
+setsid nohup "$ZEROSHOT_WEED" mini \
+  -dir="$state/data" \
+  -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+  -master.telemetry=false \
+  -s3.port="$port" -s3.config="$state/s3.json" \
+  -master.port=$((port + 1)) -volume.port=$((port + 2)) -filer.port=$((port + 3)) \
+  -admin.port=$((port + 4)) -admin.ui=false \
+  -webdav=false -s3.port.iceberg=0 -s3.port.lance=0 \
+  </dev/null >"$state/weed.log" 2>&1 &
+echo $! >"$state/weed.pid"
+
+for _ in $(seq 1 120); do
+  if [[ "$(server_header)" == SeaweedFS* ]]; then
+    print_env
+    exit 0
+  fi
+  if ! kill -0 "$(cat "$state/weed.pid")" 2>/dev/null; then
+    log "SeaweedFS exited; last lines of $state/weed.log:"
+    tail -n 20 "$state/weed.log" >&2
+    exit 1
+  fi
+  sleep 0.5
+done
+log "SeaweedFS did not answer on $endpoint within 60 s; last lines of $state/weed.log:"
+tail -n 20 "$state/weed.log" >&2
+exit 1

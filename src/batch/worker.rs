@@ -1,0 +1,348 @@
+//! The streaming batch worker. Every instance runs one: it claims a processing job
+//! nobody holds (just started, or whose worker's lease expired), streams the input
+//! from the last checkpoint, scores chunks (rayon-parallel parsing and row building,
+//! batched ONNX inference), appends results and commits a checkpoint after each part.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use rayon::prelude::*;
+use serde_json::{json, Map, Value};
+use tokio::io::BufReader;
+use tokio::sync::Notify;
+
+use super::lines::{parse_line, LineReader, RawLine};
+use crate::db::batch::{Checkpoint, JobRow};
+use crate::db::Db;
+use crate::engine::{ClassificationSpec, Engine, LabelVectors};
+use crate::storage::{Storage, StorageError};
+
+/// Lines scored per engine call.
+const CHUNK_LINES: usize = 512;
+/// Input bytes per chunk at most (so memory stays flat with long lines).
+const CHUNK_BYTES: usize = 4 * 1024 * 1024;
+/// Read buffer for the input stream.
+const READ_BUFFER: usize = 256 * 1024;
+/// How often an idle worker looks for abandoned jobs.
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What a worker needs; cheap to clone.
+#[derive(Clone)]
+pub struct Worker {
+    pub db: Db,
+    pub storage: Arc<Storage>,
+    pub engine: Arc<OnceLock<Arc<Engine>>>,
+    /// Identifies this worker's leases; unique per process.
+    pub owner: String,
+    /// A job whose lease is not renewed for this long is taken over by another worker.
+    pub lease: Duration,
+    /// Woken when a job is started, so it begins without waiting for the next poll.
+    pub wake: Arc<Notify>,
+}
+
+/// Why a job stopped before completing.
+#[derive(Debug, thiserror::Error)]
+enum JobError {
+    /// The job itself cannot complete; it is marked failed with this message.
+    #[error("{0}")]
+    Fatal(String),
+    /// Another worker holds the job now (our lease expired); leave it alone.
+    #[error("lease lost")]
+    LeaseLost,
+    /// A passing fault (database, storage); the job is retried after the lease expires.
+    #[error("{0}")]
+    Transient(String),
+}
+
+impl From<crate::db::DbError> for JobError {
+    fn from(err: crate::db::DbError) -> Self {
+        JobError::Transient(err.to_string())
+    }
+}
+
+impl From<StorageError> for JobError {
+    fn from(err: StorageError) -> Self {
+        match err {
+            StorageError::NotFound(key) => {
+                JobError::Fatal(format!("input file {key:?} is missing"))
+            }
+            other => JobError::Transient(other.to_string()),
+        }
+    }
+}
+
+/// Counters that travel with a checkpoint.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counts {
+    completed: i64,
+    failed: i64,
+    tokens: i64,
+}
+
+impl Worker {
+    fn lease_ms(&self) -> i64 {
+        self.lease.as_millis() as i64
+    }
+
+    /// Runs until the process ends.
+    pub async fn run(self) {
+        loop {
+            let Some(engine) = self.engine.get().cloned() else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            match self.db.claim_job(&self.owner, self.lease_ms()).await {
+                Ok(Some(job)) => {
+                    let id = job.id.clone();
+                    tracing::info!(job = %id, "processing batch job");
+                    match self.process(&engine, job).await {
+                        Ok(()) => tracing::info!(job = %id, "batch job finished"),
+                        Err(JobError::Fatal(message)) => {
+                            tracing::warn!(job = %id, %message, "batch job failed");
+                            if let Err(err) =
+                                self.db.finish_job(&id, &self.owner, Some(&message)).await
+                            {
+                                tracing::error!(job = %id, error = %err, "could not mark job failed");
+                            }
+                        }
+                        Err(err) => {
+                            tracing::warn!(job = %id, error = %err, "batch job interrupted; will resume")
+                        }
+                    }
+                }
+                Ok(None) => {
+                    tokio::select! {
+                        _ = self.wake.notified() => {}
+                        _ = tokio::time::sleep(POLL_INTERVAL) => {}
+                    }
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "claiming batch jobs failed");
+                    tokio::time::sleep(POLL_INTERVAL).await;
+                }
+            }
+        }
+    }
+
+    async fn process(&self, engine: &Arc<Engine>, job: JobRow) -> Result<(), JobError> {
+        let spec: ClassificationSpec = serde_json::from_str(&job.config)
+            .map_err(|err| JobError::Fatal(format!("stored job config is unreadable: {err}")))?;
+        let labels = {
+            let (engine, set) = (engine.clone(), spec.labels.clone());
+            tokio::task::spawn_blocking(move || engine.label_vectors(&set))
+                .await
+                .map_err(|err| JobError::Transient(err.to_string()))?
+                .map_err(|err| JobError::Fatal(err.to_string()))?
+        };
+        if job.requests_total.is_none() {
+            let total = self.count_requests(&job).await?;
+            if !self
+                .db
+                .set_requests_total(&job.id, &self.owner, total)
+                .await?
+            {
+                return Err(JobError::LeaseLost);
+            }
+        }
+
+        let mut state = match &job.cp_output_state {
+            Some(saved) => serde_json::from_str(saved).map_err(|err| {
+                JobError::Fatal(format!("stored output state is unreadable: {err}"))
+            })?,
+            None => self.storage.start_output(&job.output_key).await?,
+        };
+        let input = self
+            .storage
+            .read_from(&job.input_key, job.cp_input_offset as u64)
+            .await?;
+        let mut reader = LineReader::new(
+            BufReader::with_capacity(READ_BUFFER, input),
+            job.cp_input_offset as u64,
+            job.cp_line,
+        );
+        let mut counts = Counts {
+            completed: job.cp_completed,
+            failed: job.cp_failed,
+            tokens: job.cp_tokens,
+        };
+        let mut pending: Vec<u8> = Vec::new();
+        let min_part = self.storage.min_part_bytes();
+        loop {
+            let chunk = read_chunk(&mut reader)
+                .await
+                .map_err(|err| JobError::Fatal(format!("input file could not be read: {err}")))?;
+            let at_end = chunk.is_empty();
+            if !at_end {
+                let (engine, labels, spec) = (engine.clone(), labels.clone(), spec.clone());
+                let (rows, chunk_counts) = tokio::task::spawn_blocking(move || {
+                    score_chunk(&engine, &labels, &spec, chunk)
+                })
+                .await
+                .map_err(|err| JobError::Transient(err.to_string()))??;
+                pending.extend_from_slice(&rows);
+                counts.completed += chunk_counts.completed;
+                counts.failed += chunk_counts.failed;
+                counts.tokens += chunk_counts.tokens;
+            }
+            if (pending.len() >= min_part && !pending.is_empty()) || (at_end && !pending.is_empty())
+            {
+                self.storage
+                    .append_output(&job.output_key, &mut state, std::mem::take(&mut pending))
+                    .await?;
+                let checkpoint = Checkpoint {
+                    input_offset: reader.offset as i64,
+                    line: reader.line,
+                    completed: counts.completed,
+                    failed: counts.failed,
+                    tokens: counts.tokens,
+                    output_state: serde_json::to_string(&state).expect("serialisable"),
+                };
+                if !self
+                    .db
+                    .checkpoint(&job.id, &self.owner, self.lease_ms(), &checkpoint)
+                    .await?
+                {
+                    return Err(JobError::LeaseLost);
+                }
+            } else if !at_end
+                && !self
+                    .db
+                    .heartbeat(
+                        &job.id,
+                        &self.owner,
+                        self.lease_ms(),
+                        counts.completed,
+                        counts.failed,
+                    )
+                    .await?
+            {
+                return Err(JobError::LeaseLost);
+            }
+            if at_end {
+                break;
+            }
+        }
+        self.storage.finish_output(&job.output_key, &state).await?;
+        let error = match (counts.completed, counts.failed) {
+            (0, 0) => Some("the input has no lines".to_string()),
+            (0, failed) => Some(format!(
+                "every line failed ({failed} lines); see the results for each error"
+            )),
+            _ => None,
+        };
+        if let Some(message) = error {
+            return Err(JobError::Fatal(message));
+        }
+        if !self.db.finish_job(&job.id, &self.owner, None).await? {
+            return Err(JobError::LeaseLost);
+        }
+        Ok(())
+    }
+
+    /// Counts the non-blank lines of the input (one streaming pass, renewing the lease).
+    async fn count_requests(&self, job: &JobRow) -> Result<i64, JobError> {
+        let input = self.storage.read_from(&job.input_key, 0).await?;
+        let mut reader = LineReader::new(BufReader::with_capacity(READ_BUFFER, input), 0, 0);
+        let mut total = 0i64;
+        let mut last_beat = std::time::Instant::now();
+        while reader
+            .next_line()
+            .await
+            .map_err(|err| JobError::Fatal(format!("input file could not be read: {err}")))?
+            .is_some()
+        {
+            total += 1;
+            if last_beat.elapsed() > self.lease / 4 {
+                if !self
+                    .db
+                    .heartbeat(&job.id, &self.owner, self.lease_ms(), 0, 0)
+                    .await?
+                {
+                    return Err(JobError::LeaseLost);
+                }
+                last_beat = std::time::Instant::now();
+            }
+        }
+        Ok(total)
+    }
+}
+
+async fn read_chunk<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut LineReader<R>,
+) -> std::io::Result<Vec<RawLine>> {
+    let mut chunk = Vec::with_capacity(CHUNK_LINES);
+    let mut bytes = 0usize;
+    while chunk.len() < CHUNK_LINES && bytes < CHUNK_BYTES {
+        match reader.next_line().await? {
+            Some(line) => {
+                bytes += line.bytes.as_ref().map_or(0, Vec::len);
+                chunk.push(line);
+            }
+            None => break,
+        }
+    }
+    Ok(chunk)
+}
+
+/// Parses, embeds and scores one chunk; returns its NDJSON rows in input order.
+fn score_chunk(
+    engine: &Engine,
+    labels: &LabelVectors,
+    spec: &ClassificationSpec,
+    chunk: Vec<RawLine>,
+) -> Result<(Vec<u8>, Counts), JobError> {
+    let parsed: Vec<_> = chunk.par_iter().map(parse_line).collect();
+    let texts: Vec<&str> = parsed
+        .iter()
+        .filter_map(|(_, line)| line.as_ref().ok().map(|l| l.text.as_str()))
+        .collect();
+    let embeddings = engine
+        .embed_texts(&texts)
+        .map_err(|err| JobError::Fatal(format!("inference failed: {err}")))?;
+    let mut embedding_of = Vec::with_capacity(parsed.len());
+    let mut next = 0;
+    for (_, line) in &parsed {
+        embedding_of.push(line.is_ok().then(|| {
+            next += 1;
+            &embeddings[next - 1]
+        }));
+    }
+
+    let rows: Vec<(Vec<u8>, Counts)> = chunk
+        .par_iter()
+        .zip(parsed.par_iter())
+        .zip(embedding_of.par_iter())
+        .map(|((raw, (id, line)), embedding)| {
+            let (row, counts) = match (line, embedding) {
+                (Ok(_), Some(embedding)) => {
+                    let result = engine.score(embedding, labels, spec.mode, spec.threshold);
+                    let scores: Map<String, Value> =
+                        result.scores.iter().map(|s| (s.label.clone(), json!(s.score))).collect();
+                    (
+                        json!({"line": raw.number, "id": id, "label": result.label, "confidence": result.confidence,
+                               "labels": result.labels, "scores": scores, "tokens": result.tokens,
+                               "truncated": result.truncated}),
+                        Counts { completed: 1, failed: 0, tokens: result.tokens as i64 },
+                    )
+                }
+                (Err(error), _) => (
+                    json!({"line": raw.number, "id": id, "error": {"code": error.code, "message": error.message}}),
+                    Counts { completed: 0, failed: 1, tokens: 0 },
+                ),
+                (Ok(_), None) => unreachable!("every parsed line has an embedding"),
+            };
+            let mut bytes = serde_json::to_vec(&row).expect("serialisable");
+            bytes.push(b'\n');
+            (bytes, counts)
+        })
+        .collect();
+    let mut out = Vec::with_capacity(rows.iter().map(|(r, _)| r.len()).sum());
+    let mut totals = Counts::default();
+    for (row, counts) in rows {
+        out.extend_from_slice(&row);
+        totals.completed += counts.completed;
+        totals.failed += counts.failed;
+        totals.tokens += counts.tokens;
+    }
+    Ok((out, totals))
+}

@@ -1,0 +1,325 @@
+//! Batch job rows: creation, the start race (settled by a partial unique index),
+//! leases for workers, checkpoints.
+
+use super::{now_ms, Db, DbError};
+
+/// Job states as stored and as the API shows them.
+pub mod status {
+    pub const PENDING: &str = "pending";
+    pub const PROCESSING: &str = "processing";
+    pub const COMPLETED: &str = "completed";
+    pub const FAILED: &str = "failed";
+}
+
+/// A job as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct JobRow {
+    pub id: String,
+    pub account_id: String,
+    pub status: String,
+    pub config: String,
+    pub metadata: String,
+    pub input_key: String,
+    pub output_key: String,
+    pub upload_expires_at: i64,
+    pub input_bytes: Option<i64>,
+    pub requests_total: Option<i64>,
+    pub requests_completed: i64,
+    pub requests_failed: i64,
+    pub estimated_tokens: Option<i64>,
+    pub actual_tokens: Option<i64>,
+    pub error: Option<String>,
+    pub cp_input_offset: i64,
+    pub cp_line: i64,
+    pub cp_completed: i64,
+    pub cp_failed: i64,
+    pub cp_tokens: i64,
+    pub cp_output_state: Option<String>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub completed_at: Option<i64>,
+}
+
+const COLUMNS: &str = "id, account_id, status, config, metadata, input_key, output_key, upload_expires_at, \
+    input_bytes, requests_total, requests_completed, requests_failed, estimated_tokens, actual_tokens, error, \
+    cp_input_offset, cp_line, cp_completed, cp_failed, cp_tokens, cp_output_state, created_at, started_at, completed_at";
+
+/// What a new job needs.
+pub struct NewJob<'a> {
+    pub id: &'a str,
+    pub account_id: &'a str,
+    pub config: &'a str,
+    pub metadata: &'a str,
+    pub input_key: &'a str,
+    pub output_key: &'a str,
+    pub upload_expires_at: i64,
+}
+
+/// How a start attempt ended.
+#[derive(Debug, PartialEq)]
+pub enum StartOutcome {
+    Started,
+    /// The job is not pending or failed; carries its status.
+    WrongStatus(String),
+    /// Another job of the account is processing.
+    AnotherActive,
+    NotFound,
+}
+
+/// Progress committed atomically with the results written so far.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub input_offset: i64,
+    pub line: i64,
+    pub completed: i64,
+    pub failed: i64,
+    pub tokens: i64,
+    pub output_state: String,
+}
+
+impl Db {
+    /// Inserts a pending job.
+    pub async fn create_job(&self, job: &NewJob<'_>) -> Result<JobRow, DbError> {
+        sqlx::query(
+            "INSERT INTO batch_jobs (id, account_id, status, config, metadata, input_key, output_key, \
+             upload_expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(job.id)
+        .bind(job.account_id)
+        .bind(status::PENDING)
+        .bind(job.config)
+        .bind(job.metadata)
+        .bind(job.input_key)
+        .bind(job.output_key)
+        .bind(job.upload_expires_at)
+        .bind(now_ms())
+        .execute(self.pool())
+        .await?;
+        self.job(job.account_id, job.id)
+            .await?
+            .ok_or_else(|| DbError::NotFound(job.id.to_string()))
+    }
+
+    /// A job of this account (another account's job does not exist for the caller).
+    pub async fn job(&self, account_id: &str, id: &str) -> Result<Option<JobRow>, DbError> {
+        Ok(sqlx::query_as::<_, JobRow>(&format!(
+            "SELECT {COLUMNS} FROM batch_jobs WHERE id = $1 AND account_id = $2"
+        ))
+        .bind(id)
+        .bind(account_id)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
+    /// A job by id alone, for the worker.
+    pub async fn job_by_id(&self, id: &str) -> Result<Option<JobRow>, DbError> {
+        Ok(
+            sqlx::query_as::<_, JobRow>(&format!("SELECT {COLUMNS} FROM batch_jobs WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(self.pool())
+                .await?,
+        )
+    }
+
+    /// The account's jobs, newest first, after the cursor `(created_at, id)` if given.
+    pub async fn list_jobs(
+        &self,
+        account_id: &str,
+        before: Option<(i64, &str)>,
+        limit: i64,
+    ) -> Result<Vec<JobRow>, DbError> {
+        let (created, id) = before.unwrap_or((i64::MAX, ""));
+        Ok(sqlx::query_as::<_, JobRow>(&format!(
+            "SELECT {COLUMNS} FROM batch_jobs WHERE account_id = $1 \
+             AND (created_at < $2 OR (created_at = $2 AND id < $3) OR $3 = '') \
+             ORDER BY created_at DESC, id DESC LIMIT $4"
+        ))
+        .bind(account_id)
+        .bind(created)
+        .bind(id)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// Moves a pending or failed job to processing, from scratch. The partial unique
+    /// index refuses a second processing job of the same account, whichever instance asks.
+    pub async fn start_job(
+        &self,
+        account_id: &str,
+        id: &str,
+        input_bytes: i64,
+        estimated_tokens: i64,
+    ) -> Result<StartOutcome, DbError> {
+        let result = sqlx::query(
+            "UPDATE batch_jobs SET status = $1, started_at = $2, input_bytes = $3, estimated_tokens = $4, \
+             requests_total = NULL, requests_completed = 0, requests_failed = 0, actual_tokens = NULL, \
+             error = NULL, completed_at = NULL, cp_input_offset = 0, cp_line = 0, cp_completed = 0, \
+             cp_failed = 0, cp_tokens = 0, cp_output_state = NULL, lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = $5 AND account_id = $6 AND status IN ($7, $8)",
+        )
+        .bind(status::PROCESSING)
+        .bind(now_ms())
+        .bind(input_bytes)
+        .bind(estimated_tokens)
+        .bind(id)
+        .bind(account_id)
+        .bind(status::PENDING)
+        .bind(status::FAILED)
+        .execute(self.pool())
+        .await;
+        match result {
+            Ok(done) if done.rows_affected() == 1 => Ok(StartOutcome::Started),
+            Ok(_) => Ok(match self.job(account_id, id).await? {
+                Some(job) => StartOutcome::WrongStatus(job.status),
+                None => StartOutcome::NotFound,
+            }),
+            Err(sqlx::Error::Database(err)) if err.is_unique_violation() => {
+                Ok(StartOutcome::AnotherActive)
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Deletes a job that is not processing; `Ok(false)` when it is processing.
+    pub async fn delete_job(&self, account_id: &str, id: &str) -> Result<bool, DbError> {
+        let done = sqlx::query(
+            "DELETE FROM batch_jobs WHERE id = $1 AND account_id = $2 AND status <> $3",
+        )
+        .bind(id)
+        .bind(account_id)
+        .bind(status::PROCESSING)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Takes one processing job nobody holds (just started, or its worker's lease
+    /// expired) for `owner`, for `lease_ms`.
+    pub async fn claim_job(&self, owner: &str, lease_ms: i64) -> Result<Option<JobRow>, DbError> {
+        let now = now_ms();
+        let candidates: Vec<(String,)> = sqlx::query_as(
+            "SELECT id FROM batch_jobs WHERE status = $1 AND (lease_expires_at IS NULL OR lease_expires_at < $2) \
+             ORDER BY started_at LIMIT 4",
+        )
+        .bind(status::PROCESSING)
+        .bind(now)
+        .fetch_all(self.pool())
+        .await?;
+        for (id,) in candidates {
+            let claimed = sqlx::query(
+                "UPDATE batch_jobs SET lease_owner = $1, lease_expires_at = $2, \
+                 requests_completed = cp_completed, requests_failed = cp_failed \
+                 WHERE id = $3 AND status = $4 AND (lease_expires_at IS NULL OR lease_expires_at < $5)",
+            )
+            .bind(owner)
+            .bind(now + lease_ms)
+            .bind(&id)
+            .bind(status::PROCESSING)
+            .bind(now)
+            .execute(self.pool())
+            .await?;
+            if claimed.rows_affected() == 1 {
+                return self.job_by_id(&id).await;
+            }
+        }
+        Ok(None)
+    }
+
+    /// Extends the lease and shows progress; `false` when the lease was lost.
+    pub async fn heartbeat(
+        &self,
+        id: &str,
+        owner: &str,
+        lease_ms: i64,
+        completed: i64,
+        failed: i64,
+    ) -> Result<bool, DbError> {
+        let done = sqlx::query(
+            "UPDATE batch_jobs SET lease_expires_at = $1, requests_completed = $2, requests_failed = $3 \
+             WHERE id = $4 AND lease_owner = $5 AND status = $6",
+        )
+        .bind(now_ms() + lease_ms)
+        .bind(completed)
+        .bind(failed)
+        .bind(id)
+        .bind(owner)
+        .bind(status::PROCESSING)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Records the number of requests once the input has been counted.
+    pub async fn set_requests_total(
+        &self,
+        id: &str,
+        owner: &str,
+        total: i64,
+    ) -> Result<bool, DbError> {
+        let done = sqlx::query(
+            "UPDATE batch_jobs SET requests_total = $1 WHERE id = $2 AND lease_owner = $3",
+        )
+        .bind(total)
+        .bind(id)
+        .bind(owner)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Commits a checkpoint (and extends the lease); `false` when the lease was lost.
+    pub async fn checkpoint(
+        &self,
+        id: &str,
+        owner: &str,
+        lease_ms: i64,
+        cp: &Checkpoint,
+    ) -> Result<bool, DbError> {
+        let done = sqlx::query(
+            "UPDATE batch_jobs SET cp_input_offset = $1, cp_line = $2, cp_completed = $3, cp_failed = $4, \
+             cp_tokens = $5, cp_output_state = $6, requests_completed = $3, requests_failed = $4, \
+             lease_expires_at = $7 WHERE id = $8 AND lease_owner = $9 AND status = $10",
+        )
+        .bind(cp.input_offset)
+        .bind(cp.line)
+        .bind(cp.completed)
+        .bind(cp.failed)
+        .bind(cp.tokens)
+        .bind(&cp.output_state)
+        .bind(now_ms() + lease_ms)
+        .bind(id)
+        .bind(owner)
+        .bind(status::PROCESSING)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Ends a job as completed (`error` None) or failed, releasing its lease.
+    pub async fn finish_job(
+        &self,
+        id: &str,
+        owner: &str,
+        error: Option<&str>,
+    ) -> Result<bool, DbError> {
+        let (new_status, tokens) = match error {
+            None => (status::COMPLETED, "cp_tokens"),
+            Some(_) => (status::FAILED, "NULL"),
+        };
+        let done = sqlx::query(&format!(
+            "UPDATE batch_jobs SET status = $1, error = $2, completed_at = $3, actual_tokens = {tokens}, \
+             requests_completed = cp_completed, requests_failed = cp_failed, lease_owner = NULL, \
+             lease_expires_at = NULL WHERE id = $4 AND lease_owner = $5 AND status = $6"
+        ))
+        .bind(new_status)
+        .bind(error)
+        .bind(now_ms())
+        .bind(id)
+        .bind(owner)
+        .bind(status::PROCESSING)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

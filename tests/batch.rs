@@ -1,0 +1,532 @@
+//! Batch jobs end to end against the real binary and model: local storage + SQLite and
+//! S3 (SeaweedFS) + Postgres, uploads through the signed multipart POST forms.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Backend, Server};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+const LABELS: [&str; 3] = ["billing", "technical_issue", "feature_request"];
+const TICKETS: [&str; 3] = [
+    "I was charged twice for my subscription this month",
+    "The app crashes when I open the settings page",
+    "Feature request: please add an option to export reports as CSV",
+];
+
+/// Where the server keeps batch files.
+#[derive(Clone, Copy, Debug)]
+enum Store {
+    Local,
+    S3,
+}
+
+fn s3_env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run the tests through scripts/test.sh"))
+}
+
+/// Flags for a server on the given store; S3 gets a bucket of its own.
+fn store_flags(store: Store) -> Vec<String> {
+    match store {
+        Store::Local => Vec::new(),
+        Store::S3 => vec![
+            "--storage".into(),
+            "s3".into(),
+            "--s3-endpoint".into(),
+            s3_env("ZEROSHOT_TEST_S3_ENDPOINT"),
+            "--s3-bucket".into(),
+            format!(
+                "zs-batch-{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..12]
+            ),
+            "--s3-access-key-id".into(),
+            s3_env("ZEROSHOT_TEST_S3_ACCESS_KEY_ID"),
+            "--s3-secret-access-key".into(),
+            s3_env("ZEROSHOT_TEST_S3_SECRET_ACCESS_KEY"),
+        ],
+    }
+}
+
+async fn start(backend: Backend, store: Store, extra: &[&str]) -> Server {
+    let mut flags = store_flags(store);
+    flags.extend(extra.iter().map(|s| s.to_string()));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    Server::start_with(&common::fresh_database(backend).await, &flags).await
+}
+
+async fn create_job(server: &Server, body: &Value) -> Value {
+    let (status, job) = server.post("/v1/batch", body).await;
+    assert_eq!(status, 201, "{job}");
+    job
+}
+
+/// POSTs the upload form with `file` last, as a browser or curl -F would.
+async fn upload(server: &Server, job: &Value, content: Vec<u8>) -> u16 {
+    let mut form = reqwest::multipart::Form::new();
+    for (name, value) in job["upload_fields"].as_object().unwrap() {
+        form = form.text(name.clone(), value.as_str().unwrap().to_string());
+    }
+    form = form.part(
+        "file",
+        reqwest::multipart::Part::bytes(content).file_name("input.ndjson"),
+    );
+    let resp = server
+        .client
+        .post(job["upload_url"].as_str().unwrap())
+        .multipart(form)
+        .send()
+        .await
+        .expect("upload");
+    resp.status().as_u16()
+}
+
+async fn wait_for(server: &Server, id: &str, wanted: &str, timeout: Duration) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (status, job) = server
+            .call(Method::GET, &format!("/v1/batch/{id}"), None)
+            .await;
+        assert_eq!(status, 200, "{job}");
+        if job["status"] == wanted {
+            return job;
+        }
+        assert!(
+            job["status"] != "failed" || wanted == "failed",
+            "job failed: {job}"
+        );
+        assert!(Instant::now() < deadline, "job not {wanted} in time: {job}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn download_results(server: &Server, id: &str) -> Vec<Value> {
+    let (status, results) = server
+        .call(Method::GET, &format!("/v1/batch/{id}/results"), None)
+        .await;
+    assert_eq!(status, 200, "{results}");
+    let body = server
+        .client
+        .get(results["url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body.status(), 200);
+    let text = body.text().await.unwrap();
+    text.lines()
+        .map(|line| serde_json::from_str(line).expect("result row is JSON"))
+        .collect()
+}
+
+/// `n` ticket lines; every tenth is malformed in a different way.
+fn input_with_errors(n: usize) -> (Vec<u8>, usize) {
+    let mut out = String::new();
+    let mut bad = 0;
+    for i in 0..n {
+        let line = match i % 10 {
+            9 => {
+                bad += 1;
+                match (i / 10) % 5 {
+                    0 => "{not json".to_string(),
+                    1 => json!({"id": format!("t{i}")}).to_string(),
+                    2 => json!({"text": 42, "id": format!("t{i}")}).to_string(),
+                    3 => json!({"text": "   ", "id": format!("t{i}")}).to_string(),
+                    _ => "[\"an array\"]".to_string(),
+                }
+            }
+            _ => json!({"text": format!("{} (#{i})", TICKETS[i % 3]), "id": format!("t{i}")})
+                .to_string(),
+        };
+        out.push_str(&line);
+        out.push('\n');
+        if i % 50 == 0 {
+            out.push('\n'); // blank lines are skipped
+        }
+    }
+    (out.into_bytes(), bad)
+}
+
+async fn full_lifecycle(backend: Backend, store: Store) {
+    let server = start(backend, store, &[]).await;
+    let job = create_job(
+        &server,
+        &json!({"labels": LABELS, "metadata": {"team": "support"}, "mode": "single"}),
+    )
+    .await;
+    let id = job["job_id"].as_str().unwrap().to_string();
+    assert_eq!(job["status"], "pending");
+    assert!(job["expires_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(job["metadata"]["team"], "support");
+
+    let (status, early) = server
+        .call(Method::GET, &format!("/v1/batch/{id}/results"), None)
+        .await;
+    assert_eq!(status, 409, "results before completion: {early}");
+    let (status, not_uploaded) = server
+        .call(Method::POST, &format!("/v1/batch/{id}/start"), None)
+        .await;
+    assert_eq!(status, 422, "start before upload: {not_uploaded}");
+
+    let (input, bad) = input_with_errors(300);
+    assert_eq!(upload(&server, &job, input).await / 100, 2);
+    let (status, started) = server
+        .call(Method::POST, &format!("/v1/batch/{id}/start"), None)
+        .await;
+    assert_eq!(status, 202, "{started}");
+    assert_eq!(started["status"], "processing");
+    assert!(started["estimated_tokens"].as_i64().unwrap() > 0);
+    assert!(started["actual_tokens"].is_null());
+
+    let done = wait_for(&server, &id, "completed", Duration::from_secs(120)).await;
+    assert_eq!(done["requests_total"], 300);
+    assert_eq!(done["requests_completed"], 300 - bad as i64);
+    assert_eq!(done["requests_failed"], bad as i64);
+    assert_eq!(done["progress"]["percent"], 100.0);
+    assert!(done["actual_tokens"].as_i64().unwrap() > 0);
+    assert!(done["completed_at"].is_string());
+
+    let rows = download_results(&server, &id).await;
+    assert_eq!(rows.len(), 300, "one row per non-blank line");
+    let mut previous_line = 0;
+    let mut tokens = 0;
+    for (i, row) in rows.iter().enumerate() {
+        let line = row["line"].as_i64().unwrap();
+        assert!(line > previous_line, "rows in input order");
+        previous_line = line;
+        if i % 10 == 9 {
+            let code = row["error"]["code"].as_str().unwrap();
+            let expected = [
+                "invalid_json",
+                "missing_text",
+                "text_not_string",
+                "empty_text",
+                "invalid_json",
+            ][(i / 10) % 5];
+            assert_eq!(code, expected, "{row}");
+        } else {
+            assert_eq!(row["id"], format!("t{i}"));
+            assert_eq!(row["label"], LABELS[i % 3], "{row}");
+            assert_eq!(row["scores"].as_object().unwrap().len(), 3);
+            tokens += row["tokens"].as_i64().unwrap();
+        }
+    }
+    assert_eq!(done["actual_tokens"].as_i64().unwrap(), tokens);
+
+    // Completed jobs do not start again; other accounts see nothing.
+    let (status, _) = server
+        .call(Method::POST, &format!("/v1/batch/{id}/start"), None)
+        .await;
+    assert_eq!(status, 409);
+    let other = server.cli(&["keys", "create", "--account", "other"]);
+    let other: Value = serde_json::from_slice(&other.stdout).unwrap();
+    let other_key = other["secret"].as_str().unwrap();
+    for (method, path) in [
+        (Method::GET, format!("/v1/batch/{id}")),
+        (Method::GET, format!("/v1/batch/{id}/results")),
+        (Method::POST, format!("/v1/batch/{id}/start")),
+        (Method::DELETE, format!("/v1/batch/{id}")),
+    ] {
+        let (status, _) = server.call_as(other_key, method, &path, None).await;
+        assert_eq!(status, 404, "{path} for another account");
+    }
+    let (_, listed) = server
+        .call_as(other_key, Method::GET, "/v1/batch", None)
+        .await;
+    assert_eq!(listed["data"], json!([]));
+
+    // Listing, newest first, paginated.
+    let second = create_job(&server, &json!({"labels": LABELS})).await;
+    let (_, page) = server.call(Method::GET, "/v1/batch?limit=1", None).await;
+    assert_eq!(page["data"][0]["job_id"], second["job_id"]);
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let (_, page) = server
+        .call(
+            Method::GET,
+            &format!("/v1/batch?limit=1&after={cursor}"),
+            None,
+        )
+        .await;
+    assert_eq!(page["data"][0]["job_id"], json!(id));
+    assert!(page["next_cursor"].is_null());
+
+    // Delete removes the job and its files.
+    let results_url = {
+        let (_, r) = server
+            .call(Method::GET, &format!("/v1/batch/{id}/results"), None)
+            .await;
+        r["url"].as_str().unwrap().to_string()
+    };
+    let (status, _) = server
+        .call(Method::DELETE, &format!("/v1/batch/{id}"), None)
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = server
+        .call(Method::GET, &format!("/v1/batch/{id}"), None)
+        .await;
+    assert_eq!(status, 404);
+    let gone = server.client.get(&results_url).send().await.unwrap();
+    assert!(
+        gone.status().is_client_error(),
+        "results file deleted: {}",
+        gone.status()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lifecycle_local_storage_sqlite() {
+    full_lifecycle(Backend::Sqlite, Store::Local).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lifecycle_s3_postgres() {
+    full_lifecycle(Backend::Postgres, Store::S3).await;
+}
+
+async fn one_active_job(backend: Backend, store: Store) {
+    let server = start(backend, store, &[]).await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let job = create_job(&server, &json!({"labels": LABELS})).await;
+        let lines: String = (0..2000)
+            .map(|i| format!("{{\"text\": \"{} {i}\"}}\n", TICKETS[i % 3]))
+            .collect();
+        assert_eq!(upload(&server, &job, lines.into_bytes()).await / 100, 2);
+        ids.push(job["job_id"].as_str().unwrap().to_string());
+    }
+    let calls = (0..50).map(|i| {
+        let path = format!("/v1/batch/{}/start", ids[i % 2]);
+        let server = &server;
+        async move { server.call(Method::POST, &path, None).await.0 }
+    });
+    let statuses = futures_util::future::join_all(calls).await;
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 202).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|&s| s == 202 || s == 409),
+        "{statuses:?}"
+    );
+    // Deleting the processing one is refused.
+    let (_, first) = server
+        .call(Method::GET, &format!("/v1/batch/{}", ids[0]), None)
+        .await;
+    let processing = if first["status"] == "processing" {
+        &ids[0]
+    } else {
+        &ids[1]
+    };
+    let (status, _) = server
+        .call(Method::DELETE, &format!("/v1/batch/{processing}"), None)
+        .await;
+    assert_eq!(status, 409);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_concurrent_starts_one_wins_sqlite() {
+    one_active_job(Backend::Sqlite, Store::Local).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_concurrent_starts_one_wins_postgres() {
+    one_active_job(Backend::Postgres, Store::S3).await;
+}
+
+async fn resumes_after_kill(backend: Backend, store: Store) {
+    let database_url = common::fresh_database(backend).await;
+    let data_dir = common::temp_dir();
+    let mut flags = store_flags(store);
+    flags.extend([
+        "--batch-lease-secs".into(),
+        "2".into(),
+        "--data-dir".into(),
+        data_dir.display().to_string(),
+    ]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let server = Server::start_with(&database_url, &flags).await;
+    let key = server.key.clone();
+
+    let job = create_job(&server, &json!({"labels": LABELS})).await;
+    let id = job["job_id"].as_str().unwrap().to_string();
+    let n = 20_000;
+    let lines: String = (0..n)
+        .map(|i| {
+            format!(
+                "{{\"text\": \"{} number {i}\", \"id\": \"{i}\"}}\n",
+                TICKETS[i % 3]
+            )
+        })
+        .collect();
+    assert_eq!(upload(&server, &job, lines.into_bytes()).await / 100, 2);
+    let (status, _) = server
+        .call(Method::POST, &format!("/v1/batch/{id}/start"), None)
+        .await;
+    assert_eq!(status, 202);
+    // Let it write a few checkpoints, then kill -9.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, now) = server
+            .call(Method::GET, &format!("/v1/batch/{id}"), None)
+            .await;
+        let done = now["requests_completed"].as_i64().unwrap();
+        if done > 1000 {
+            assert!(done < n as i64, "killed too late to test resuming");
+            break;
+        }
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(server); // SIGKILL
+
+    let mut restarted = Server::start_with(&database_url, &flags).await;
+    restarted.key = key;
+    let done = wait_for(&restarted, &id, "completed", Duration::from_secs(300)).await;
+    assert_eq!(done["requests_completed"], n as i64);
+    assert_eq!(done["requests_failed"], 0);
+    let rows = download_results(&restarted, &id).await;
+    assert_eq!(rows.len(), n, "each line exactly once");
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(
+            row["line"],
+            (i + 1) as i64,
+            "in order, none lost or repeated"
+        );
+        assert_eq!(row["id"], i.to_string());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_and_resume_local_sqlite() {
+    resumes_after_kill(Backend::Sqlite, Store::Local).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_and_resume_s3_postgres() {
+    resumes_after_kill(Backend::Postgres, Store::S3).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_specs_and_every_line_failing() {
+    let server = start(Backend::Sqlite, Store::Local, &[]).await;
+    let cases = [
+        (json!({}), 422, Some("labels")),
+        (json!({"labels": ["a", "a"]}), 422, Some("labels[1]")),
+        (
+            json!({"labels": ["a"], "threshold": 2}),
+            422,
+            Some("threshold"),
+        ),
+        (json!({"labels": ["a"], "text": "x"}), 400, Some("text")),
+        (
+            json!({"labels": ["a"], "metadata": {"k": 1}}),
+            400,
+            Some("metadata.k"),
+        ),
+        (
+            json!({"labels": ["a"], "classifier": "c"}),
+            400,
+            Some("classifier"),
+        ),
+    ];
+    for (body, status, param) in cases {
+        let (got, answer) = server.post("/v1/batch", &body).await;
+        assert_eq!(got, status, "{body} -> {answer}");
+        assert_eq!(
+            answer["error"]["param"].as_str(),
+            param,
+            "{body} -> {answer}"
+        );
+    }
+    let (status, _) = server.call(Method::GET, "/v1/batch/batch_nope", None).await;
+    assert_eq!(status, 404);
+
+    let job = create_job(&server, &json!({"labels": LABELS})).await;
+    let id = job["job_id"].as_str().unwrap();
+    assert_eq!(
+        upload(&server, &job, b"{bad\n[1]\n{\"text\": 3}\n".to_vec()).await / 100,
+        2
+    );
+    let (status, _) = server
+        .call(Method::POST, &format!("/v1/batch/{id}/start"), None)
+        .await;
+    assert_eq!(status, 202);
+    let failed = wait_for(&server, id, "failed", Duration::from_secs(60)).await;
+    assert_eq!(failed["requests_failed"], 3);
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("every line failed"),
+        "{failed}"
+    );
+    // A failed job may start again (after a new upload it would see the new file).
+    let (status, _) = server
+        .call(Method::POST, &format!("/v1/batch/{id}/start"), None)
+        .await;
+    assert_eq!(status, 202);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn local_upload_policy_is_enforced() {
+    let server = start(
+        Backend::Sqlite,
+        Store::Local,
+        &["--max-upload-bytes", "1000", "--upload-ttl-secs", "1"],
+    )
+    .await;
+    let job = create_job(&server, &json!({"labels": LABELS})).await;
+    let id = job["job_id"].as_str().unwrap();
+    let line = b"{\"text\": \"hello\"}\n".to_vec();
+
+    let mut tampered = job.clone();
+    let policy = tampered["upload_fields"]["policy"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let decoded = String::from_utf8(base64_decode(&policy))
+        .unwrap()
+        .replace("1000", "999999");
+    tampered["upload_fields"]["policy"] = json!(base64_encode(decoded.as_bytes()));
+    assert_eq!(
+        upload(&server, &tampered, line.clone()).await,
+        403,
+        "tampered policy"
+    );
+
+    let mut wrong_key = job.clone();
+    wrong_key["upload_fields"]["key"] = json!("inputs/someone-else.ndjson");
+    assert_eq!(
+        upload(&server, &wrong_key, line.clone()).await,
+        403,
+        "wrong key"
+    );
+    assert_eq!(
+        upload(&server, &job, vec![b'x'; 1001]).await,
+        400,
+        "oversize"
+    );
+    assert_eq!(upload(&server, &job, Vec::new()).await, 400, "empty");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(upload(&server, &job, line).await, 403, "expired");
+
+    // Nothing was stored for any of them.
+    let (status, answer) = server
+        .call(Method::POST, &format!("/v1/batch/{id}/start"), None)
+        .await;
+    assert_eq!(status, 422, "{answer}");
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap()
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
