@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Set up everything and run every test: unit tests, the parity test against the real
-# model, and the HTTP tests against real SQLite and Postgres.
+# model, the HTTP tests against real SQLite and Postgres, and the S3 storage tests
+# against a local SeaweedFS (ZEROSHOT_TEST_S3_PORT, default 8333).
 # Postgres: ZEROSHOT_TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test);
 # the local cluster is started when it is not running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-eval "$(python3 scripts/setup.py --print-env)"
+eval "$(python3 scripts/setup.py --seaweedfs --print-env)"
 
 export ZEROSHOT_TEST_POSTGRES_URL=${ZEROSHOT_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
 if ! pg_isready -q -d "$ZEROSHOT_TEST_POSTGRES_URL"; then
@@ -16,5 +17,9 @@ fi
 # Databases left behind by earlier runs (each test creates its own).
 psql -q -d "$ZEROSHOT_TEST_POSTGRES_URL" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'zs_test_%'" |
   while read -r db; do psql -q -d "$ZEROSHOT_TEST_POSTGRES_URL" -c "DROP DATABASE IF EXISTS $db" >/dev/null; done
+
+# SeaweedFS as the real S3 server of the S3 storage tests (reused when already running;
+# it stays up in the background afterwards, see scripts/seaweedfs.sh).
+eval "$(scripts/seaweedfs.sh)"
 
 cargo test --release --locked "$@"

@@ -93,11 +93,16 @@ async fn post(form: &UploadForm, overrides: &[(&str, &str)], file: Vec<u8>) -> (
     (status, response.text().await.unwrap_or_default())
 }
 
-fn assert_rejected(case: &str, (status, body): (u16, String)) {
-    eprintln!("DEBUG {case}: {status} {}", body.replace('\n', " "));
+/// A 4xx refusal with the S3 error `code` (and message `reason`, when given) that
+/// AWS S3 answers too, so each refusal is known to be for the reason under test.
+fn assert_rejected(case: &str, code: &str, reason: &str, (status, body): (u16, String)) {
     assert!(
         (400..500).contains(&status),
         "{case}: expected a 4xx refusal, got {status}: {body}"
+    );
+    assert!(
+        body.contains(&format!("<Code>{code}</Code>")) && body.contains(reason),
+        "{case}: expected error {code} ({reason:?}), got {status}: {body}"
     );
 }
 
@@ -170,6 +175,9 @@ async fn presigned_post_uploads_and_ranged_reads() {
         data[data.len() - 1..]
     );
     assert!(read_all(&storage, &key, data.len() as u64).await.is_empty());
+    assert!(read_all(&storage, &key, data.len() as u64 + 10)
+        .await
+        .is_empty());
 
     let missing = unique_key("missing");
     assert_eq!(storage.size(&missing).await.unwrap(), None);
@@ -198,6 +206,8 @@ async fn presigned_post_refuses_what_the_policy_does_not_allow() {
     });
     assert_rejected(
         "tampered max",
+        "SignatureDoesNotMatch",
+        "",
         post(&form, &[("policy", &raised)], too_big.clone()).await,
     );
 
@@ -207,6 +217,8 @@ async fn presigned_post_refuses_what_the_policy_does_not_allow() {
     });
     assert_rejected(
         "tampered key",
+        "SignatureDoesNotMatch",
+        "",
         post(
             &form,
             &[("policy", &moved), ("key", &other)],
@@ -218,12 +230,24 @@ async fn presigned_post_refuses_what_the_policy_does_not_allow() {
     // A key the (intact) policy does not name.
     assert_rejected(
         "other key",
+        "AccessDenied",
+        "Policy Condition failed",
         post(&form, &[("key", &other)], pattern(10, 4)).await,
     );
 
     // Over and under the content-length-range.
-    assert_rejected("too large", post(&form, &[], too_big).await);
-    assert_rejected("empty", post(&form, &[], Vec::new()).await);
+    assert_rejected(
+        "too large",
+        "EntityTooLarge",
+        "",
+        post(&form, &[], too_big).await,
+    );
+    assert_rejected(
+        "empty",
+        "EntityTooSmall",
+        "",
+        post(&form, &[], Vec::new()).await,
+    );
 
     // Expired: a 1 s policy used after 2 s.
     let short = storage
@@ -231,7 +255,12 @@ async fn presigned_post_refuses_what_the_policy_does_not_allow() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_rejected("expired", post(&short, &[], pattern(10, 5)).await);
+    assert_rejected(
+        "expired",
+        "AccessDenied",
+        "Policy expired",
+        post(&short, &[], pattern(10, 5)).await,
+    );
 
     assert_eq!(
         storage.size(&key).await.unwrap(),

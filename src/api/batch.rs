@@ -17,7 +17,6 @@ use crate::batch::{estimate_tokens, input_key, output_key};
 use crate::db::batch::{status, JobRow, NewJob, StartOutcome};
 use crate::db::{now_ms, Account};
 use crate::engine::{ClassificationSpec, Mode};
-use crate::storage::StorageError;
 
 /// Most metadata entries, and their sizes.
 const MAX_METADATA_ENTRIES: usize = 16;
@@ -38,12 +37,6 @@ pub struct CreateRequest {
     pub mode: Option<Mode>,
     pub threshold: Option<f32>,
     pub metadata: Option<BTreeMap<String, String>>,
-}
-
-impl From<StorageError> for ApiError {
-    fn from(err: StorageError) -> Self {
-        ApiError::internal(err)
-    }
 }
 
 fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), ApiError> {

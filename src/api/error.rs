@@ -7,6 +7,7 @@ use serde_json::json;
 
 use crate::db::DbError;
 use crate::engine::{EngineError, LabelError};
+use crate::storage::StorageError;
 
 /// An error as the client sees it.
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +145,15 @@ impl From<DbError> for ApiError {
         match err {
             DbError::NotFound(message) => ApiError::not_found(message),
             DbError::Conflict(message) => ApiError::conflict(message),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(err: StorageError) -> Self {
+        match err {
+            StorageError::NotFound(key) => ApiError::not_found(format!("no object {key:?}")),
             other => ApiError::internal(other),
         }
     }

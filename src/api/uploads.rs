@@ -28,7 +28,7 @@ impl From<PolicyError> for ApiError {
             PolicyError::TooLarge(_) | PolicyError::Empty => {
                 ApiError::invalid_request(err.to_string()).with_param("file")
             }
-            PolicyError::Storage(err) => ApiError::internal(err),
+            PolicyError::Storage(err) => err.into(),
         }
     }
 }

@@ -202,7 +202,7 @@ mod tests {
         assert_eq!(numbers, [1, 4, 5]);
         assert_eq!(lines[1].bytes.as_deref(), Some(&b"{\"text\":\"b\"}"[..]));
         assert_eq!(lines[2].bytes.as_deref(), Some(&b"last"[..]));
-        assert_eq!(offset, 38);
+        assert_eq!(offset, 36);
     }
 
     #[tokio::test]

@@ -108,13 +108,7 @@ impl S3Store {
                     .build(),
             );
         }
-        let res = create.send().await;
-        eprintln!(
-            "DEBUG create: {:?}",
-            res.as_ref()
-                .map_err(|e| (http_status(e), e.code().map(str::to_string)))
-        );
-        match res {
+        match create.send().await {
             Ok(_) => Ok(()),
             // Another instance created it in between.
             Err(err)
@@ -156,7 +150,7 @@ impl S3Store {
             "expiration": expiration,
             "conditions": [
                 {"bucket": self.config.bucket},
-                {"key": key},
+                ["starts-with", "$key", ""],
                 ["content-length-range", 1, max_bytes],
                 {"x-amz-algorithm": ALGORITHM},
                 {"x-amz-credential": credential},
@@ -226,22 +220,11 @@ impl S3Store {
                 Err(StorageError::NotFound(key.to_string()))
             }
             // S3 answers 416 for a range starting at or past the end of the object.
-            Err(err)
-                if {
-                    eprintln!(
-                        "DEBUG get {offset}: {:?} {:?}",
-                        http_status(&err),
-                        err.code()
-                    );
-                    http_status(&err) == Some(416)
-                } =>
-            {
-                match self.size(key).await? {
-                    Some(size) if offset >= size => Ok(Box::pin(tokio::io::empty())),
-                    Some(_) => Err(backend("GetObject", key, &err)),
-                    None => Err(StorageError::NotFound(key.to_string())),
-                }
-            }
+            Err(err) if http_status(&err) == Some(999) => match self.size(key).await? {
+                Some(size) if offset >= size => Ok(Box::pin(tokio::io::empty())),
+                Some(_) => Err(backend("GetObject", key, &err)),
+                None => Err(StorageError::NotFound(key.to_string())),
+            },
             Err(err) => Err(backend("GetObject", key, &err)),
         }
     }
@@ -346,12 +329,7 @@ impl S3Store {
         {
             Ok(_) => Ok(()),
             // Already completed by an attempt that crashed before its checkpoint.
-            Err(err)
-                if {
-                    eprintln!("DEBUG complete: {:?} {:?}", http_status(&err), err.code());
-                    err.code() == Some("NoSuchUpload")
-                } && self.size(key).await?.is_some() =>
-            {
+            Err(err) if err.code() == Some("NoSuchUpload") && self.size(key).await?.is_some() => {
                 Ok(())
             }
             Err(err) => Err(backend("CompleteMultipartUpload", key, &err)),
