@@ -150,7 +150,7 @@ impl S3Store {
             "expiration": expiration,
             "conditions": [
                 {"bucket": self.config.bucket},
-                ["starts-with", "$key", ""],
+                {"key": key},
                 ["content-length-range", 1, max_bytes],
                 {"x-amz-algorithm": ALGORITHM},
                 {"x-amz-credential": credential},
@@ -220,7 +220,7 @@ impl S3Store {
                 Err(StorageError::NotFound(key.to_string()))
             }
             // S3 answers 416 for a range starting at or past the end of the object.
-            Err(err) if http_status(&err) == Some(999) => match self.size(key).await? {
+            Err(err) if http_status(&err) == Some(416) => match self.size(key).await? {
                 Some(size) if offset >= size => Ok(Box::pin(tokio::io::empty())),
                 Some(_) => Err(backend("GetObject", key, &err)),
                 None => Err(StorageError::NotFound(key.to_string())),
