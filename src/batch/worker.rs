@@ -134,6 +134,14 @@ impl Worker {
                 .map_err(|err| JobError::Transient(err.to_string()))?
                 .map_err(|err| JobError::Fatal(err.to_string()))?
         };
+        // The upload form stays valid after start: refuse a file replaced under the job.
+        let size = self.storage.size(&job.input_key).await?;
+        if size != job.input_bytes.map(|bytes| bytes as u64) {
+            return Err(JobError::Fatal(
+                "the input file changed after the job started; upload it again and restart the job"
+                    .to_string(),
+            ));
+        }
         if job.requests_total.is_none() {
             let total = self.count_requests(&job).await?;
             if !self
