@@ -18,8 +18,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-BINARY = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "release" / "zeroshot"
+from local_server import local_server
+
 LABELS = ["billing", "refund", "technical_issue", "bug_report", "feature_request",
           "account_access", "shipping", "cancellation", "praise", "other"]
 OPENERS = ["Hi team,", "Hello,", "Hey support,", "Good morning,", "To whom it may concern,", ""]
@@ -74,24 +74,7 @@ def main():
             for i in range(args.lines):
                 f.write(json.dumps({"id": f"ticket-{i}", "text": ticket(rng)}) + "\n")
         input_mb = input_path.stat().st_size / 1e6
-        server = subprocess.Popen(
-            [str(BINARY), "serve", "--port", "0", "--database-url", f"sqlite://{tmp}/db.sqlite",
-             "--data-dir", f"{tmp}/data"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        key = base = None
-        for line in server.stdout:
-            if "(shown once): " in line:
-                key = line.split("(shown once): ")[1].strip()
-            if line.startswith("listening on "):
-                base = line.split("listening on ")[1].strip()
-                break
-        try:
-            while True:
-                try:
-                    urllib.request.urlopen(base + "/readyz")
-                    break
-                except OSError:
-                    time.sleep(0.1)
+        with local_server(tmp) as (base, key, server):
             job = request(base, key, "POST", "/v1/batch", {"labels": LABELS, "source_type": "support ticket"})
             form = [arg for name, value in job["upload_fields"].items() for arg in ("-F", f"{name}={value}")]
             subprocess.run(["curl", "-sf", *form, "-F", f"file=@{input_path}", job["upload_url"]], check=True)
@@ -104,9 +87,6 @@ def main():
                 time.sleep(0.5)
             elapsed = time.perf_counter() - started
             rss = peak_rss_mb(server.pid)
-        finally:
-            server.terminate()
-            server.wait()
     print(json.dumps({
         "status": state["status"],
         "lines": state["requests_total"],

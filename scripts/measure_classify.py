@@ -12,14 +12,12 @@ import http.client
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-BINARY = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "release" / "zeroshot"
+from local_server import local_server
+
 LABELS = ["billing", "technical_issue", "feature_request", "account_access"]
 TICKETS = [
     "I was charged twice this month",
@@ -35,50 +33,26 @@ def percentile(values, q):
 
 
 def main():
-    with tempfile.TemporaryDirectory() as tmp:
-        server = subprocess.Popen(
-            [str(BINARY), "serve", "--port", "0", "--database-url", f"sqlite://{tmp}/db.sqlite"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        key = host = None
-        for line in server.stdout:
-            if "(shown once): " in line:
-                key = line.split("(shown once): ")[1].strip()
-            if line.startswith("listening on http://"):
-                host = line.split("http://")[1].strip()
-                break
-        try:
-            conn = http.client.HTTPConnection(*host.split(":"))
-            headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    with tempfile.TemporaryDirectory() as tmp, local_server(tmp) as (base, key, _):
+        conn = http.client.HTTPConnection(base.removeprefix("http://"))
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
 
-            def call(body):
-                start = time.perf_counter()
-                conn.request("POST", "/v1/classify", json.dumps(body), headers)
-                response = conn.getresponse()
-                payload = response.read()
-                elapsed = (time.perf_counter() - start) * 1000
-                if response.status != 200:
-                    raise SystemExit(f"HTTP {response.status}: {payload[:200]}")
-                return elapsed
+        def call(body):
+            start = time.perf_counter()
+            conn.request("POST", "/v1/classify", json.dumps(body), headers)
+            response = conn.getresponse()
+            payload = response.read()
+            elapsed = (time.perf_counter() - start) * 1000
+            if response.status != 200:
+                raise SystemExit(f"HTTP {response.status}: {payload[:200]}")
+            return elapsed
 
-            deadline = time.time() + 60
-            while True:
-                conn.request("GET", "/readyz")
-                response = conn.getresponse()
-                response.read()
-                if response.status == 200:
-                    break
-                if time.time() > deadline:
-                    raise SystemExit("server not ready after 60 s")
-                time.sleep(0.1)
-            for _ in range(20):  # warm up: caches, allocator, ORT arenas
-                call({"text": TICKETS[0], "labels": LABELS})
-            single = [call({"text": TICKETS[i % 4], "labels": LABELS}) for i in range(300)]
-            texts = [f"{TICKETS[i % 4]} (ticket {i})" for i in range(64)]
-            call({"texts": texts, "labels": LABELS})
-            batch = [call({"texts": texts, "labels": LABELS}) for _ in range(30)]
-        finally:
-            server.terminate()
-            server.wait()
+        for _ in range(20):  # warm up: caches, allocator, ORT arenas
+            call({"text": TICKETS[0], "labels": LABELS})
+        single = [call({"text": TICKETS[i % 4], "labels": LABELS}) for i in range(300)]
+        texts = [f"{TICKETS[i % 4]} (ticket {i})" for i in range(64)]
+        call({"texts": texts, "labels": LABELS})
+        batch = [call({"texts": texts, "labels": LABELS}) for _ in range(30)]
     print(json.dumps({
         "single_short_text_ms": {"p50": round(statistics.median(single), 2),
                                  "p90": round(percentile(single, 0.9), 2), "n": len(single)},
