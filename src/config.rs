@@ -31,6 +31,11 @@ pub enum Command {
     },
     /// Classify texts locally, without a server; prints the same JSON as the API.
     Classify(ClassifyArgs),
+    /// Manage saved classifiers (JSON or YAML definition files).
+    Classifiers {
+        #[command(subcommand)]
+        command: ClassifiersCommand,
+    },
     /// Measure accuracy on a labelled TSV (`text<TAB>label`, with a header).
     Eval(EvalArgs),
 }
@@ -57,6 +62,66 @@ pub enum KeysCommand {
         #[command(flatten)]
         db: DbArgs,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClassifiersCommand {
+    /// Save version 1 of a new classifier from a file (its `name` field names it).
+    Create {
+        file: PathBuf,
+        #[command(flatten)]
+        scope: ClassifierScope,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Save a new version of a classifier from a file.
+    Update {
+        name: String,
+        file: PathBuf,
+        #[command(flatten)]
+        scope: ClassifierScope,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// The latest version of each classifier.
+    List {
+        #[command(flatten)]
+        scope: ClassifierScope,
+    },
+    /// One classifier: `name` (latest) or `name@vN`.
+    Show {
+        reference: String,
+        #[command(flatten)]
+        scope: ClassifierScope,
+    },
+    /// Delete every version of a classifier.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        scope: ClassifierScope,
+    },
+}
+
+/// Whose classifiers, in which database.
+#[derive(Debug, Clone, Args)]
+pub struct ClassifierScope {
+    #[arg(long, default_value = "default")]
+    pub account: String,
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+impl ClassifiersCommand {
+    /// The account and database every classifiers command works on.
+    pub fn scope(&self) -> &ClassifierScope {
+        match self {
+            ClassifiersCommand::Create { scope, .. }
+            | ClassifiersCommand::Update { scope, .. }
+            | ClassifiersCommand::List { scope }
+            | ClassifiersCommand::Show { scope, .. }
+            | ClassifiersCommand::Delete { scope, .. } => scope,
+        }
+    }
 }
 
 impl KeysCommand {

@@ -2,6 +2,7 @@
 //!
 //! - [`engine`]: tokenize, run the ONNX model, score (no HTTP, no database).
 //! - [`batch`]: batch job input parsing and the streaming worker.
+//! - [`classifiers`]: saved, versioned classifiers (API and CLI share them).
 //! - [`storage`]: object storage (S3 or a local directory) for batch files.
 //! - [`db`]: accounts and API keys in SQLite or Postgres.
 //! - [`api`]: the HTTP surface.
@@ -10,6 +11,7 @@
 
 pub mod api;
 pub mod batch;
+pub mod classifiers;
 pub mod config;
 pub mod db;
 pub mod engine;

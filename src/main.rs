@@ -8,11 +8,12 @@ use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use zeroshot::api::{self, classify, AppState, BatchSettings};
+use zeroshot::api::{self, classify, AppState, BatchSettings, Resolved};
 use zeroshot::batch::Worker;
+use zeroshot::classifiers;
 use zeroshot::config::{
-    ClassifyArgs, Cli, Command, EvalArgs, KeysCommand, ModelArgs, ServeArgs, StorageArgs,
-    StorageKind,
+    ClassifiersCommand, ClassifyArgs, Cli, Command, EvalArgs, KeysCommand, ModelArgs, ServeArgs,
+    StorageArgs, StorageKind,
 };
 use zeroshot::db::{Db, DbError};
 use zeroshot::engine::Engine;
@@ -50,6 +51,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             keys(&Db::connect(&command.db().database_url).await?, command).await
         }
         Command::Classify(args) => classify_locally(args).await,
+        Command::Classifiers { command } => manage_classifiers(command).await,
         Command::Eval(args) => tokio::task::spawn_blocking(move || evaluate(args)).await?,
     }
 }
@@ -150,6 +152,89 @@ async fn open_storage(args: &StorageArgs, own_url: &str) -> anyhow::Result<Stora
     })
 }
 
+async fn manage_classifiers(command: ClassifiersCommand) -> anyhow::Result<()> {
+    let scope = command.scope();
+    let db = Db::connect(&scope.db.database_url).await?;
+    let account = db
+        .account_by_name(&scope.account)
+        .await?
+        .with_context(|| format!("no account {:?}", scope.account))?;
+    let read_definition = |file: &std::path::Path| -> anyhow::Result<classifiers::Definition> {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let yaml = matches!(
+            file.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        );
+        Ok(if yaml {
+            serde_yaml::from_str(&text)
+                .with_context(|| format!("{}: invalid YAML definition", file.display()))?
+        } else {
+            serde_json::from_str(&text)
+                .with_context(|| format!("{}: invalid JSON definition", file.display()))?
+        })
+    };
+    let output = match &command {
+        ClassifiersCommand::Create { file, model, .. }
+        | ClassifiersCommand::Update { file, model, .. } => {
+            let definition = read_definition(file)?;
+            let (name, update) = match &command {
+                ClassifiersCommand::Update { name, .. } => (name.clone(), true),
+                _ => (
+                    definition
+                        .name
+                        .clone()
+                        .context("the definition has no \"name\"")?,
+                    false,
+                ),
+            };
+            let engine = Arc::new(
+                tokio::task::spawn_blocking({
+                    let model = model.clone();
+                    move || load_engine(&model)
+                })
+                .await??,
+            );
+            classifiers::save(&db, &engine, &account.id, &name, &definition, update)
+                .await
+                .map_err(describe_classifier_error)?
+                .view()
+        }
+        ClassifiersCommand::List { .. } => serde_json::Value::Array(
+            db.list_classifiers(&account.id)
+                .await?
+                .iter()
+                .map(classifiers::describe_row)
+                .collect::<Result<_, _>>()?,
+        ),
+        ClassifiersCommand::Show { reference, .. } => {
+            let (name, version) =
+                classifiers::parse_reference(reference).map_err(describe_classifier_error)?;
+            let row = db
+                .classifier(&account.id, &name, version)
+                .await?
+                .with_context(|| format!("no classifier {reference:?}"))?;
+            classifiers::describe_row(&row)?
+        }
+        ClassifiersCommand::Delete { name, .. } => {
+            db.delete_classifier(&account.id, name).await?;
+            serde_json::json!({ "deleted": name })
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&output)?);
+    Ok(())
+}
+
+/// CLI form of a classifier error: the field at fault first.
+fn describe_classifier_error(err: classifiers::ClassifierError) -> anyhow::Error {
+    match err {
+        classifiers::ClassifierError::Invalid(err) => {
+            anyhow::anyhow!("{}: {}", err.param, err.message)
+        }
+        other => other.into(),
+    }
+}
+
 async fn keys(db: &Db, command: KeysCommand) -> anyhow::Result<()> {
     match command {
         KeysCommand::Create { account, .. } => {
@@ -193,10 +278,15 @@ async fn classify_locally(args: ClassifyArgs) -> anyhow::Result<()> {
         threshold: args.threshold,
         ..Default::default()
     };
-    let response = classify::run(&engine, request).map_err(|err| match err.param {
-        Some(param) => anyhow::anyhow!("{param}: {}", err.message),
-        None => anyhow::anyhow!(err.message),
-    })?;
+    let started = std::time::Instant::now();
+    let response = request
+        .spec_fields()
+        .inline()
+        .and_then(|spec| classify::run(&engine, &request, Resolved { spec, saved: None }, started))
+        .map_err(|err| match err.param {
+            Some(param) => anyhow::anyhow!("{param}: {}", err.message),
+            None => anyhow::anyhow!(err.message),
+        })?;
     println!("{}", serde_json::to_string_pretty(&response)?);
     Ok(())
 }

@@ -6,7 +6,10 @@
 mod common;
 
 use serde::Deserialize;
+use std::time::Instant;
+
 use zeroshot::api::classify::{run, ClassifyRequest};
+use zeroshot::api::Resolved;
 
 const FIXTURE: &str = include_str!("fixtures/parity.json");
 const MIN_COSINE: f64 = 0.9999;
@@ -110,29 +113,32 @@ fn empty_after_trim_texts_are_rejected() {
     assert!(!fixture.rejected.is_empty());
     let engine = common::engine();
     let labels = || Some(vec!["billing".to_string(), "bug report".to_string()]);
+    let classify = |request: ClassifyRequest| {
+        let spec = request.spec_fields().inline()?;
+        run(
+            &engine,
+            &request,
+            Resolved { spec, saved: None },
+            Instant::now(),
+        )
+    };
 
     for rejected in &fixture.rejected {
-        let err = run(
-            &engine,
-            ClassifyRequest {
-                text: Some(rejected.clone()),
-                labels: labels(),
-                ..Default::default()
-            },
-        )
+        let err = classify(ClassifyRequest {
+            text: Some(rejected.clone()),
+            labels: labels(),
+            ..Default::default()
+        })
         .err()
         .unwrap_or_else(|| panic!("text {rejected:?} was accepted"));
         assert_eq!(err.param.as_deref(), Some("text"), "text {rejected:?}");
         assert_eq!(err.status.as_u16(), 422, "text {rejected:?}");
 
-        let err = run(
-            &engine,
-            ClassifyRequest {
-                texts: Some(vec!["fine".into(), rejected.clone()]),
-                labels: labels(),
-                ..Default::default()
-            },
-        )
+        let err = classify(ClassifyRequest {
+            texts: Some(vec!["fine".into(), rejected.clone()]),
+            labels: labels(),
+            ..Default::default()
+        })
         .err()
         .unwrap_or_else(|| panic!("texts [\"fine\", {rejected:?}] was accepted"));
         assert_eq!(err.param.as_deref(), Some("texts[1]"), "texts {rejected:?}");

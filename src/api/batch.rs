@@ -11,7 +11,7 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::spec::SpecFields;
+use super::spec::{Resolved, SpecFields};
 use super::{ApiError, ApiJson, AppState};
 use crate::batch::{estimate_tokens, input_key, output_key};
 use crate::db::batch::{status, JobRow, NewJob, StartOutcome};
@@ -69,7 +69,8 @@ pub async fn create(
     Extension(account): Extension<Account>,
     ApiJson(request): ApiJson<CreateRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let spec = SpecFields {
+    // A saved classifier is resolved and pinned now: later versions do not change the job.
+    let Resolved { spec, saved } = SpecFields {
         labels: &request.labels,
         classifier: &request.classifier,
         descriptions: &request.descriptions,
@@ -78,7 +79,8 @@ pub async fn create(
         mode: request.mode,
         threshold: request.threshold,
     }
-    .resolve()?;
+    .resolve(&state, &account)
+    .await?;
     let metadata = request.metadata.unwrap_or_default();
     check_metadata(&metadata)?;
 
@@ -98,6 +100,7 @@ pub async fn create(
             input_key: &input,
             output_key: &output_key(&id),
             upload_expires_at: form.expires_at,
+            classifier: saved.as_ref().map(|c| (c.name.as_str(), c.version)),
         })
         .await?;
     let mut body = view(&job);
@@ -300,6 +303,7 @@ fn view(job: &JobRow) -> Value {
     json!({
         "job_id": job.id,
         "status": job.status,
+        "classifier": job.classifier_name.as_ref().zip(job.classifier_version).map(|(n, v)| format!("{n}@v{v}")),
         "mode": spec.as_ref().map(|s| s.mode),
         "threshold": spec.as_ref().map(|s| s.threshold),
         "labels": spec.as_ref().map(|s| s.labels.names().collect::<Vec<_>>()),

@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use axum::extract::State;
-use axum::Json;
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
-use super::spec::SpecFields;
-use super::{ApiError, ApiJson, AppState, Caller};
+use super::spec::{Resolved, SpecFields};
+use super::{ApiError, ApiJson, AppState};
+use crate::db::Account;
 use crate::engine::{Classification, Engine, Mode};
 
 /// Most texts in one `texts` request.
@@ -35,6 +36,9 @@ pub struct SingleResponse {
     #[serde(flatten)]
     pub result: Classification,
     pub mode: Mode,
+    /// The saved classifier used, as `name@vN`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub classifier: Option<String>,
     pub latency_ms: f64,
     pub model: String,
 }
@@ -44,6 +48,9 @@ pub struct SingleResponse {
 pub struct MultiResponse {
     pub results: Vec<Classification>,
     pub mode: Mode,
+    /// The saved classifier used, as `name@vN`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub classifier: Option<String>,
     /// Tokens over all texts.
     pub tokens: usize,
     pub latency_ms: f64,
@@ -58,41 +65,63 @@ pub enum ClassifyResponse {
     Multi(MultiResponse),
 }
 
+impl ClassifyRequest {
+    /// The fields that define the classification.
+    pub fn spec_fields(&self) -> SpecFields<'_> {
+        SpecFields {
+            labels: &self.labels,
+            classifier: &self.classifier,
+            descriptions: &self.descriptions,
+            examples: &self.examples,
+            source_type: &self.source_type,
+            mode: self.mode,
+            threshold: self.threshold,
+        }
+    }
+}
+
 /// The handler: the engine runs on the blocking pool, off the async workers.
 pub async fn handle(
     State(state): State<AppState>,
-    _caller: Caller,
+    Extension(account): Extension<Account>,
     ApiJson(request): ApiJson<ClassifyRequest>,
 ) -> Result<Json<ClassifyResponse>, ApiError> {
+    let started = Instant::now();
+    texts_of(&request)?;
+    let resolved = request.spec_fields().resolve(&state, &account).await?;
     let engine = state.engine()?;
-    let response = tokio::task::spawn_blocking(move || run(&engine, request))
+    let response = tokio::task::spawn_blocking(move || run(&engine, &request, resolved, started))
         .await
         .map_err(ApiError::internal)??;
     Ok(Json(response))
 }
 
-/// Validates a request and classifies its text(s).
-pub fn run(engine: &Engine, request: ClassifyRequest) -> Result<ClassifyResponse, ApiError> {
-    let started = Instant::now();
-    let (texts, single) = texts_of(&request)?;
-    let spec = SpecFields {
-        labels: &request.labels,
-        classifier: &request.classifier,
-        descriptions: &request.descriptions,
-        examples: &request.examples,
-        source_type: &request.source_type,
-        mode: request.mode,
-        threshold: request.threshold,
-    }
-    .resolve()?;
+/// Classifies a request's text(s) with its resolved spec; `started` is when the
+/// request arrived, for `latency_ms`.
+pub fn run(
+    engine: &Engine,
+    request: &ClassifyRequest,
+    resolved: Resolved,
+    started: Instant,
+) -> Result<ClassifyResponse, ApiError> {
+    let (texts, single) = texts_of(request)?;
+    let Resolved { spec, saved } = resolved;
+    let (labels, classifier) = match saved {
+        Some(saved) => (
+            saved.vectors,
+            Some(format!("{}@v{}", saved.name, saved.version)),
+        ),
+        None => (engine.label_vectors(&spec.labels)?, None),
+    };
     let mode = spec.mode;
-    let mut results = engine.classify(&texts, &spec.labels, mode, spec.threshold)?;
+    let mut results = engine.classify(&texts, &labels, mode, spec.threshold)?;
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let model = engine.model_name().to_string();
     Ok(if single {
         ClassifyResponse::Single(SingleResponse {
             result: results.remove(0),
             mode,
+            classifier,
             latency_ms,
             model,
         })
@@ -101,6 +130,7 @@ pub fn run(engine: &Engine, request: ClassifyRequest) -> Result<ClassifyResponse
             tokens: results.iter().map(|r| r.tokens).sum(),
             results,
             mode,
+            classifier,
             latency_ms,
             model,
         })

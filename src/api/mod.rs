@@ -2,6 +2,7 @@
 //! done by [`crate::engine`] and [`crate::db`].
 
 pub mod batch;
+pub mod classifiers;
 pub mod classify;
 mod error;
 mod json;
@@ -18,19 +19,20 @@ use axum::http::{header, HeaderName, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use serde_json::json;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tower_http::LatencyUnit;
 use tracing::Level;
 
-use crate::db::{Account, Db};
+use crate::db::Db;
 use crate::engine::Engine;
 use crate::storage::Storage;
 
 pub use error::ApiError;
 pub use json::ApiJson;
+pub use spec::Resolved;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -62,9 +64,6 @@ impl AppState {
     }
 }
 
-/// The authenticated caller, put in request extensions by [`require_api_key`].
-pub type Caller = Extension<Account>;
-
 /// Builds the whole HTTP surface.
 pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
@@ -73,6 +72,16 @@ pub fn router(state: AppState) -> Router {
         .route("/batch/{id}", get(batch::get).delete(batch::delete))
         .route("/batch/{id}/start", post(batch::start))
         .route("/batch/{id}/results", get(batch::results))
+        .route(
+            "/classifiers",
+            post(classifiers::create).get(classifiers::list),
+        )
+        .route(
+            "/classifiers/{name}",
+            get(classifiers::get)
+                .put(classifiers::update)
+                .delete(classifiers::delete),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_api_key,

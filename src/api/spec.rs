@@ -1,13 +1,13 @@
-//! The classification fields `/v1/classify` and `/v1/batch` share, validated into one
-//! [`ClassificationSpec`] with the same errors on both endpoints.
+//! The classification fields `/v1/classify` and `/v1/batch` share: inline labels or a
+//! saved classifier (whose mode and threshold the request may override), validated
+//! with the same errors on both endpoints.
 
 use std::collections::BTreeMap;
 
-use super::ApiError;
-use crate::engine::{ClassificationSpec, LabelSet, Mode};
-
-/// Multi-mode threshold when the request gives none.
-pub const DEFAULT_THRESHOLD: f32 = 0.3;
+use super::{ApiError, AppState};
+use crate::classifiers::{self, Classifier, ClassifierError};
+use crate::db::{Account, DbError};
+use crate::engine::{threshold_or_default, ClassificationSpec, Mode};
 
 /// Borrowed request fields that define a classification.
 pub struct SpecFields<'a> {
@@ -20,47 +20,90 @@ pub struct SpecFields<'a> {
     pub threshold: Option<f32>,
 }
 
+/// A validated spec, and the saved classifier it came from (with its stored vectors).
+pub struct Resolved {
+    pub spec: ClassificationSpec,
+    pub saved: Option<Classifier>,
+}
+
+impl From<ClassifierError> for ApiError {
+    fn from(err: ClassifierError) -> Self {
+        match err {
+            ClassifierError::Invalid(err) => err.into(),
+            ClassifierError::Db(err) => err.into(),
+            ClassifierError::Engine(err) => err.into(),
+        }
+    }
+}
+
 impl SpecFields<'_> {
-    /// Validates the fields: labels or a saved classifier, threshold in 0-1.
-    pub fn resolve(&self) -> Result<ClassificationSpec, ApiError> {
-        let labels = match (self.labels, self.classifier) {
-            (Some(_), Some(_)) => {
-                return Err(
-                    ApiError::invalid_request("send either labels or classifier, not both")
-                        .with_param("classifier"),
-                )
-            }
-            (None, Some(name)) => {
-                return Err(ApiError::not_found(format!("no saved classifier {name:?}"))
-                    .with_param("classifier"))
-            }
-            (None, None) => {
-                return Err(ApiError::validation(
-                    "labels",
-                    "labels (or classifier) is required",
-                ))
-            }
-            (Some(names), None) => LabelSet::new(
+    /// Inline labels only (the CLI has no saved classifiers).
+    pub fn inline(&self) -> Result<ClassificationSpec, ApiError> {
+        match (self.labels, self.classifier) {
+            (Some(_), Some(_)) => Err(ApiError::invalid_request(
+                "send either labels or classifier, not both",
+            )
+            .with_param("classifier")),
+            (None, Some(_)) => Err(
+                ApiError::invalid_request("saved classifiers need the server")
+                    .with_param("classifier"),
+            ),
+            (None, None) => Err(ApiError::validation(
+                "labels",
+                "labels (or classifier) is required",
+            )),
+            (Some(names), None) => Ok(ClassificationSpec::new(
                 names,
                 self.descriptions.as_ref().unwrap_or(&BTreeMap::new()),
                 self.examples.as_ref().unwrap_or(&BTreeMap::new()),
                 self.source_type.as_deref(),
-            )?,
+                self.mode,
+                self.threshold,
+            )?),
+        }
+    }
+
+    /// Inline labels, or the caller's saved classifier `name`, `name@N` or `name@vN`.
+    pub async fn resolve(&self, state: &AppState, account: &Account) -> Result<Resolved, ApiError> {
+        let Some(reference) = self.classifier.as_deref().filter(|_| self.labels.is_none()) else {
+            return Ok(Resolved {
+                spec: self.inline()?,
+                saved: None,
+            });
         };
-        let threshold = match self.threshold {
-            None => DEFAULT_THRESHOLD,
-            Some(t) if t.is_finite() && (0.0..=1.0).contains(&t) => t,
-            Some(t) => {
-                return Err(ApiError::validation(
-                    "threshold",
-                    format!("threshold must be between 0 and 1, got {t}"),
+        for (present, param) in [
+            (self.descriptions.is_some(), "descriptions"),
+            (self.examples.is_some(), "examples"),
+            (self.source_type.is_some(), "source_type"),
+        ] {
+            if present {
+                return Err(ApiError::invalid_request(format!(
+                    "{param} belongs to the saved classifier; save a new version to change it"
                 ))
+                .with_param(param));
             }
-        };
-        Ok(ClassificationSpec {
-            labels,
-            mode: self.mode.unwrap_or_default(),
-            threshold,
+        }
+        let (name, version) = classifiers::parse_reference(reference)
+            .map_err(|err| ApiError::from(err).with_param("classifier"))?;
+        let engine = state.engine()?;
+        let saved = classifiers::load(&state.db, &engine, &account.id, &name, version)
+            .await
+            .map_err(|err| match err {
+                ClassifierError::Db(DbError::NotFound(message)) => {
+                    ApiError::not_found(message).with_param("classifier")
+                }
+                other => other.into(),
+            })?;
+        let mut spec = saved.spec.clone();
+        if let Some(mode) = self.mode {
+            spec.mode = mode;
+        }
+        if self.threshold.is_some() {
+            spec.threshold = threshold_or_default(self.threshold)?;
+        }
+        Ok(Resolved {
+            spec,
+            saved: Some(saved),
         })
     }
 }

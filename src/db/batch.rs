@@ -38,11 +38,14 @@ pub struct JobRow {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub completed_at: Option<i64>,
+    pub classifier_name: Option<String>,
+    pub classifier_version: Option<i64>,
 }
 
 const COLUMNS: &str = "id, account_id, status, config, metadata, input_key, output_key, upload_expires_at, \
     input_bytes, requests_total, requests_completed, requests_failed, estimated_tokens, actual_tokens, error, \
-    cp_input_offset, cp_line, cp_completed, cp_failed, cp_tokens, cp_output_state, created_at, started_at, completed_at";
+    cp_input_offset, cp_line, cp_completed, cp_failed, cp_tokens, cp_output_state, created_at, started_at, completed_at, \
+    classifier_name, classifier_version";
 
 /// What a new job needs.
 pub struct NewJob<'a> {
@@ -53,6 +56,8 @@ pub struct NewJob<'a> {
     pub input_key: &'a str,
     pub output_key: &'a str,
     pub upload_expires_at: i64,
+    /// The saved classifier (name, version) the config came from.
+    pub classifier: Option<(&'a str, i64)>,
 }
 
 /// How a start attempt ended.
@@ -82,7 +87,8 @@ impl Db {
     pub async fn create_job(&self, job: &NewJob<'_>) -> Result<JobRow, DbError> {
         sqlx::query(
             "INSERT INTO batch_jobs (id, account_id, status, config, metadata, input_key, output_key, \
-             upload_expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             upload_expires_at, created_at, classifier_name, classifier_version) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(job.id)
         .bind(job.account_id)
@@ -93,6 +99,8 @@ impl Db {
         .bind(job.output_key)
         .bind(job.upload_expires_at)
         .bind(now_ms())
+        .bind(job.classifier.map(|(name, _)| name))
+        .bind(job.classifier.map(|(_, version)| version))
         .execute(self.pool())
         .await?;
         self.job(job.account_id, job.id)

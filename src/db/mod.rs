@@ -3,6 +3,7 @@
 
 mod accounts;
 pub mod batch;
+pub mod classifiers;
 
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -6,6 +6,7 @@ mod model;
 pub mod runtime;
 mod score;
 
+use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -20,6 +21,8 @@ pub use model::{Embedding, EmbeddingModel};
 use labels::label_sentences;
 use model::normalize;
 
+/// Multi-mode threshold when a request gives none.
+pub const DEFAULT_THRESHOLD: f32 = 0.3;
 /// Label vectors kept in memory; 384-dim vectors make this about 30 MB.
 const LABEL_CACHE_ENTRIES: usize = 20_000;
 /// With examples, the label's own vector counts as this many examples: its weight is
@@ -75,8 +78,39 @@ pub struct ClassificationSpec {
     pub threshold: f32,
 }
 
+impl ClassificationSpec {
+    /// Validates every part; errors name the request field at fault.
+    pub fn new(
+        names: &[String],
+        descriptions: &BTreeMap<String, String>,
+        examples: &BTreeMap<String, Vec<String>>,
+        source_type: Option<&str>,
+        mode: Option<Mode>,
+        threshold: Option<f32>,
+    ) -> Result<Self, LabelError> {
+        let labels = LabelSet::new(names, descriptions, examples, source_type)?;
+        Ok(Self {
+            labels,
+            mode: mode.unwrap_or_default(),
+            threshold: threshold_or_default(threshold)?,
+        })
+    }
+}
+
+/// A requested multi-mode threshold (0-1), or the default.
+pub fn threshold_or_default(threshold: Option<f32>) -> Result<f32, LabelError> {
+    match threshold {
+        None => Ok(DEFAULT_THRESHOLD),
+        Some(t) if t.is_finite() && (0.0..=1.0).contains(&t) => Ok(t),
+        Some(t) => Err(LabelError {
+            param: "threshold".to_string(),
+            message: format!("threshold must be between 0 and 1, got {t}"),
+        }),
+    }
+}
+
 /// Label vectors ready for scoring: computed once per label set, reusable across texts.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LabelVectors {
     pub names: Vec<String>,
     pub vectors: Vec<Vec<f32>>,
@@ -171,15 +205,14 @@ impl Engine {
     pub fn classify(
         &self,
         texts: &[&str],
-        set: &LabelSet,
+        labels: &LabelVectors,
         mode: Mode,
         threshold: f32,
     ) -> Result<Vec<Classification>, EngineError> {
-        let labels = self.label_vectors(set)?;
         let embeddings = self.embed_texts(texts)?;
         Ok(embeddings
             .iter()
-            .map(|embedding| self.score(embedding, &labels, mode, threshold))
+            .map(|embedding| self.score(embedding, labels, mode, threshold))
             .collect())
     }
 

@@ -1,0 +1,334 @@
+//! Saved, versioned classifiers: a label set with its descriptions, examples, mode and
+//! threshold under a name, whose label vectors are computed once at save time. Shared
+//! by the HTTP API and the `zeroshot classifiers` CLI.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::db::classifiers::ClassifierRow;
+use crate::db::{now_ms, Db, DbError};
+use crate::engine::{ClassificationSpec, Engine, EngineError, LabelError, LabelVectors, Mode};
+
+/// Longest classifier name.
+pub const MAX_NAME_CHARS: usize = 64;
+/// Longest classifier description.
+pub const MAX_DESCRIPTION_CHARS: usize = 1000;
+
+/// A classifier as written in a request body or a JSON/YAML file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Definition {
+    /// Required on create; on update it may repeat the name in the path.
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub labels: Vec<String>,
+    pub descriptions: Option<BTreeMap<String, String>>,
+    pub examples: Option<BTreeMap<String, Vec<String>>>,
+    pub source_type: Option<String>,
+    pub mode: Option<Mode>,
+    pub threshold: Option<f32>,
+}
+
+/// Why a classifier operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClassifierError {
+    #[error("{0}")]
+    Invalid(#[from] LabelError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+fn invalid(param: &str, message: impl Into<String>) -> ClassifierError {
+    ClassifierError::Invalid(LabelError {
+        param: param.to_string(),
+        message: message.into(),
+    })
+}
+
+/// A stored version, ready to use.
+#[derive(Debug, Clone)]
+pub struct Classifier {
+    pub name: String,
+    pub version: i64,
+    pub description: Option<String>,
+    pub spec: ClassificationSpec,
+    pub vectors: LabelVectors,
+    pub created_at: i64,
+}
+
+/// `name`, `name@3` or `name@v3`: the latest or a pinned version.
+pub fn parse_reference(reference: &str) -> Result<(String, Option<i64>), ClassifierError> {
+    let (name, version) = match reference.split_once('@') {
+        None => (reference, None),
+        Some((name, version)) => {
+            let digits = version.strip_prefix('v').unwrap_or(version);
+            match digits.parse::<i64>() {
+                Ok(v) if v >= 1 => (name, Some(v)),
+                _ => {
+                    return Err(invalid(
+                        "classifier",
+                        format!("{reference:?}: expected name, name@N or name@vN"),
+                    ))
+                }
+            }
+        }
+    };
+    check_name(name)?;
+    Ok((name.to_string(), version))
+}
+
+/// Names are 1-64 characters of `[a-z0-9_-]`.
+pub fn check_name(name: &str) -> Result<(), ClassifierError> {
+    let valid = !name.is_empty()
+        && name.chars().count() <= MAX_NAME_CHARS
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if valid {
+        Ok(())
+    } else {
+        Err(invalid(
+            "name",
+            format!("{name:?}: names are 1-{MAX_NAME_CHARS} characters of a-z, 0-9, _ and -"),
+        ))
+    }
+}
+
+fn encode_vectors(vectors: &LabelVectors) -> (i64, String) {
+    let dim = vectors.vectors.first().map_or(0, Vec::len);
+    let bytes: Vec<u8> = vectors
+        .vectors
+        .iter()
+        .flatten()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    (
+        dim as i64,
+        base64::engine::general_purpose::STANDARD.encode(bytes),
+    )
+}
+
+fn decode_vectors(names: Vec<String>, dim: i64, encoded: &str) -> Option<LabelVectors> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    let floats: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let dim = usize::try_from(dim).ok().filter(|&d| d > 0)?;
+    if floats.len() != dim * names.len() {
+        return None;
+    }
+    let vectors = floats.chunks(dim).map(<[f32]>::to_vec).collect();
+    Some(LabelVectors { names, vectors })
+}
+
+/// Validates a definition, computes its label vectors and stores it as version 1
+/// (`update` false; 409 if the name exists) or as the next version (`update` true;
+/// 404 if it does not).
+pub async fn save(
+    db: &Db,
+    engine: &std::sync::Arc<Engine>,
+    account_id: &str,
+    name: &str,
+    definition: &Definition,
+    update: bool,
+) -> Result<Classifier, ClassifierError> {
+    check_name(name)?;
+    if let Some(other) = definition.name.as_deref().filter(|other| *other != name) {
+        return Err(invalid(
+            "name",
+            format!("body names {other:?} but the path names {name:?}"),
+        ));
+    }
+    if definition
+        .description
+        .as_ref()
+        .is_some_and(|d| d.chars().count() > MAX_DESCRIPTION_CHARS)
+    {
+        return Err(invalid(
+            "description",
+            format!("at most {MAX_DESCRIPTION_CHARS} characters"),
+        ));
+    }
+    let spec = ClassificationSpec::new(
+        &definition.labels,
+        definition.descriptions.as_ref().unwrap_or(&BTreeMap::new()),
+        definition.examples.as_ref().unwrap_or(&BTreeMap::new()),
+        definition.source_type.as_deref(),
+        definition.mode,
+        definition.threshold,
+    )?;
+    let version = match (db.classifier(account_id, name, None).await?, update) {
+        (Some(_), false) => {
+            return Err(DbError::Conflict(format!("classifier {name:?} already exists")).into())
+        }
+        (None, true) => return Err(DbError::NotFound(format!("no classifier {name:?}")).into()),
+        (None, false) => 1,
+        (Some(latest), true) => latest.version + 1,
+    };
+    let vectors = {
+        let (engine, set) = (engine.clone(), spec.labels.clone());
+        tokio::task::spawn_blocking(move || engine.label_vectors(&set))
+            .await
+            .map_err(|err| EngineError::Inference(err.to_string()))??
+    };
+    let (dim, encoded) = encode_vectors(&vectors);
+    let row = ClassifierRow {
+        account_id: account_id.to_string(),
+        name: name.to_string(),
+        version,
+        description: definition.description.clone(),
+        spec: serde_json::to_string(&spec).expect("serialisable"),
+        model: engine.model_name().to_string(),
+        dim,
+        vectors: encoded,
+        created_at: now_ms(),
+    };
+    db.insert_classifier(&row).await?;
+    Ok(Classifier {
+        name: row.name,
+        version,
+        description: row.description,
+        spec,
+        vectors,
+        created_at: row.created_at,
+    })
+}
+
+/// Loads a version (the latest when `version` is `None`). Vectors stored for another
+/// model are recomputed with this one and stored again.
+pub async fn load(
+    db: &Db,
+    engine: &std::sync::Arc<Engine>,
+    account_id: &str,
+    name: &str,
+    version: Option<i64>,
+) -> Result<Classifier, ClassifierError> {
+    let mut row = db
+        .classifier(account_id, name, version)
+        .await?
+        .ok_or_else(|| {
+            DbError::NotFound(match version {
+                Some(v) => format!("no classifier {name:?} version {v}"),
+                None => format!("no classifier {name:?}"),
+            })
+        })?;
+    let spec: ClassificationSpec = serde_json::from_str(&row.spec)
+        .map_err(|err| DbError::Conflict(format!("stored classifier is unreadable: {err}")))?;
+    let names: Vec<String> = spec.labels.names().map(str::to_string).collect();
+    let stored = (row.model == engine.model_name())
+        .then(|| decode_vectors(names, row.dim, &row.vectors))
+        .flatten();
+    let vectors = match stored {
+        Some(vectors) => vectors,
+        None => {
+            let (engine_ref, set) = (engine.clone(), spec.labels.clone());
+            let vectors = tokio::task::spawn_blocking(move || engine_ref.label_vectors(&set))
+                .await
+                .map_err(|err| EngineError::Inference(err.to_string()))??;
+            (row.dim, row.vectors) = encode_vectors(&vectors);
+            row.model = engine.model_name().to_string();
+            db.update_classifier_vectors(&row).await?;
+            vectors
+        }
+    };
+    Ok(Classifier {
+        name: row.name,
+        version: row.version,
+        description: row.description,
+        spec,
+        vectors,
+        created_at: row.created_at,
+    })
+}
+
+impl Classifier {
+    /// The classifier as the API and CLI show it (without vectors).
+    pub fn view(&self) -> serde_json::Value {
+        describe(
+            &self.name,
+            self.version,
+            &self.description,
+            &self.spec,
+            self.created_at,
+        )
+    }
+}
+
+/// A stored version as the API and CLI show it, without decoding its vectors.
+pub fn describe_row(row: &ClassifierRow) -> Result<serde_json::Value, ClassifierError> {
+    let spec: ClassificationSpec = serde_json::from_str(&row.spec)
+        .map_err(|err| DbError::Conflict(format!("stored classifier is unreadable: {err}")))?;
+    Ok(describe(
+        &row.name,
+        row.version,
+        &row.description,
+        &spec,
+        row.created_at,
+    ))
+}
+
+fn describe(
+    name: &str,
+    version: i64,
+    description: &Option<String>,
+    spec: &ClassificationSpec,
+    created_at: i64,
+) -> serde_json::Value {
+    let labels = &spec.labels.labels;
+    serde_json::json!({
+        "name": name,
+        "version": version,
+        "reference": format!("{name}@v{version}"),
+        "description": description,
+        "labels": labels.iter().map(|l| &l.name).collect::<Vec<_>>(),
+        "descriptions": labels.iter().filter_map(|l| Some((&l.name, l.description.as_ref()?))).collect::<BTreeMap<_, _>>(),
+        "examples": labels.iter().filter(|l| !l.examples.is_empty()).map(|l| (&l.name, &l.examples)).collect::<BTreeMap<_, _>>(),
+        "source_type": spec.labels.source_type,
+        "mode": spec.mode,
+        "threshold": spec.threshold,
+        "created_at": created_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references() {
+        assert_eq!(
+            parse_reference("ticket-router").unwrap(),
+            ("ticket-router".to_string(), None)
+        );
+        assert_eq!(parse_reference("ticket-router@v3").unwrap().1, Some(3));
+        assert_eq!(parse_reference("ticket-router@3").unwrap().1, Some(3));
+        assert!(parse_reference("ticket-router@v0").is_err());
+        assert!(parse_reference("Ticket Router").is_err());
+        assert!(parse_reference(&"a".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn vectors_round_trip() {
+        let vectors = LabelVectors {
+            names: vec!["a".into(), "b".into()],
+            vectors: vec![vec![0.5, -1.25, 3.0], vec![0.0, 1e-7, -2.5]],
+        };
+        let (dim, encoded) = encode_vectors(&vectors);
+        assert_eq!(
+            decode_vectors(vectors.names.clone(), dim, &encoded),
+            Some(vectors)
+        );
+        assert_eq!(
+            decode_vectors(vec!["a".into()], dim, &encoded),
+            None,
+            "wrong label count"
+        );
+    }
+}
