@@ -63,63 +63,6 @@ async fn create_job(server: &Server, body: &Value) -> Value {
     job
 }
 
-/// POSTs the upload form with `file` last, as a browser or curl -F would.
-async fn upload(server: &Server, job: &Value, content: Vec<u8>) -> u16 {
-    let mut form = reqwest::multipart::Form::new();
-    for (name, value) in job["upload_fields"].as_object().unwrap() {
-        form = form.text(name.clone(), value.as_str().unwrap().to_string());
-    }
-    form = form.part(
-        "file",
-        reqwest::multipart::Part::bytes(content).file_name("input.ndjson"),
-    );
-    let resp = server
-        .client
-        .post(job["upload_url"].as_str().unwrap())
-        .multipart(form)
-        .send()
-        .await
-        .expect("upload");
-    resp.status().as_u16()
-}
-
-async fn wait_for(server: &Server, id: &str, wanted: &str, timeout: Duration) -> Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let (status, job) = server
-            .call(Method::GET, &format!("/v1/batch/{id}"), None)
-            .await;
-        assert_eq!(status, 200, "{job}");
-        if job["status"] == wanted {
-            return job;
-        }
-        assert!(
-            job["status"] != "failed" || wanted == "failed",
-            "job failed: {job}"
-        );
-        assert!(Instant::now() < deadline, "job not {wanted} in time: {job}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn download_results(server: &Server, id: &str) -> Vec<Value> {
-    let (status, results) = server
-        .call(Method::GET, &format!("/v1/batch/{id}/results"), None)
-        .await;
-    assert_eq!(status, 200, "{results}");
-    let body = server
-        .client
-        .get(results["url"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(body.status(), 200);
-    let text = body.text().await.unwrap();
-    text.lines()
-        .map(|line| serde_json::from_str(line).expect("result row is JSON"))
-        .collect()
-}
-
 /// `n` ticket lines; every tenth is malformed in a different way.
 fn input_with_errors(n: usize) -> (Vec<u8>, usize) {
     let mut out = String::new();
@@ -170,7 +113,7 @@ async fn full_lifecycle(backend: Backend, store: Store) {
     assert_eq!(status, 422, "start before upload: {not_uploaded}");
 
     let (input, bad) = input_with_errors(300);
-    assert_eq!(upload(&server, &job, input).await / 100, 2);
+    assert_eq!(server.upload(&job, input).await / 100, 2);
     let (status, started) = server
         .call(Method::POST, &format!("/v1/batch/{id}/start"), None)
         .await;
@@ -179,7 +122,9 @@ async fn full_lifecycle(backend: Backend, store: Store) {
     assert!(started["estimated_tokens"].as_i64().unwrap() > 0);
     assert!(started["actual_tokens"].is_null());
 
-    let done = wait_for(&server, &id, "completed", Duration::from_secs(120)).await;
+    let done = server
+        .wait_for_job(&id, "completed", Duration::from_secs(120))
+        .await;
     assert_eq!(done["requests_total"], 300);
     assert_eq!(done["requests_completed"], 300 - bad as i64);
     assert_eq!(done["requests_failed"], bad as i64);
@@ -187,7 +132,7 @@ async fn full_lifecycle(backend: Backend, store: Store) {
     assert!(done["actual_tokens"].as_i64().unwrap() > 0);
     assert!(done["completed_at"].is_string());
 
-    let rows = download_results(&server, &id).await;
+    let rows = server.download_results(&id).await;
     assert_eq!(rows.len(), 300, "one row per non-blank line");
     let mut previous_line = 0;
     let mut tokens = 0;
@@ -292,7 +237,7 @@ async fn one_active_job(backend: Backend, store: Store) {
         let lines: String = (0..2000)
             .map(|i| format!("{{\"text\": \"{} {i}\"}}\n", TICKETS[i % 3]))
             .collect();
-        assert_eq!(upload(&server, &job, lines.into_bytes()).await / 100, 2);
+        assert_eq!(server.upload(&job, lines.into_bytes()).await / 100, 2);
         ids.push(job["job_id"].as_str().unwrap().to_string());
     }
     let calls = (0..50).map(|i| {
@@ -368,7 +313,7 @@ async fn resumes_after_kill(backend: Backend, store: Store) {
             )
         })
         .collect();
-    assert_eq!(upload(&server, &job, lines.into_bytes()).await / 100, 2);
+    assert_eq!(server.upload(&job, lines.into_bytes()).await / 100, 2);
     let (status, _) = server
         .call(Method::POST, &format!("/v1/batch/{id}/start"), None)
         .await;
@@ -391,10 +336,12 @@ async fn resumes_after_kill(backend: Backend, store: Store) {
 
     let mut restarted = Server::start_with(&database_url, &flags).await;
     restarted.key = key;
-    let done = wait_for(&restarted, &id, "completed", Duration::from_secs(300)).await;
+    let done = restarted
+        .wait_for_job(&id, "completed", Duration::from_secs(300))
+        .await;
     assert_eq!(done["requests_completed"], n as i64);
     assert_eq!(done["requests_failed"], 0);
-    let rows = download_results(&restarted, &id).await;
+    let rows = restarted.download_results(&id).await;
     assert_eq!(rows.len(), n, "each line exactly once");
     for (i, row) in rows.iter().enumerate() {
         assert_eq!(
@@ -454,14 +401,19 @@ async fn invalid_specs_and_every_line_failing() {
     let job = create_job(&server, &json!({"labels": LABELS})).await;
     let id = job["job_id"].as_str().unwrap();
     assert_eq!(
-        upload(&server, &job, b"{bad\n[1]\n{\"text\": 3}\n".to_vec()).await / 100,
+        server
+            .upload(&job, b"{bad\n[1]\n{\"text\": 3}\n".to_vec())
+            .await
+            / 100,
         2
     );
     let (status, _) = server
         .call(Method::POST, &format!("/v1/batch/{id}/start"), None)
         .await;
     assert_eq!(status, 202);
-    let failed = wait_for(&server, id, "failed", Duration::from_secs(60)).await;
+    let failed = server
+        .wait_for_job(id, "failed", Duration::from_secs(60))
+        .await;
     assert_eq!(failed["requests_failed"], 3);
     assert!(
         failed["error"]
@@ -499,7 +451,7 @@ async fn local_upload_policy_is_enforced() {
         .replace("1000", "999999");
     tampered["upload_fields"]["policy"] = json!(base64_encode(decoded.as_bytes()));
     assert_eq!(
-        upload(&server, &tampered, line.clone()).await,
+        server.upload(&tampered, line.clone()).await,
         403,
         "tampered policy"
     );
@@ -507,18 +459,14 @@ async fn local_upload_policy_is_enforced() {
     let mut wrong_key = job.clone();
     wrong_key["upload_fields"]["key"] = json!("inputs/someone-else.ndjson");
     assert_eq!(
-        upload(&server, &wrong_key, line.clone()).await,
+        server.upload(&wrong_key, line.clone()).await,
         403,
         "wrong key"
     );
-    assert_eq!(
-        upload(&server, &job, vec![b'x'; 1001]).await,
-        400,
-        "oversize"
-    );
-    assert_eq!(upload(&server, &job, Vec::new()).await, 400, "empty");
+    assert_eq!(server.upload(&job, vec![b'x'; 1001]).await, 400, "oversize");
+    assert_eq!(server.upload(&job, Vec::new()).await, 400, "empty");
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(upload(&server, &job, line).await, 403, "expired");
+    assert_eq!(server.upload(&job, line).await, 403, "expired");
 
     // Nothing was stored for any of them.
     let (status, answer) = server

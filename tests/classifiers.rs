@@ -1,24 +1,12 @@
 //! Saved, versioned classifiers over real HTTP with the real model, on SQLite and on
 //! Postgres, plus the `zeroshot classifiers` CLI.
 
+#[macro_use]
 mod common;
 
 use common::{Backend, Server};
 use reqwest::Method;
 use serde_json::{json, Value};
-
-macro_rules! on_both_databases {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread")]
-            async fn $case() { super::$case(super::Backend::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread")]
-            async fn $case() { super::$case(super::Backend::Postgres).await })*
-        }
-    };
-}
 
 on_both_databases!(
     create_version_pin_and_override,
@@ -330,24 +318,12 @@ async fn pinned_batch_job_keeps_its_version(backend: Backend) {
         200
     );
 
-    let mut form = reqwest::multipart::Form::new();
-    for (name, value) in job["upload_fields"].as_object().unwrap() {
-        form = form.text(name.clone(), value.as_str().unwrap().to_string());
-    }
     let lines = format!(
         "{}\n{}\n",
         json!({"text": TEXT}),
         json!({"text": "The app crashes on start"})
     );
-    form = form.part("file", reqwest::multipart::Part::bytes(lines.into_bytes()));
-    let uploaded = server
-        .client
-        .post(job["upload_url"].as_str().unwrap())
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert!(uploaded.status().is_success());
+    assert_eq!(server.upload(&job, lines.into_bytes()).await / 100, 2);
     assert_eq!(
         server
             .call(Method::POST, &format!("/v1/batch/{id}/start"), None)
@@ -355,21 +331,9 @@ async fn pinned_batch_job_keeps_its_version(backend: Backend) {
             .0,
         202
     );
-
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let done = loop {
-        let (_, now) = server
-            .call(Method::GET, &format!("/v1/batch/{id}"), None)
-            .await;
-        if now["status"] == "completed" {
-            break now;
-        }
-        assert!(
-            now["status"] != "failed" && std::time::Instant::now() < deadline,
-            "{now}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
+    let done = server
+        .wait_for_job(&id, "completed", std::time::Duration::from_secs(60))
+        .await;
     assert_eq!(done["classifier"], "ticket-router@v1");
     assert_eq!(done["labels"], json!(["billing", "technical_issue"]));
     let (_, results) = server

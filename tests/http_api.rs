@@ -1,23 +1,11 @@
 //! `/v1/classify`, auth, health and errors against the real binary, the real model
 //! and both databases. Each case runs once on SQLite and once on Postgres.
 
+#[macro_use]
 mod common;
 
 use common::{Backend, Server};
 use serde_json::{json, Value};
-
-macro_rules! on_both_databases {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread")]
-            async fn $case() { super::$case(super::Backend::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread")]
-            async fn $case() { super::$case(super::Backend::Postgres).await })*
-        }
-    };
-}
 
 on_both_databases!(
     classifies_single_text,

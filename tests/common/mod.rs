@@ -1,7 +1,22 @@
 //! Shared test helpers: the real engine, a real server process, real databases.
-#![allow(dead_code)]
+#![allow(dead_code, unused_macros)]
 
 use std::sync::{Arc, OnceLock};
+
+/// Runs each named `async fn case(backend: Backend)` as a test on SQLite and on
+/// Postgres (`sqlite::case`, `postgres::case`).
+macro_rules! on_both_databases {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread")]
+            async fn $case() { super::$case(super::Backend::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread")]
+            async fn $case() { super::$case(super::Backend::Postgres).await })*
+        }
+    };
+}
 
 use zeroshot::config::ModelArgs;
 use zeroshot::engine::Engine;
@@ -201,6 +216,76 @@ impl Server {
         let resp = request.send().await.expect("request");
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Uploads a batch file with a job's form: its `upload_fields`, then `file` last, as
+    /// `curl -F` would. Returns the HTTP status.
+    pub async fn upload(&self, job: &serde_json::Value, content: Vec<u8>) -> u16 {
+        let mut form = reqwest::multipart::Form::new();
+        for (name, value) in job["upload_fields"].as_object().expect("upload_fields") {
+            form = form.text(
+                name.clone(),
+                value.as_str().expect("string field").to_string(),
+            );
+        }
+        form = form.part(
+            "file",
+            reqwest::multipart::Part::bytes(content).file_name("input.ndjson"),
+        );
+        let url = job["upload_url"].as_str().expect("upload_url");
+        self.client
+            .post(url)
+            .multipart(form)
+            .send()
+            .await
+            .expect("upload")
+            .status()
+            .as_u16()
+    }
+
+    /// Polls a batch job until it has `wanted` status; panics if it fails instead.
+    pub async fn wait_for_job(
+        &self,
+        id: &str,
+        wanted: &str,
+        timeout: Duration,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (status, job) = self
+                .call(reqwest::Method::GET, &format!("/v1/batch/{id}"), None)
+                .await;
+            assert_eq!(status, 200, "{job}");
+            if job["status"] == wanted {
+                return job;
+            }
+            assert!(job["status"] != "failed", "job failed: {job}");
+            assert!(Instant::now() < deadline, "job not {wanted} in time: {job}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A completed job's result rows, through its download URL.
+    pub async fn download_results(&self, id: &str) -> Vec<serde_json::Value> {
+        let (status, results) = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/batch/{id}/results"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{results}");
+        let body = self
+            .client
+            .get(results["url"].as_str().expect("url"))
+            .send()
+            .await
+            .expect("download");
+        assert_eq!(body.status(), 200);
+        let text = body.text().await.expect("results body");
+        text.lines()
+            .map(|line| serde_json::from_str(line).expect("result row is JSON"))
+            .collect()
     }
 
     /// Runs the CLI against this server's database.
