@@ -151,6 +151,11 @@ impl Engine {
         })
     }
 
+    /// The sentence encoder itself, for measuring its parts.
+    pub fn encoder(&self) -> &EmbeddingModel {
+        &self.model
+    }
+
     /// Name of the loaded model, as responses report it.
     pub fn model_name(&self) -> &str {
         &self.model.manifest().name

@@ -113,15 +113,18 @@ impl EmbeddingModel {
             .collect())
     }
 
-    fn tokenize(&self, texts: &[&str], prefix: &str) -> Result<Vec<Encoding>, EngineError> {
+    /// Tokenizes texts (each with `prefix`), unpadded and truncated at `max_tokens`;
+    /// public so the benches can time tokenization apart from inference.
+    pub fn tokenize(&self, texts: &[&str], prefix: &str) -> Result<Vec<Encoding>, EngineError> {
         let inputs: Vec<String> = texts.iter().map(|text| format!("{prefix}{text}")).collect();
         self.tokenizer
             .encode_batch(inputs, true)
             .map_err(|err| EngineError::Tokenize(err.to_string()))
     }
 
-    /// Pads one batch to its longest member, runs the graph and pools.
-    fn run_batch(&self, batch: &[&Encoding]) -> Result<Vec<Vec<f32>>, EngineError> {
+    /// Pads one batch to its longest member, runs the graph and pools (one ONNX run);
+    /// public so the benches can time inference apart from tokenization.
+    pub fn run_batch(&self, batch: &[&Encoding]) -> Result<Vec<Vec<f32>>, EngineError> {
         let rows = batch.len();
         let cols = batch.iter().map(|e| e.get_ids().len()).max().unwrap_or(0);
         let mut ids = Array2::<i64>::zeros((rows, cols));
