@@ -230,6 +230,15 @@ pub struct ServeArgs {
     pub storage: StorageArgs,
     #[command(flatten)]
     pub batch: BatchArgs,
+    /// `/v1/classify`: texts per coalesced engine call at most.
+    #[arg(long, env = "ZEROSHOT_MAX_BATCH_TEXTS", default_value_t = 64)]
+    pub max_batch_texts: usize,
+    /// `/v1/classify`: how long a request waits for others to share its engine call.
+    #[arg(long, env = "ZEROSHOT_MAX_BATCH_WAIT_MS", default_value_t = 2)]
+    pub max_batch_wait_ms: u64,
+    /// `/v1/classify`: requests waiting for inference at most; more get 503 `overloaded`.
+    #[arg(long, env = "ZEROSHOT_MAX_QUEUED_REQUESTS", default_value_t = 256)]
+    pub max_queued_requests: usize,
 }
 
 /// Where batch inputs and results live.

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use zeroshot::api::{self, classify, AppState, BatchSettings, Resolved};
+use zeroshot::api::{self, classify, AppState, BatchSettings};
 use zeroshot::batch::Worker;
 use zeroshot::classifiers;
 use zeroshot::config::{
@@ -16,6 +16,7 @@ use zeroshot::config::{
     StorageArgs, StorageKind,
 };
 use zeroshot::db::{Db, DbError};
+use zeroshot::engine::batcher::{Batcher, BatcherLimits};
 use zeroshot::engine::Engine;
 use zeroshot::eval;
 use zeroshot::storage::{LocalStore, S3Config, S3Store, Storage};
@@ -88,10 +89,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let storage = Arc::new(open_storage(&args.storage, &format!("http://{address}")).await?);
 
     let engine = Arc::new(OnceLock::new());
+    let batcher = Arc::new(OnceLock::new());
     let wake_workers = Arc::new(tokio::sync::Notify::new());
     let state = AppState {
         db: db.clone(),
         engine: engine.clone(),
+        batcher: batcher.clone(),
         max_body_bytes: args.max_body_bytes,
         storage: storage.clone(),
         wake_workers: wake_workers.clone(),
@@ -119,7 +122,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let loaded = loading.await.context("model loader panicked")??;
     tracing::info!(model = loaded.model_name(), "model loaded; ready");
-    let _ = engine.set(Arc::new(loaded));
+    let loaded = Arc::new(loaded);
+    let limits = BatcherLimits {
+        max_batch_texts: args.max_batch_texts.max(1),
+        max_wait: Duration::from_millis(args.max_batch_wait_ms),
+        max_queued: args.max_queued_requests.max(1),
+    };
+    let _ = batcher.set(Batcher::start(loaded.clone(), limits));
+    let _ = engine.set(loaded);
     server.await.context("server task panicked")??;
     Ok(())
 }
@@ -278,15 +288,10 @@ async fn classify_locally(args: ClassifyArgs) -> anyhow::Result<()> {
         threshold: args.threshold,
         ..Default::default()
     };
-    let started = std::time::Instant::now();
-    let response = request
-        .spec_fields()
-        .inline()
-        .and_then(|spec| classify::run(&engine, &request, Resolved { spec, saved: None }, started))
-        .map_err(|err| match err.param {
-            Some(param) => anyhow::anyhow!("{param}: {}", err.message),
-            None => anyhow::anyhow!(err.message),
-        })?;
+    let response = classify::run(&engine, &request).map_err(|err| match err.param {
+        Some(param) => anyhow::anyhow!("{param}: {}", err.message),
+        None => anyhow::anyhow!(err.message),
+    })?;
     println!("{}", serde_json::to_string_pretty(&response)?);
     Ok(())
 }

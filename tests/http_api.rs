@@ -585,3 +585,78 @@ async fn health_readiness_request_ids_and_graceful_shutdown(backend: Backend) {
         "no new key is printed when accounts exist"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_calls_share_engine_batches_invisibly() {
+    let server = Server::start(Backend::Sqlite).await;
+    let texts: Vec<String> = (0..32)
+        .map(|i| {
+            format!(
+                "{} (case {i})",
+                ["refund my payment", "the app crashes"][i % 2]
+            )
+        })
+        .collect();
+    let mut alone = Vec::new();
+    for text in &texts {
+        let (status, body) = server
+            .post(
+                "/v1/classify",
+                &json!({"text": text, "labels": TICKET_LABELS}),
+            )
+            .await;
+        assert_eq!(status, 200);
+        alone.push(body);
+    }
+    let bodies: Vec<Value> = texts
+        .iter()
+        .map(|text| json!({"text": text, "labels": TICKET_LABELS}))
+        .collect();
+    let together =
+        futures_util::future::join_all(bodies.iter().map(|body| server.post("/v1/classify", body)))
+            .await;
+    for ((status, body), single) in together.iter().zip(&alone) {
+        assert_eq!(*status, 200, "{body}");
+        assert_eq!(body["label"], single["label"]);
+        assert_eq!(body["tokens"], single["tokens"]);
+        for ((a, x), (b, y)) in scores_of(body).iter().zip(scores_of(single)) {
+            assert_eq!(a, &b);
+            assert!((x - y).abs() < 1e-4, "{a}: {x} batched vs {y} alone");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_inference_queue_answers_503_not_500() {
+    let database_url = common::fresh_database(Backend::Sqlite).await;
+    let server = Server::start_with(
+        &database_url,
+        &["--max-queued-requests", "1", "--max-batch-texts", "64"],
+    )
+    .await;
+    let texts: Vec<String> = (0..64)
+        .map(|i| format!("a fairly long support ticket number {i} about billing"))
+        .collect();
+    let body = json!({"texts": texts, "labels": TICKET_LABELS});
+    let answers =
+        futures_util::future::join_all((0..24).map(|_| server.post("/v1/classify", &body))).await;
+    let overloaded = answers.iter().filter(|(status, _)| *status == 503).count();
+    assert!(
+        overloaded > 0,
+        "24 concurrent 64-text calls must overflow a queue of 1"
+    );
+    for (status, answer) in &answers {
+        match status {
+            200 => assert_eq!(answer["results"].as_array().unwrap().len(), 64),
+            503 => assert_eq!(answer["error"]["type"], "overloaded", "{answer}"),
+            other => panic!("unexpected {other}: {answer}"),
+        }
+    }
+    let (status, _) = server
+        .post(
+            "/v1/classify",
+            &json!({"text": "still fine", "labels": TICKET_LABELS}),
+        )
+        .await;
+    assert_eq!(status, 200, "the server recovers");
+}

@@ -6,10 +6,7 @@
 mod common;
 
 use serde::Deserialize;
-use std::time::Instant;
-
 use zeroshot::api::classify::{run, ClassifyRequest};
-use zeroshot::api::Resolved;
 
 const FIXTURE: &str = include_str!("fixtures/parity.json");
 const MIN_COSINE: f64 = 0.9999;
@@ -113,15 +110,7 @@ fn empty_after_trim_texts_are_rejected() {
     assert!(!fixture.rejected.is_empty());
     let engine = common::engine();
     let labels = || Some(vec!["billing".to_string(), "bug report".to_string()]);
-    let classify = |request: ClassifyRequest| {
-        let spec = request.spec_fields().inline()?;
-        run(
-            &engine,
-            &request,
-            Resolved { spec, saved: None },
-            Instant::now(),
-        )
-    };
+    let classify = |request: ClassifyRequest| run(&engine, &request);
 
     for rejected in &fixture.rejected {
         let err = classify(ClassifyRequest {

@@ -1,5 +1,6 @@
-//! `POST /v1/classify`: validate, run the engine, shape the answer. The same
-//! [`run`] serves the `zeroshot classify` CLI, so both print identical JSON.
+//! `POST /v1/classify`: validate, embed (through the dynamic batcher), score, shape
+//! the answer. The CLI's [`run`] shares the validation and shaping, so both print
+//! identical JSON.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -11,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::spec::{Resolved, SpecFields};
 use super::{ApiError, ApiJson, AppState};
 use crate::db::Account;
-use crate::engine::{Classification, Engine, Mode};
+use crate::engine::{Classification, ClassificationSpec, Embedding, Engine, LabelVectors, Mode};
 
 /// Most texts in one `texts` request.
 pub const MAX_TEXTS: usize = 64;
@@ -80,44 +81,84 @@ impl ClassifyRequest {
     }
 }
 
-/// The handler: the engine runs on the blocking pool, off the async workers.
+/// The handler: the texts join the dynamic batcher's next engine call; label vectors
+/// not saved or cached are computed on the blocking pool.
 pub async fn handle(
     State(state): State<AppState>,
     Extension(account): Extension<Account>,
     ApiJson(request): ApiJson<ClassifyRequest>,
 ) -> Result<Json<ClassifyResponse>, ApiError> {
     let started = Instant::now();
-    texts_of(&request)?;
-    let resolved = request.spec_fields().resolve(&state, &account).await?;
+    let texts: Vec<String> = texts_of(&request)?
+        .0
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    let Resolved { spec, saved } = request.spec_fields().resolve(&state, &account).await?;
     let engine = state.engine()?;
-    let response = tokio::task::spawn_blocking(move || run(&engine, &request, resolved, started))
-        .await
-        .map_err(ApiError::internal)??;
-    Ok(Json(response))
-}
-
-/// Classifies a request's text(s) with its resolved spec; `started` is when the
-/// request arrived, for `latency_ms`.
-pub fn run(
-    engine: &Engine,
-    request: &ClassifyRequest,
-    resolved: Resolved,
-    started: Instant,
-) -> Result<ClassifyResponse, ApiError> {
-    let (texts, single) = texts_of(request)?;
-    let Resolved { spec, saved } = resolved;
+    let batcher = state.batcher()?;
     let (labels, classifier) = match saved {
         Some(saved) => (
             saved.vectors,
             Some(format!("{}@v{}", saved.name, saved.version)),
         ),
-        None => (engine.label_vectors(&spec.labels)?, None),
+        None => {
+            let (engine, set) = (engine.clone(), spec.labels.clone());
+            let labels = tokio::task::spawn_blocking(move || engine.label_vectors(&set))
+                .await
+                .map_err(ApiError::internal)??;
+            (labels, None)
+        }
     };
+    let embeddings = batcher.embed(texts).await?;
+    Ok(Json(respond(
+        &engine,
+        &request,
+        &spec,
+        &labels,
+        classifier,
+        &embeddings,
+        started,
+    )))
+}
+
+/// Classifies a request in the calling thread, without the batcher (the CLI).
+pub fn run(engine: &Engine, request: &ClassifyRequest) -> Result<ClassifyResponse, ApiError> {
+    let started = Instant::now();
+    let (texts, _) = texts_of(request)?;
+    let spec = request.spec_fields().inline()?;
+    let labels = engine.label_vectors(&spec.labels)?;
+    let embeddings = engine.embed_texts(&texts)?;
+    Ok(respond(
+        engine,
+        request,
+        &spec,
+        &labels,
+        None,
+        &embeddings,
+        started,
+    ))
+}
+
+/// Scores embedded texts and shapes the answer; `started` is when the request
+/// arrived, for `latency_ms`.
+fn respond(
+    engine: &Engine,
+    request: &ClassifyRequest,
+    spec: &ClassificationSpec,
+    labels: &LabelVectors,
+    classifier: Option<String>,
+    embeddings: &[Embedding],
+    started: Instant,
+) -> ClassifyResponse {
     let mode = spec.mode;
-    let mut results = engine.classify(&texts, &labels, mode, spec.threshold)?;
+    let mut results: Vec<Classification> = embeddings
+        .iter()
+        .map(|embedding| engine.score(embedding, labels, mode, spec.threshold))
+        .collect();
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let model = engine.model_name().to_string();
-    Ok(if single {
+    if request.text.is_some() {
         ClassifyResponse::Single(SingleResponse {
             result: results.remove(0),
             mode,
@@ -134,7 +175,7 @@ pub fn run(
             latency_ms,
             model,
         })
-    })
+    }
 }
 
 /// The texts to classify, and whether the caller sent a single `text`.

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::db::DbError;
+use crate::engine::batcher::BatchError;
 use crate::engine::{EngineError, LabelError};
 use crate::storage::StorageError;
 
@@ -99,6 +100,15 @@ impl ApiError {
         )
     }
 
+    /// 503: more requests are waiting for inference than the queue holds.
+    pub fn overloaded() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many requests are waiting for inference; retry shortly",
+        )
+    }
+
     /// 503: the model is still loading.
     pub fn not_ready() -> Self {
         Self::new(
@@ -155,6 +165,15 @@ impl From<StorageError> for ApiError {
         match err {
             StorageError::NotFound(key) => ApiError::not_found(format!("no object {key:?}")),
             other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<BatchError> for ApiError {
+    fn from(err: BatchError) -> Self {
+        match err {
+            BatchError::Overloaded => ApiError::overloaded(),
+            BatchError::Engine(err) => err.into(),
         }
     }
 }

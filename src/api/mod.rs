@@ -27,12 +27,12 @@ use tower_http::LatencyUnit;
 use tracing::Level;
 
 use crate::db::Db;
+use crate::engine::batcher::Batcher;
 use crate::engine::Engine;
 use crate::storage::Storage;
 
 pub use error::ApiError;
 pub use json::ApiJson;
-pub use spec::Resolved;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -42,6 +42,8 @@ pub struct AppState {
     pub db: Db,
     /// Set once the model has loaded; until then `/readyz` and `/v1` answer 503.
     pub engine: Arc<OnceLock<Arc<Engine>>>,
+    /// Coalesces concurrent `/v1/classify` calls; set with the engine.
+    pub batcher: Arc<OnceLock<Batcher>>,
     pub max_body_bytes: usize,
     pub storage: Arc<Storage>,
     /// Wakes this instance's batch worker when a job starts.
@@ -58,6 +60,11 @@ pub struct BatchSettings {
 }
 
 impl AppState {
+    /// The dynamic batcher, or 503 while the model loads.
+    pub fn batcher(&self) -> Result<Batcher, ApiError> {
+        self.batcher.get().cloned().ok_or_else(ApiError::not_ready)
+    }
+
     /// The engine, or 503 while it loads.
     pub fn engine(&self) -> Result<Arc<Engine>, ApiError> {
         self.engine.get().cloned().ok_or_else(ApiError::not_ready)

@@ -1,5 +1,6 @@
 //! The classification engine: tokenize, run the model, score. No HTTP, no database.
 
+pub mod batcher;
 mod labels;
 mod manifest;
 mod model;
