@@ -13,11 +13,11 @@ BINARY = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "release" /
 
 
 @contextlib.contextmanager
-def local_server(tmp):
+def local_server(tmp, extra_args=()):
     """Yields (base_url, api_key, process) once the model is loaded; stops it after."""
     process = subprocess.Popen(
         [str(BINARY), "serve", "--port", "0", "--database-url", f"sqlite://{tmp}/db.sqlite",
-         "--data-dir", f"{tmp}/data"],
+         "--data-dir", f"{tmp}/data", *extra_args],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         key = base = None
