@@ -17,7 +17,8 @@ use super::{Embedding, Engine, EngineError};
 pub struct BatcherLimits {
     /// Texts per engine call at most (a request larger than this runs alone).
     pub max_batch_texts: usize,
-    /// How long the first request of a batch waits for others to join.
+    /// How long the first request of a batch waits for others to join, beyond those
+    /// already queued (0: no waiting; batches form from what queues during inference).
     pub max_wait: Duration,
     /// Requests waiting at most; beyond this [`BatchError::Overloaded`].
     pub max_queued: usize,
@@ -73,9 +74,16 @@ fn coalesce(engine: &Engine, incoming: &Receiver<Request>, limits: BatcherLimits
         let deadline = Instant::now() + limits.max_wait;
         let mut texts = first.texts.len();
         let mut batch = vec![first];
+        // Whatever queued while the last batch ran joins at once; waiting for more is
+        // optional (it costs an idle server that much latency on every call).
         while texts < limits.max_batch_texts {
             let left = deadline.saturating_duration_since(Instant::now());
-            match incoming.recv_timeout(left) {
+            let next = if left.is_zero() {
+                incoming.try_recv().map_err(|_| RecvTimeoutError::Timeout)
+            } else {
+                incoming.recv_timeout(left)
+            };
+            match next {
                 Ok(next) => {
                     texts += next.texts.len();
                     batch.push(next);
