@@ -24,8 +24,13 @@ fn texts(n: usize) -> Vec<String> {
 
 fn engine_benches(c: &mut Criterion) {
     let args = ModelArgs::from_env();
-    let engine = Engine::load(&args.ort_library(), &args.model_dir(), args.threads)
-        .unwrap_or_else(|err| panic!("{err} (run scripts/setup.py and export its --print-env)"));
+    let engine = Engine::load(
+        &args.ort_library(),
+        &args.model_dir(),
+        args.threads,
+        args.engine_device(),
+    )
+    .unwrap_or_else(|err| panic!("{err} (run scripts/setup.py and export its --print-env)"));
     let prefix = engine.encoder().manifest().text_prefix.clone();
     let batch = texts(32);
     let batch_refs: Vec<&str> = batch.iter().map(String::as_str).collect();

@@ -162,6 +162,14 @@ pub struct ModelArgs {
     /// ONNX Runtime intra-op threads; 0 means one per core.
     #[arg(long, env = "ZEROSHOT_THREADS", default_value_t = 0)]
     pub threads: usize,
+    /// Where inference runs. `cuda` needs an ONNX Runtime built with the CUDA provider
+    /// (libonnxruntime_providers_cuda.so beside the library); it fails rather than
+    /// falling back to the CPU.
+    #[arg(long, env = "ZEROSHOT_DEVICE", value_enum, default_value = "cpu")]
+    pub device: Device,
+    /// The GPU to use with `--device cuda`.
+    #[arg(long, env = "ZEROSHOT_CUDA_DEVICE_ID", default_value_t = 0)]
+    pub cuda_device_id: i32,
 }
 
 /// Only the model flags, for callers that are not the CLI (tests, benches).
@@ -187,6 +195,16 @@ impl ModelArgs {
             .clone()
             .unwrap_or_else(|| cache_dir().join("models"))
             .join(&self.model)
+    }
+
+    /// The execution device, with its id.
+    pub fn engine_device(&self) -> crate::engine::Device {
+        match self.device {
+            Device::Cpu => crate::engine::Device::Cpu,
+            Device::Cuda => crate::engine::Device::Cuda {
+                device_id: self.cuda_device_id,
+            },
+        }
     }
 
     /// The ONNX Runtime library to load.
@@ -337,6 +355,13 @@ pub struct EvalArgs {
     pub fit_calibration: bool,
     #[command(flatten)]
     pub model: ModelArgs,
+}
+
+/// `--device` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Device {
+    Cpu,
+    Cuda,
 }
 
 /// `--mode` values.

@@ -59,8 +59,13 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
 
 fn load_engine(args: &ModelArgs) -> anyhow::Result<Engine> {
     let dir = args.model_dir();
-    Engine::load(&args.ort_library(), &dir, args.threads)
-        .with_context(|| format!("loading model {}", dir.display()))
+    Engine::load(
+        &args.ort_library(),
+        &dir,
+        args.threads,
+        args.engine_device(),
+    )
+    .with_context(|| format!("loading model {}", dir.display()))
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -109,3 +109,19 @@ fn classify_prints_the_api_json_without_a_server() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("labels[1]"));
 }
+
+#[test]
+fn cuda_without_a_cuda_runtime_fails_instead_of_falling_back_to_cpu() {
+    // scripts/setup.py fetches the CPU build of ONNX Runtime: asking for CUDA must fail.
+    let output = Command::new(env!("CARGO_BIN_EXE_zeroshot"))
+        .args(["classify", "--device", "cuda", "--labels", "a,b", "hello"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        output.stdout.is_empty(),
+        "no result on the CPU behind the caller's back"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("CUDA"), "{stderr}");
+}

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 pub use labels::{Label, LabelError, LabelSet, Mode};
 pub use manifest::{Calibration, Manifest, Pooling};
-pub use model::{Embedding, EmbeddingModel};
+pub use model::{Device, Embedding, EmbeddingModel};
 
 use labels::label_sentences;
 use model::normalize;
@@ -141,9 +141,10 @@ impl Engine {
         ort_library: &Path,
         model_dir: &Path,
         intra_threads: usize,
+        device: Device,
     ) -> Result<Self, EngineError> {
         let runtime = runtime::init(ort_library)?;
-        let model = EmbeddingModel::load(&runtime, model_dir, intra_threads)?;
+        let model = EmbeddingModel::load(&runtime, model_dir, intra_threads, device)?;
         Ok(Self {
             model,
             label_cache: Mutex::new(LruCache::new(

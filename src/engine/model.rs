@@ -7,6 +7,7 @@ use std::sync::Mutex;
 
 use ndarray::{Array2, ArrayViewD, Axis};
 use ort::environment::Environment;
+use ort::ep::CUDA;
 use ort::session::{Session, SessionInputValue};
 use ort::value::TensorRef;
 use tokenizers::{Encoding, Tokenizer, TruncationParams};
@@ -16,6 +17,17 @@ use super::EngineError;
 
 /// Texts per ONNX run. Texts are sorted by length first, so a batch pads little.
 const MAX_BATCH: usize = 32;
+
+/// Where inference runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    /// An NVIDIA GPU through ONNX Runtime's CUDA provider; failing to register it is an
+    /// error, never a silent fall back to the CPU.
+    Cuda {
+        device_id: i32,
+    },
+}
 
 /// One text's vector plus what the caller reports about it.
 #[derive(Debug, Clone)]
@@ -43,6 +55,7 @@ impl EmbeddingModel {
         runtime: &Environment,
         dir: &Path,
         intra_threads: usize,
+        device: Device,
     ) -> Result<Self, EngineError> {
         let manifest = Manifest::load(dir)?;
         let mut tokenizer = Tokenizer::from_file(manifest.file_path(dir, "tokenizer"))
@@ -57,8 +70,16 @@ impl EmbeddingModel {
             .map_err(|err| EngineError::ModelLoad(format!("tokenizer: {err}")))?;
 
         let model_path = manifest.file_path(dir, "model");
+        let providers = match device {
+            Device::Cpu => Vec::new(),
+            Device::Cuda { device_id } => vec![CUDA::default()
+                .with_device_id(device_id)
+                .build()
+                .error_on_failure()],
+        };
         let session = Session::builder(runtime)
             .and_then(|builder| Ok(builder.with_intra_threads(intra_threads)?))
+            .and_then(|builder| Ok(builder.with_execution_providers(providers)?))
             .and_then(|mut builder| builder.commit_from_file(&model_path))
             .map_err(|err| {
                 EngineError::ModelLoad(format!("onnx model {}: {err}", model_path.display()))

@@ -28,8 +28,13 @@ pub fn engine() -> Arc<Engine> {
     ENGINE
         .get_or_init(|| {
             let args = ModelArgs::from_env();
-            let engine = Engine::load(&args.ort_library(), &args.model_dir(), 0)
-                .unwrap_or_else(|err| panic!("{err} (run scripts/setup.py first)"));
+            let engine = Engine::load(
+                &args.ort_library(),
+                &args.model_dir(),
+                0,
+                args.engine_device(),
+            )
+            .unwrap_or_else(|err| panic!("{err} (run scripts/setup.py first)"));
             Arc::new(engine)
         })
         .clone()
