@@ -5,9 +5,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::classifiers::ClassifierError;
 use crate::db::DbError;
 use crate::engine::batcher::BatchError;
 use crate::engine::{EngineError, LabelError};
+use crate::storage::local::PolicyError;
 use crate::storage::StorageError;
 
 /// An error as the client sees it.
@@ -174,6 +176,31 @@ impl From<BatchError> for ApiError {
         match err {
             BatchError::Overloaded => ApiError::overloaded(),
             BatchError::Engine(err) => err.into(),
+        }
+    }
+}
+
+impl From<ClassifierError> for ApiError {
+    fn from(err: ClassifierError) -> Self {
+        match err {
+            ClassifierError::Invalid(err) => err.into(),
+            ClassifierError::Db(err) => err.into(),
+            ClassifierError::Engine(err) => err.into(),
+        }
+    }
+}
+
+impl From<PolicyError> for ApiError {
+    fn from(err: PolicyError) -> Self {
+        match err {
+            PolicyError::BadSignature
+            | PolicyError::Expired
+            | PolicyError::WrongKey(_)
+            | PolicyError::Malformed => ApiError::forbidden(err.to_string()),
+            PolicyError::TooLarge(_) | PolicyError::Empty => {
+                ApiError::invalid_request(err.to_string()).with_param("file")
+            }
+            PolicyError::Storage(err) => err.into(),
         }
     }
 }

@@ -26,16 +26,6 @@ pub struct Resolved {
     pub saved: Option<Classifier>,
 }
 
-impl From<ClassifierError> for ApiError {
-    fn from(err: ClassifierError) -> Self {
-        match err {
-            ClassifierError::Invalid(err) => err.into(),
-            ClassifierError::Db(err) => err.into(),
-            ClassifierError::Engine(err) => err.into(),
-        }
-    }
-}
-
 impl SpecFields<'_> {
     /// Inline labels only (the CLI has no saved classifiers).
     pub fn inline(&self) -> Result<ClassificationSpec, ApiError> {

@@ -8,28 +8,13 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::{ApiError, AppState};
-use crate::storage::local::{LocalStore, PolicyError};
+use crate::storage::local::LocalStore;
 use crate::storage::Storage;
 
 fn local(state: &AppState) -> Result<&LocalStore, ApiError> {
     match state.storage.as_ref() {
         Storage::Local(store) => Ok(store),
         Storage::S3(_) => Err(ApiError::not_found("uploads go to S3 on this server")),
-    }
-}
-
-impl From<PolicyError> for ApiError {
-    fn from(err: PolicyError) -> Self {
-        match err {
-            PolicyError::BadSignature
-            | PolicyError::Expired
-            | PolicyError::WrongKey(_)
-            | PolicyError::Malformed => ApiError::forbidden(err.to_string()),
-            PolicyError::TooLarge(_) | PolicyError::Empty => {
-                ApiError::invalid_request(err.to_string()).with_param("file")
-            }
-            PolicyError::Storage(err) => err.into(),
-        }
     }
 }
 
