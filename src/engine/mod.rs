@@ -208,21 +208,6 @@ impl Engine {
         })
     }
 
-    /// Classifies texts against a label set.
-    pub fn classify(
-        &self,
-        texts: &[&str],
-        labels: &LabelVectors,
-        mode: Mode,
-        threshold: f32,
-    ) -> Result<Vec<Classification>, EngineError> {
-        let embeddings = self.embed_texts(texts)?;
-        Ok(embeddings
-            .iter()
-            .map(|embedding| self.score(embedding, labels, mode, threshold))
-            .collect())
-    }
-
     /// Raw cosine of one embedded text with each label vector (calibration fitting).
     pub fn cosines(&self, embedding: &Embedding, labels: &LabelVectors) -> Vec<f32> {
         score::cosines(&embedding.vector, &labels.vectors)
