@@ -118,6 +118,12 @@ TEXTS = [
     # about 254 tokens plus [CLS]/[SEP]: right at the edge
     "cat " * 254,
     "cat " * 255,
+    # past the 4 KB the engine keeps before tokenizing (16 bytes per token of 256):
+    # a 60 KB document, where the cut text still overflows, and texts whose first 4 KB
+    # hold few tokens, where the engine must tokenize the whole text
+    LONG_TICKET * 40,
+    "start" + " " * 5000 + "end of a text padded with spaces",
+    "a" + "\u0301" * 3000 + " b" + " c" * 10,
     # unicode: accents, CJK, Arabic, Cyrillic, Devanagari, Greek, Hebrew, Korean, Thai
     "Crème brûlée, façade, naïve café — déjà vu à São Paulo.",
     "Ich möchte meine Bestellung stornieren, die Größe passt nicht.",

@@ -17,10 +17,12 @@ use crate::db::Db;
 use crate::engine::{ClassificationSpec, Engine, LabelVectors};
 use crate::storage::{Storage, StorageError};
 
-/// Lines scored per engine call.
-const CHUNK_LINES: usize = 512;
+/// Lines scored per engine call. The engine sorts a call's texts by length before
+/// batching them, so larger chunks pad less: 512 lines of 20-80 word tickets run 4% more
+/// tokens than the texts hold, 2048 lines 1%.
+const CHUNK_LINES: usize = 2048;
 /// Input bytes per chunk at most (so memory stays flat with long lines).
-const CHUNK_BYTES: usize = 4 * 1024 * 1024;
+const CHUNK_BYTES: usize = 1024 * 1024;
 /// Read buffer for the input stream.
 const READ_BUFFER: usize = 256 * 1024;
 /// How often an idle worker looks for abandoned jobs.
@@ -175,18 +177,23 @@ impl Worker {
         };
         let mut pending: Vec<u8> = Vec::new();
         let min_part = self.storage.min_part_bytes();
+        let mut next = read_chunk(&mut reader).await?;
         loop {
-            let chunk = read_chunk(&mut reader)
-                .await
-                .map_err(|err| JobError::Fatal(format!("input file could not be read: {err}")))?;
-            let at_end = chunk.is_empty();
+            let chunk = std::mem::take(&mut next);
+            let at_end = chunk.lines.is_empty();
             if !at_end {
                 let (engine, labels, spec) = (engine.clone(), labels.clone(), spec.clone());
-                let (rows, chunk_counts) = tokio::task::spawn_blocking(move || {
-                    score_chunk(&engine, &labels, &spec, chunk)
-                })
-                .await
-                .map_err(|err| JobError::Transient(err.to_string()))??;
+                let lines = chunk.lines;
+                let scoring = tokio::task::spawn_blocking(move || {
+                    score_chunk(&engine, &labels, &spec, lines)
+                });
+                // The next chunk is read while this one is scored.
+                let (scored, read) = tokio::join!(
+                    self.renewing_lease(&job.id, counts, scoring),
+                    read_chunk(&mut reader)
+                );
+                let (rows, chunk_counts) = scored??;
+                next = read?;
                 pending.extend_from_slice(&rows);
                 counts.completed += chunk_counts.completed;
                 counts.failed += chunk_counts.failed;
@@ -198,8 +205,8 @@ impl Worker {
                     .append_output(&job.output_key, &mut state, std::mem::take(&mut pending))
                     .await?;
                 let checkpoint = Checkpoint {
-                    input_offset: reader.offset as i64,
-                    line: reader.line,
+                    input_offset: chunk.end_offset as i64,
+                    line: chunk.end_line,
                     completed: counts.completed,
                     failed: counts.failed,
                     tokens: counts.tokens,
@@ -247,6 +254,33 @@ impl Worker {
         Ok(())
     }
 
+    /// Waits for a scoring task, renewing the lease meanwhile, so that a slow chunk
+    /// (long texts, a slow machine) never lets another worker take the job over.
+    async fn renewing_lease<T>(
+        &self,
+        job_id: &str,
+        counts: Counts,
+        task: tokio::task::JoinHandle<T>,
+    ) -> Result<T, JobError> {
+        tokio::pin!(task);
+        let mut beat = tokio::time::interval(self.lease / 4);
+        beat.tick().await; // the first tick is immediate; the lease is fresh
+        loop {
+            tokio::select! {
+                done = &mut task => return done.map_err(|err| JobError::Transient(err.to_string())),
+                _ = beat.tick() => {
+                    if !self
+                        .db
+                        .heartbeat(job_id, &self.owner, self.lease_ms(), counts.completed, counts.failed)
+                        .await?
+                    {
+                        return Err(JobError::LeaseLost);
+                    }
+                }
+            }
+        }
+    }
+
     /// Counts the non-blank lines of the input (one streaming pass, renewing the lease).
     async fn count_requests(&self, job: &JobRow) -> Result<i64, JobError> {
         let input = self.storage.read_from(&job.input_key, 0).await?;
@@ -275,21 +309,38 @@ impl Worker {
     }
 }
 
+/// Lines read together, and where the input stands after them (the checkpoint
+/// position once they are scored and written).
+#[derive(Default)]
+struct Chunk {
+    lines: Vec<RawLine>,
+    end_offset: u64,
+    end_line: i64,
+}
+
 async fn read_chunk<R: tokio::io::AsyncBufRead + Unpin>(
     reader: &mut LineReader<R>,
-) -> std::io::Result<Vec<RawLine>> {
-    let mut chunk = Vec::with_capacity(CHUNK_LINES);
+) -> Result<Chunk, JobError> {
+    let mut lines = Vec::with_capacity(CHUNK_LINES);
     let mut bytes = 0usize;
-    while chunk.len() < CHUNK_LINES && bytes < CHUNK_BYTES {
-        match reader.next_line().await? {
+    while lines.len() < CHUNK_LINES && bytes < CHUNK_BYTES {
+        match reader
+            .next_line()
+            .await
+            .map_err(|err| JobError::Fatal(format!("input file could not be read: {err}")))?
+        {
             Some(line) => {
                 bytes += line.bytes.as_ref().map_or(0, Vec::len);
-                chunk.push(line);
+                lines.push(line);
             }
             None => break,
         }
     }
-    Ok(chunk)
+    Ok(Chunk {
+        lines,
+        end_offset: reader.offset,
+        end_line: reader.line,
+    })
 }
 
 /// Parses, embeds and scores one chunk; returns its NDJSON rows in input order.

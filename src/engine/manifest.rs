@@ -56,8 +56,10 @@ pub struct InputNames {
 pub struct Calibration {
     /// Softmax temperature over cosines in `single` mode.
     pub single_temperature: f32,
-    /// `sigmoid(multi_scale * cosine + multi_bias)` gives each label's probability in `multi` mode.
+    /// `sigmoid(multi_scale * cosine + multi_gap_scale * (cosine - best cosine) + multi_bias)`
+    /// gives each label's probability in `multi` mode.
     pub multi_scale: f32,
+    pub multi_gap_scale: f32,
     pub multi_bias: f32,
 }
 

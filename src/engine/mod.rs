@@ -1,6 +1,7 @@
 //! The classification engine: tokenize, run the model, score. No HTTP, no database.
 
 pub mod batcher;
+mod head;
 mod labels;
 mod manifest;
 mod model;
@@ -17,7 +18,7 @@ use serde::Serialize;
 
 pub use labels::{Label, LabelError, LabelSet, Mode};
 pub use manifest::{Calibration, Manifest, Pooling};
-pub use model::{Device, Embedding, EmbeddingModel};
+pub use model::{padding_bounded_batches, Device, Embedding, EmbeddingModel, MAX_BATCH};
 
 use labels::label_sentences;
 use model::normalize;
@@ -26,6 +27,8 @@ use model::normalize;
 pub const DEFAULT_THRESHOLD: f32 = 0.3;
 /// Label vectors kept in memory; 384-dim vectors make this about 30 MB.
 const LABEL_CACHE_ENTRIES: usize = 20_000;
+/// Fitted heads kept in memory (label sets with examples; each at most 200 vectors).
+const HEAD_CACHE_ENTRIES: usize = 64;
 /// With examples, the label's own vector counts as this many examples: its weight is
 /// M / (M + K) for K examples, so one example leans on the name and eight on the
 /// examples (chosen on the dev sets, README "Accuracy").
@@ -133,6 +136,8 @@ fn mean(vectors: &[Arc<Vec<f32>>], weight: f32) -> Vec<f32> {
 pub struct Engine {
     model: EmbeddingModel,
     label_cache: Mutex<LruCache<String, Arc<Vec<f32>>>>,
+    /// Fitted heads of label sets with examples, keyed by model and whole set.
+    head_cache: Mutex<LruCache<String, LabelVectors>>,
 }
 
 impl Engine {
@@ -149,6 +154,9 @@ impl Engine {
             model,
             label_cache: Mutex::new(LruCache::new(
                 NonZeroUsize::new(LABEL_CACHE_ENTRIES).expect("non-zero"),
+            )),
+            head_cache: Mutex::new(LruCache::new(
+                NonZeroUsize::new(HEAD_CACHE_ENTRIES).expect("non-zero"),
             )),
         })
     }
@@ -169,8 +177,25 @@ impl Engine {
     }
 
     /// One vector per label: the mean of its sentences' vectors, blended with the mean
-    /// of its examples when it has any. Every vector comes from the cache when it can.
+    /// of its examples when it has any, and then refined into a classifier head fitted
+    /// on the examples (see `head`). Every vector comes from the cache when it can, and
+    /// fitted heads are cached by label set.
     pub fn label_vectors(&self, set: &LabelSet) -> Result<LabelVectors, EngineError> {
+        let has_examples = set.labels.iter().any(|label| !label.examples.is_empty());
+        let head_key = has_examples.then(|| {
+            format!(
+                "{}\u{0}{}",
+                self.model_name(),
+                serde_json::to_string(set).expect("serialisable")
+            )
+        });
+        if let Some(key) = &head_key {
+            let mut heads = self.head_cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(found) = heads.get(key) {
+                return Ok(found.clone());
+            }
+        }
+
         let manifest = self.model.manifest();
         let source_type = set.source_type.as_deref();
         let sentences: Vec<Vec<String>> = set
@@ -185,27 +210,54 @@ impl Engine {
             .into_iter();
 
         let mut vectors = Vec::with_capacity(set.labels.len());
+        let mut own_vectors = Vec::with_capacity(set.labels.len());
+        let mut example_vectors = Vec::with_capacity(set.labels.len());
         for (label, own) in set.labels.iter().zip(&sentences) {
             let own: Vec<Arc<Vec<f32>>> = flat_vectors.by_ref().take(own.len()).collect();
             let mut vector = mean(&own, 1.0);
-            if !label.examples.is_empty() {
-                let examples = self.cached_vectors(&label.examples, &manifest.text_prefix)?;
+            normalize(&mut vector);
+            let examples = if label.examples.is_empty() {
+                Vec::new()
+            } else {
+                self.cached_vectors(&label.examples, &manifest.text_prefix)?
+            };
+            let mut prototype = vector.clone();
+            if !examples.is_empty() {
                 let label_weight =
                     LABEL_WORTH_IN_EXAMPLES / (LABEL_WORTH_IN_EXAMPLES + examples.len() as f32);
-                let from_examples = mean(&examples, 1.0 - label_weight);
-                vector.iter_mut().for_each(|v| *v *= label_weight);
-                vector
+                prototype.iter_mut().for_each(|v| *v *= label_weight);
+                prototype
                     .iter_mut()
-                    .zip(from_examples)
+                    .zip(mean(&examples, 1.0 - label_weight))
                     .for_each(|(v, e)| *v += e);
+                normalize(&mut prototype);
             }
-            normalize(&mut vector);
-            vectors.push(vector);
+            vectors.push(prototype);
+            own_vectors.push(vector);
+            example_vectors.push(examples);
         }
-        Ok(LabelVectors {
+        if has_examples {
+            let samples: Vec<head::Sample> = own_vectors
+                .iter()
+                .zip(&example_vectors)
+                .enumerate()
+                .flat_map(|(label, (own, examples))| {
+                    std::iter::once(own.as_slice())
+                        .chain(examples.iter().map(|e| e.as_slice()))
+                        .map(move |vector| head::Sample { vector, label })
+                })
+                .collect();
+            vectors = head::fit(&vectors, &samples);
+        }
+        let result = LabelVectors {
             names: set.names().map(str::to_string).collect(),
             vectors,
-        })
+        };
+        if let Some(key) = head_key {
+            let mut heads = self.head_cache.lock().unwrap_or_else(|p| p.into_inner());
+            heads.put(key, result.clone());
+        }
+        Ok(result)
     }
 
     /// Raw cosine of one embedded text with each label vector (calibration fitting).

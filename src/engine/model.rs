@@ -15,8 +15,17 @@ use tokenizers::{Encoding, Tokenizer, TruncationParams};
 use super::manifest::{Manifest, Pooling};
 use super::EngineError;
 
-/// Texts per ONNX run. Texts are sorted by length first, so a batch pads little.
-const MAX_BATCH: usize = 32;
+/// Texts per ONNX run. Texts are sorted by length first, so a batch pads little;
+/// public so the ceiling bench runs the same batches.
+pub const MAX_BATCH: usize = 32;
+/// Padding tokens a batch may add, as a share of its real tokens.
+const MAX_PADDING: f64 = 0.1;
+/// Tokens per ONNX run, padding included: 16 texts at 256 tokens. Attention memory
+/// grows with batch × length², so this bounds ONNX Runtime's arena for long texts
+/// while leaving 32 tickets of 20-80 words in one run.
+const MAX_BATCH_TOKENS: usize = 4096;
+/// Bytes per token of `max_tokens` kept before tokenizing a long text (see `tokenize`).
+const CUT_BYTES_PER_TOKEN: usize = 16;
 
 /// Where inference runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,8 +129,14 @@ impl EmbeddingModel {
         let mut order: Vec<usize> = (0..encodings.len()).collect();
         order.sort_by_key(|&i| encodings[i].get_ids().len());
 
+        let lengths: Vec<usize> = order
+            .iter()
+            .map(|&i| encodings[i].get_ids().len())
+            .collect();
+
         let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); encodings.len()];
-        for chunk in order.chunks(MAX_BATCH) {
+        for range in padding_bounded_batches(&lengths) {
+            let chunk = &order[range];
             let batch: Vec<&Encoding> = chunk.iter().map(|&i| &encodings[i]).collect();
             for (&i, vector) in chunk.iter().zip(self.run_batch(&batch)?) {
                 vectors[i] = vector;
@@ -140,11 +155,32 @@ impl EmbeddingModel {
 
     /// Tokenizes texts (each with `prefix`), unpadded and truncated at `max_tokens`;
     /// public so the benches can time tokenization apart from inference.
+    ///
+    /// A text longer than [`CUT_BYTES_PER_TOKEN`] × `max_tokens` bytes is first cut at a
+    /// whitespace before that point: tokenizers split words at whitespace, so when the
+    /// cut text still overflows `max_tokens`, its first `max_tokens` tokens are the
+    /// whole text's. A cut text that does not overflow is tokenized whole. A 100 KB
+    /// document then costs what a 4 KB one does, in time and in memory.
     pub fn tokenize(&self, texts: &[&str], prefix: &str) -> Result<Vec<Encoding>, EngineError> {
-        let inputs: Vec<String> = texts.iter().map(|text| format!("{prefix}{text}")).collect();
-        self.tokenizer
+        let limit = CUT_BYTES_PER_TOKEN * self.manifest.max_tokens;
+        let heads: Vec<&str> = texts
+            .iter()
+            .map(|text| cut_at_whitespace(text, limit))
+            .collect();
+        let inputs: Vec<String> = heads.iter().map(|head| format!("{prefix}{head}")).collect();
+        let mut encodings = self
+            .tokenizer
             .encode_batch(inputs, true)
-            .map_err(|err| EngineError::Tokenize(err.to_string()))
+            .map_err(|err| EngineError::Tokenize(err.to_string()))?;
+        for ((encoding, text), head) in encodings.iter_mut().zip(texts).zip(&heads) {
+            if head.len() < text.len() && encoding.get_overflowing().is_empty() {
+                *encoding = self
+                    .tokenizer
+                    .encode(format!("{prefix}{text}"), true)
+                    .map_err(|err| EngineError::Tokenize(err.to_string()))?;
+            }
+        }
+        Ok(encodings)
     }
 
     /// Pads one batch to its longest member, runs the graph and pools (one ONNX run);
@@ -234,10 +270,101 @@ impl EmbeddingModel {
     }
 }
 
+/// Splits texts sorted by token count into ONNX batches of at most [`MAX_BATCH`] texts
+/// and [`MAX_BATCH_TOKENS`] tokens whose padding stays within [`MAX_PADDING`] of their
+/// real tokens. Thousands of batch-job
+/// lines sort into near-equal neighbours and fill whole batches; a few concurrent
+/// `/v1/classify` texts of mixed lengths run in smaller batches instead of paying for
+/// padding (measured with `scripts/perf_report.py`, README "Performance").
+pub fn padding_bounded_batches(sorted_lengths: &[usize]) -> Vec<std::ops::Range<usize>> {
+    let mut batches = Vec::new();
+    let (mut start, mut real) = (0, 0);
+    for (i, &length) in sorted_lengths.iter().enumerate() {
+        let count = i - start + 1;
+        let padded = length * count;
+        if count > MAX_BATCH
+            || padded > MAX_BATCH_TOKENS
+            || padded as f64 > (real + length) as f64 * (1.0 + MAX_PADDING)
+        {
+            batches.push(start..i);
+            (start, real) = (i, 0);
+        }
+        real += length;
+    }
+    if start < sorted_lengths.len() {
+        batches.push(start..sorted_lengths.len());
+    }
+    batches
+}
+
+/// The text up to the last whitespace at or before `limit` bytes; the whole text when
+/// it is shorter or has no whitespace there.
+fn cut_at_whitespace(text: &str, limit: usize) -> &str {
+    if text.len() <= limit {
+        return text;
+    }
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    match text[..end].rfind(char::is_whitespace) {
+        Some(at) if at > 0 => &text[..at],
+        _ => text,
+    }
+}
+
 /// Scales a vector to unit length (a zero vector stays zero).
 pub fn normalize(vector: &mut [f32]) {
     let norm = vector.iter().map(|v| v * v).sum::<f32>().sqrt();
     if norm > 0.0 {
         vector.iter_mut().for_each(|v| *v /= norm);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn near_equal_lengths_fill_whole_batches() {
+        let lengths = vec![40; 70];
+        assert_eq!(
+            padding_bounded_batches(&lengths),
+            vec![0..32, 32..64, 64..70]
+        );
+    }
+
+    #[test]
+    fn mixed_lengths_split_where_padding_would_exceed_the_bound() {
+        // 20, 21, 22 pad to 22 x 3 = 66 for 63 real tokens (5%); adding 40 would pad to
+        // 160 for 103 (55%), and 40, 41 pad 2% again.
+        let batches = padding_bounded_batches(&[20, 21, 22, 40, 41, 100]);
+        assert_eq!(batches, vec![0..3, 3..5, 5..6]);
+        for range in batches {
+            let slice = &[20, 21, 22, 40, 41, 100][range];
+            let padded = slice.iter().max().unwrap() * slice.len();
+            let real: usize = slice.iter().sum();
+            assert!(padded as f64 <= real as f64 * (1.0 + MAX_PADDING));
+        }
+    }
+
+    #[test]
+    fn long_texts_run_in_smaller_batches() {
+        let batches = padding_bounded_batches(&[256; 40]);
+        assert_eq!(batches, vec![0..16, 16..32, 32..40]);
+    }
+
+    #[test]
+    fn cuts_fall_on_whitespace_or_not_at_all() {
+        assert_eq!(cut_at_whitespace("short text", 100), "short text");
+        assert_eq!(cut_at_whitespace("one two three", 9), "one two");
+        assert_eq!(cut_at_whitespace("one two three", 8), "one two");
+        assert_eq!(cut_at_whitespace("é é é", 4), "é");
+        assert_eq!(cut_at_whitespace("nowhitespacehere", 5), "nowhitespacehere");
+    }
+
+    #[test]
+    fn no_texts_no_batches() {
+        assert!(padding_bounded_batches(&[]).is_empty());
     }
 }

@@ -12,8 +12,10 @@ pub fn cosines(text: &[f32], labels: &[Vec<f32>]) -> Vec<f32> {
 }
 
 /// `single`: a softmax over the labels at the model's temperature (sums to 1).
-/// `multi`: an independent logistic per label, so a label's probability does not
-/// depend on how many other labels were asked about.
+/// `multi`: a logistic per label on its cosine and its gap to the text's best cosine.
+/// The cosine alone meant different things on different label sets (banking's labels
+/// all sit closer to its texts than stackoverflow's); with the gap, threshold 0.3
+/// returns the true label for 81-84% of texts on each dev set (README, "Calibration").
 pub fn probabilities(cosines: &[f32], mode: Mode, calibration: &Calibration) -> Vec<f32> {
     match mode {
         Mode::Single => {
@@ -23,10 +25,18 @@ pub fn probabilities(cosines: &[f32], mode: Mode, calibration: &Calibration) -> 
             let total: f32 = exps.iter().sum();
             exps.into_iter().map(|e| e / total).collect()
         }
-        Mode::Multi => cosines
-            .iter()
-            .map(|c| 1.0 / (1.0 + (-(calibration.multi_scale * c + calibration.multi_bias)).exp()))
-            .collect(),
+        Mode::Multi => {
+            let best = cosines.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            cosines
+                .iter()
+                .map(|c| {
+                    let z = calibration.multi_scale * c
+                        + calibration.multi_gap_scale * (c - best)
+                        + calibration.multi_bias;
+                    1.0 / (1.0 + (-z).exp())
+                })
+                .collect()
+        }
     }
 }
 
@@ -37,6 +47,7 @@ mod tests {
     const CAL: Calibration = Calibration {
         single_temperature: 0.05,
         multi_scale: 20.0,
+        multi_gap_scale: 10.0,
         multi_bias: -8.0,
     };
 
@@ -48,10 +59,17 @@ mod tests {
     }
 
     #[test]
-    fn multi_mode_is_independent_of_other_labels() {
+    fn multi_mode_sees_other_labels_only_through_the_best_cosine() {
         let few = probabilities(&[0.4, 0.1], Mode::Multi, &CAL);
         let many = probabilities(&[0.4, 0.1, 0.2, 0.3, 0.0], Mode::Multi, &CAL);
-        assert_eq!(few[0], many[0]);
+        assert_eq!(few[..2], many[..2]);
         assert!((few[0] - 0.5).abs() < 1e-6, "sigmoid(20*0.4-8) = 0.5");
+        // 0.3 trails the best by 0.1: sigmoid(20*0.3 + 10*(-0.1) - 8) = sigmoid(-3).
+        assert!((many[3] - 1.0 / (1.0 + 3f32.exp())).abs() < 1e-6);
+        let better_best = probabilities(&[0.4, 0.1, 0.6], Mode::Multi, &CAL);
+        assert!(
+            better_best[0] < few[0],
+            "a closer rival lowers a label's probability"
+        );
     }
 }

@@ -1,0 +1,77 @@
+//! The model's ceiling on this machine: every text of an NDJSON file tokenized up
+//! front, sorted by length and run through the ONNX graph in the engine's batches, in a tight loop
+//! with no I/O, JSON or scoring. `scripts/perf_report.py` compares the service's batch
+//! jobs with it. Usage (with the environment `scripts/setup.py --print-env` prints):
+//! `cargo bench --bench ceiling -- FILE.ndjson`; prints one JSON object.
+
+use std::time::Instant;
+
+use zeroshot::config::ModelArgs;
+use zeroshot::engine::{padding_bounded_batches, Engine, MAX_BATCH};
+
+fn main() {
+    // `cargo bench` adds `--bench`; the file is the first other argument.
+    let path = std::env::args()
+        .skip(1)
+        .find(|arg| !arg.starts_with("--"))
+        .expect("usage: cargo bench --bench ceiling -- FILE.ndjson");
+    let content = std::fs::read_to_string(&path).expect("readable input file");
+    let texts: Vec<String> = content
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            let value: serde_json::Value =
+                serde_json::from_str(line).expect("one JSON object per line");
+            value["text"].as_str().expect("a text field").to_string()
+        })
+        .collect();
+    drop(content);
+
+    let args = ModelArgs::from_env();
+    let engine = Engine::load(
+        &args.ort_library(),
+        &args.model_dir(),
+        args.threads,
+        args.engine_device(),
+    )
+    .unwrap_or_else(|err| panic!("{err} (run scripts/setup.py and export its --print-env)"));
+    let encoder = engine.encoder();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let mut encodings = encoder
+        .tokenize(&refs, &encoder.manifest().text_prefix)
+        .expect("tokenize");
+    encodings.sort_by_key(|encoding| encoding.get_ids().len());
+    let tokens: usize = encodings.iter().map(|e| e.get_ids().len()).sum();
+
+    // Warm-up outside the clock: ONNX Runtime's first runs allocate.
+    let first: Vec<_> = encodings.iter().take(MAX_BATCH).collect();
+    encoder.run_batch(&first).expect("inference");
+
+    let lengths: Vec<usize> = encodings.iter().map(|e| e.get_ids().len()).collect();
+    let batches = padding_bounded_batches(&lengths);
+    let started = Instant::now();
+    for range in batches {
+        let batch: Vec<_> = encodings[range].iter().collect();
+        std::hint::black_box(encoder.run_batch(&batch).expect("inference"));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({
+            "texts": texts.len(),
+            "tokens": tokens,
+            "seconds": seconds,
+            "texts_per_second": texts.len() as f64 / seconds,
+            "tokens_per_second": tokens as f64 / seconds,
+            "peak_rss_mb": peak_rss_mb(),
+        })
+    );
+}
+
+/// This process's peak resident memory (VmHWM), in MB.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
