@@ -353,6 +353,10 @@ pub struct EvalArgs {
     /// Also fit the model's calibration constants on this data.
     #[arg(long)]
     pub fit_calibration: bool,
+    /// Score with the plain baseline instead (each label name with underscores as spaces,
+    /// embedded as is), to measure what the default method adds.
+    #[arg(long, conflicts_with_all = ["examples_per_label", "descriptions", "source_type"])]
+    pub baseline: bool,
     #[command(flatten)]
     pub model: ModelArgs,
 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use serde::Serialize;
 
-use crate::engine::{Calibration, Engine, LabelSet, Mode};
+use crate::engine::{Calibration, Engine, LabelSet, LabelVectors, Mode};
 
 /// Texts embedded per engine call.
 const CHUNK: usize = 256;
@@ -95,6 +95,9 @@ pub struct EvalOptions {
     pub mode: Mode,
     pub threshold: f32,
     pub fit_calibration: bool,
+    /// Label vectors from the bare names (underscores as spaces) instead of the
+    /// engine's label method: the baseline the README compares against.
+    pub baseline: bool,
 }
 
 /// One label's F1.
@@ -156,7 +159,22 @@ pub fn evaluate(
     )?;
 
     let started = Instant::now();
-    let labels = engine.label_vectors(&set)?;
+    let labels = if options.baseline {
+        let words: Vec<String> = names.iter().map(|n| n.replace('_', " ")).collect();
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        let prefix = &engine.encoder().manifest().label_prefix;
+        LabelVectors {
+            names: names.clone(),
+            vectors: engine
+                .encoder()
+                .embed(&words, prefix)?
+                .into_iter()
+                .map(|e| e.vector)
+                .collect(),
+        }
+    } else {
+        engine.label_vectors(&set)?
+    };
     let index: HashMap<&str, usize> = names
         .iter()
         .enumerate()

@@ -337,6 +337,7 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<()> {
             mode: args.mode.into(),
             threshold: args.threshold,
             fit_calibration: args.fit_calibration,
+            baseline: args.baseline,
         };
         let mut report = eval::evaluate(&engine, &eval::read_tsv(data)?, &options)?;
         cosines.append(&mut report.cosines);

@@ -47,6 +47,33 @@ fn examples_from_train_data_are_used() {
 }
 
 #[test]
+fn baseline_scores_bare_label_names_and_takes_no_method_options() {
+    let baseline = eval(&["--baseline"]);
+    assert_eq!(baseline["texts"], 12);
+    assert!(baseline["accuracy"].as_f64().unwrap() >= 0.5, "{baseline}");
+    let default = eval(&[]);
+    assert_ne!(
+        baseline["multi_recall"], default["multi_recall"],
+        "different label vectors give different scores"
+    );
+
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tickets.tsv");
+    let refused = Command::new(env!("CARGO_BIN_EXE_zeroshot"))
+        .args([
+            "eval",
+            "--data",
+            fixture,
+            "--baseline",
+            "--source-type",
+            "ticket",
+        ])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--source-type"));
+}
+
+#[test]
 fn fits_calibration_constants() {
     let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tickets.tsv");
     let output = Command::new(env!("CARGO_BIN_EXE_zeroshot"))

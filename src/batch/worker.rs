@@ -1,7 +1,8 @@
 //! The streaming batch worker. Every instance runs one: it claims a processing job
 //! nobody holds (just started, or whose worker's lease expired), streams the input
 //! from the last checkpoint, scores chunks (rayon-parallel parsing and row building,
-//! batched ONNX inference), appends results and commits a checkpoint after each part.
+//! batched ONNX inference) while reading the next one and renewing its lease, appends
+//! results and commits a checkpoint after each part.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
