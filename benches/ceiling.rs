@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use zeroshot::config::ModelArgs;
-use zeroshot::engine::{padding_bounded_batches, Engine, MAX_BATCH};
+use zeroshot::engine::{padding_bounded_batches, MAX_BATCH};
 
 fn main() {
     // `cargo bench` adds `--bench`; the file is the first other argument.
@@ -27,14 +27,9 @@ fn main() {
         .collect();
     drop(content);
 
-    let args = ModelArgs::from_env();
-    let engine = Engine::load(
-        &args.ort_library(),
-        &args.model_dir(),
-        args.threads,
-        args.engine_device(),
-    )
-    .unwrap_or_else(|err| panic!("{err} (run scripts/setup.py and export its --print-env)"));
+    let engine = ModelArgs::from_env()
+        .load_engine()
+        .unwrap_or_else(|err| panic!("{err} (run scripts/setup.py and export its --print-env)"));
     let encoder = engine.encoder();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let mut encodings = encoder

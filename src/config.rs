@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::engine::Mode;
 
 /// Default model: the only one whose weights ship in a registry we can reach.
-pub const DEFAULT_MODEL: &str = "all-minilm-l6-v2-int8";
+pub const DEFAULT_MODEL: &str = "all-minilm-l6-v2-int8-cpu";
 /// ONNX Runtime version fetched by `scripts/setup.py`.
 const ORT_VERSION: &str = "1.31.1";
 
@@ -215,6 +215,16 @@ impl ModelArgs {
                 .join(ORT_VERSION)
                 .join(format!("libonnxruntime.so.{ORT_VERSION}"))
         })
+    }
+
+    /// Loads the engine these flags describe (ONNX Runtime once per process, then the model).
+    pub fn load_engine(&self) -> Result<crate::engine::Engine, crate::engine::EngineError> {
+        crate::engine::Engine::load(
+            &self.ort_library(),
+            &self.model_dir(),
+            self.threads,
+            self.engine_device(),
+        )
     }
 }
 

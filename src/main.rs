@@ -58,14 +58,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
 }
 
 fn load_engine(args: &ModelArgs) -> anyhow::Result<Engine> {
-    let dir = args.model_dir();
-    Engine::load(
-        &args.ort_library(),
-        &dir,
-        args.threads,
-        args.engine_device(),
-    )
-    .with_context(|| format!("loading model {}", dir.display()))
+    args.load_engine()
+        .with_context(|| format!("loading model {}", args.model_dir().display()))
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -50,7 +50,7 @@ async fn classifies_single_text(backend: Backend) {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["label"], "billing", "{body}");
     assert_eq!(body["mode"], "single");
-    assert_eq!(body["model"], "all-minilm-l6-v2-int8");
+    assert_eq!(body["model"], "all-minilm-l6-v2-int8-cpu");
     assert_eq!(body["labels"], json!(["billing"]));
     assert_eq!(body["truncated"], false);
     assert!(body["tokens"].as_u64().unwrap() > 10);
@@ -542,7 +542,7 @@ async fn health_readiness_request_ids_and_graceful_shutdown(backend: Backend) {
         .json()
         .await
         .unwrap();
-    assert_eq!(ready["model"], "all-minilm-l6-v2-int8");
+    assert_eq!(ready["model"], "all-minilm-l6-v2-int8-cpu");
 
     let traced = server
         .client

