@@ -134,3 +134,58 @@ fn empty_after_trim_texts_are_rejected() {
         assert_eq!(err.status.as_u16(), 422, "texts {rejected:?}");
     }
 }
+
+/// The default model's integer products against the published graph it is made from
+/// (fp32 arithmetic): per-token quantization moves vectors by 1 - cos ~0.004 on
+/// average (README "Models"); a broken derivation would land far away.
+#[test]
+fn integer_model_stays_close_to_the_float_graph() {
+    let float = zeroshot::config::ModelArgs {
+        model: "all-minilm-l6-v2-int8".to_string(),
+        ..zeroshot::config::ModelArgs::from_env()
+    }
+    .load_engine()
+    .expect("load all-minilm-l6-v2-int8 (scripts/setup.py fetches every manifest)");
+    let fixture = fixture();
+    let texts: Vec<&str> = fixture.texts.iter().map(|r| r.text.as_str()).collect();
+    let integer = common::engine().embed_texts(&texts).expect("embed");
+    let float = float.embed_texts(&texts).expect("embed");
+    let similarities: Vec<f64> = integer
+        .iter()
+        .zip(&float)
+        .map(|(a, b)| cosine(&a.vector, &b.vector))
+        .collect();
+    let mean = similarities.iter().sum::<f64>() / similarities.len() as f64;
+    let worst = similarities.iter().copied().fold(f64::INFINITY, f64::min);
+    assert!(mean > 0.99, "mean cosine {mean}");
+    assert!(worst > 0.95, "worst cosine {worst}");
+    assert!(
+        mean < 1.0 - 1e-6,
+        "the two models are not different graphs: {mean}"
+    );
+}
+
+/// Activations are quantized per token, so a text's vector does not depend on the
+/// texts batched with it (or their padding): the same ticket scores the same in a
+/// batch job and in a lone `/v1/classify` call.
+#[test]
+fn a_texts_vector_does_not_depend_on_its_batch() {
+    let engine = common::engine();
+    let text = "I was charged twice for my subscription this month";
+    let alone = engine.embed_texts(&[text]).expect("embed").remove(0);
+    // Near-equal lengths share one ONNX run (a lone outlier would run alone); the
+    // one-token-longer mate pads this text.
+    let batch = [
+        "she was billed twice for her subscription last month",
+        text,
+        "THE APP CRASHES WHENEVER I OPEN THE SETTINGS PAGE!!!",
+        "I was charged twice for my yearly subscription this month",
+        "hi",
+    ];
+    let together = engine.embed_texts(&batch).expect("embed").remove(1);
+    let similarity = cosine(&alone.vector, &together.vector);
+    assert!(
+        similarity > 1.0 - 1e-9,
+        "alone vs batched cosine {similarity}"
+    );
+}
