@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 
 from pinned_venv import pinned_venv
+from setup import model_file_name
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL_NAME = "all-minilm-l6-v2-int8-cpu"
@@ -216,10 +217,8 @@ def main():
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    model_file = manifest["files"]["model"]
-    graph = model_file["derive"]["file"] if "derive" in model_file else \
-        Path(model_file["member"]).name
-    session = ort.InferenceSession(str(model_dir / graph), options,
+    graph = model_dir / model_file_name(manifest["files"]["model"])
+    session = ort.InferenceSession(str(graph), options,
                                    providers=["CPUExecutionProvider"])
     input_names = {i.name for i in session.get_inputs()}
     names = manifest["inputs"]

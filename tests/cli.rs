@@ -5,17 +5,18 @@ use std::process::Command;
 
 use serde_json::Value;
 
+/// Twelve labelled support tickets (one record spans two lines).
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tickets.tsv");
+
 /// The fixture's entry of an eval report.
 fn eval(args: &[&str]) -> Value {
-    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tickets.tsv");
-    eval_report(args)["datasets"][fixture].clone()
+    eval_report(args)["datasets"][FIXTURE].clone()
 }
 
 /// The whole eval report on the fixture.
 fn eval_report(args: &[&str]) -> Value {
-    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tickets.tsv");
     let output = Command::new(env!("CARGO_BIN_EXE_zeroshot"))
-        .args(["eval", "--data", fixture])
+        .args(["eval", "--data", FIXTURE])
         .args(args)
         .output()
         .expect("run zeroshot eval");
@@ -45,10 +46,9 @@ fn reports_accuracy_f1_and_multi_recall() {
 
 #[test]
 fn examples_from_train_data_are_used() {
-    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tickets.tsv");
     // Training on the test file itself with every example: each text is its own
     // label's example, so almost everything must come out right.
-    let report = eval(&["--train", fixture, "--examples-per-label", "4"]);
+    let report = eval(&["--train", FIXTURE, "--examples-per-label", "4"]);
     assert!(report["accuracy"].as_f64().unwrap() >= 0.9, "{report}");
 }
 
@@ -66,12 +66,11 @@ fn baseline_scores_bare_label_names_and_takes_no_method_options() {
         "different label vectors give different cosines"
     );
 
-    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tickets.tsv");
     let refused = Command::new(env!("CARGO_BIN_EXE_zeroshot"))
         .args([
             "eval",
             "--data",
-            fixture,
+            FIXTURE,
             "--baseline",
             "--source-type",
             "ticket",
@@ -84,9 +83,8 @@ fn baseline_scores_bare_label_names_and_takes_no_method_options() {
 
 #[test]
 fn fits_calibration_constants() {
-    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tickets.tsv");
     let output = Command::new(env!("CARGO_BIN_EXE_zeroshot"))
-        .args(["eval", "--data", fixture, "--fit-calibration"])
+        .args(["eval", "--data", FIXTURE, "--fit-calibration"])
         .output()
         .unwrap();
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
