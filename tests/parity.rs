@@ -136,7 +136,7 @@ fn empty_after_trim_texts_are_rejected() {
 }
 
 /// The default model's integer products against the published graph it is made from
-/// (fp32 arithmetic): per-token quantization moves vectors by 1 - cos ~0.004 on
+/// (fp32 arithmetic): its quantization moves vectors by 1 - cos ~0.005 on
 /// average (README "Models"); a broken derivation would land far away.
 #[test]
 fn integer_model_stays_close_to_the_float_graph() {
@@ -165,8 +165,9 @@ fn integer_model_stays_close_to_the_float_graph() {
     );
 }
 
-/// Activations are quantized per token, so a text's vector does not depend on the
-/// texts batched with it (or their padding): the same ticket scores the same in a
+/// Activations are quantized per token or by a fixed calibrated scale, never by one
+/// taken from the batch, so a text's vector does not depend on the texts batched with
+/// it (or their padding): the same ticket scores the same in a
 /// batch job and in a lone `/v1/classify` call.
 #[test]
 fn a_texts_vector_does_not_depend_on_its_batch() {
