@@ -153,6 +153,13 @@ def fuse_attention(model):
     return len(added)
 
 
+def attention_input_names(graph):
+    """The tensor each layer's Q, K and V projections read, in layer order."""
+    producers = {out: node for node in graph.node for out in node.output}
+    return [producers[node.input[0]].input[0] for node in graph.node
+            if node.op_type == "MultiHeadAttention"]
+
+
 def topological_order(graph, nodes, added_initializers):
     known = ({value.name for value in graph.input} | {init.name for init in graph.initializer}
              | {init.name for init in added_initializers} | {""})
@@ -177,8 +184,7 @@ def quantize_matmuls(model):
     graph = model.graph
     initializers = {init.name: init for init in graph.initializer}
     producers = {out: node for node in graph.node for out in node.output}
-    attention_inputs = [producers[node.input[0]].input[0] for node in graph.node
-                        if node.op_type == "MultiHeadAttention"]
+    attention_inputs = attention_input_names(graph)
     if len(attention_inputs) != len(ATTENTION_INPUT_MAX):
         raise SystemExit(f"{len(attention_inputs)} attention layers, "
                          f"{len(ATTENTION_INPUT_MAX)} calibrated scales")
@@ -308,9 +314,7 @@ def calibrate(source, tokenizer_path, text_files):
     from tokenizers import Tokenizer
 
     model = float_graph(source)
-    producers = {out: node for node in model.graph.node for out in node.output}
-    inputs = [producers[node.input[0]].input[0] for node in model.graph.node
-              if node.op_type == "MultiHeadAttention"]
+    inputs = attention_input_names(model.graph)
     for name in inputs:
         model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
     session = onnxruntime.InferenceSession(model.SerializeToString(),
@@ -333,11 +337,14 @@ def calibrate(source, tokenizer_path, text_files):
 
 
 def main():
-    if len(sys.argv) >= 4 and sys.argv[1] == "--calibrate":
+    usage = __doc__[__doc__.index("Usage:"):].strip()
+    if len(sys.argv) > 1 and sys.argv[1] == "--calibrate":
+        if len(sys.argv) < 5:
+            raise SystemExit(usage)
         calibrate(sys.argv[2], sys.argv[3], sys.argv[4:])
         return
     if len(sys.argv) != 3:
-        raise SystemExit(__doc__.strip().splitlines()[-1])
+        raise SystemExit(usage)
     source, output = sys.argv[1:]
     model = float_graph(source)
     count = quantize_matmuls(model)
