@@ -22,4 +22,8 @@ psql -q -d "$ZEROSHOT_TEST_POSTGRES_URL" -Atc "SELECT datname FROM pg_database W
 # it stays up in the background afterwards, see scripts/seaweedfs.sh).
 eval "$(scripts/seaweedfs.sh)"
 
+# The parity test's reference, made on this machine (see scripts/parity_reference.py).
+export ZEROSHOT_PARITY_REFERENCE="${ZEROSHOT_CACHE:-$HOME/.cache/zeroshot}/parity.json"
+python3 scripts/parity_reference.py --out "$ZEROSHOT_PARITY_REFERENCE"
+
 cargo test --release --locked "$@"

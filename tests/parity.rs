@@ -1,14 +1,14 @@
 //! Parity with an independent reference: `scripts/parity_reference.py` embeds each
-//! text of `tests/fixtures/parity.json` on its own with Python `tokenizers` +
-//! `onnxruntime` (no batching, no padding). The engine must land on the same vectors
-//! while sorting, batching and padding, and must count tokens and truncation alike.
+//! of its texts on its own with Python `tokenizers` + `onnxruntime` (no batching, no
+//! padding), on this machine, into the file `ZEROSHOT_PARITY_REFERENCE` names
+//! (`scripts/test.sh` makes it). The engine must land on the same vectors while
+//! sorting, batching and padding, and must count tokens and truncation alike.
 
 mod common;
 
 use serde::Deserialize;
 use zeroshot::api::classify::{run, ClassifyRequest};
 
-const FIXTURE: &str = include_str!("fixtures/parity.json");
 const MIN_COSINE: f64 = 0.9999;
 
 #[derive(Deserialize)]
@@ -27,7 +27,12 @@ struct Reference {
 }
 
 fn fixture() -> Fixture {
-    serde_json::from_str(FIXTURE).expect("tests/fixtures/parity.json is valid")
+    let path = std::env::var("ZEROSHOT_PARITY_REFERENCE").expect(
+        "ZEROSHOT_PARITY_REFERENCE names the reference scripts/parity_reference.py made \
+         on this machine (run the tests with scripts/test.sh)",
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("read {path}: {err}"));
+    serde_json::from_str(&text).unwrap_or_else(|err| panic!("{path} is not a reference: {err}"))
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
