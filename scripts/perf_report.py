@@ -11,9 +11,12 @@ as ratios (absolute numbers on shared machines are only context):
              plain onnxruntime in batches of 32, and sentence-transformers on torch CPU,
              installed into a virtual environment from PyPI on first use
   load       /v1/classify with oha at 1, 16 and 64 concurrent clients, the same tickets
-             one per call, p50/p99 and throughput, dynamic batching on and off; and
+             one per call, p50/p99 and throughput, dynamic batching on and off,
+             against a 4,096-line batch job on the same server at 64 clients; and
              one short text per call from a single client
   labels     per-text cost of 200 labels against 2 (16 clients, label vectors warm)
+             (load and labels: the configurations take turns for --rounds rounds and
+             each keeps its median, so that drift within the run hits all alike)
   memory     server peak RSS for a 100 MB and a 1 GB input of long documents (each
              cut at the model's 256 tokens), to show memory stays flat
 
@@ -23,6 +26,7 @@ Run after scripts/setup.py and a release build (stdlib only; it makes its own ve
 Prints a Markdown table per section and writes everything as JSON to --json.
 """
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -60,6 +64,7 @@ FILLER = ("this has happened several times now and I already tried restarting cl
           "and reinstalling but nothing seems to help so I would really appreciate a quick answer "
           "because my whole team depends on this every single day").split()
 LOAD_LEVELS = (1, 16, 64)
+JOB_LINES = 4096  # two of the batch worker's chunks
 SHORT_TEXTS = ["I was charged twice this month", "The app crashes when I open settings",
                "Please add a dark mode", "Where is my order?", "I cannot log in"]
 
@@ -127,30 +132,34 @@ def peak_rss_mb(pid):
 
 
 def service_batch(input_path):
-    """One batch job on a fresh server: timed from start to completed."""
+    """One batch job on a fresh server, with the server's peak RSS."""
     with tempfile.TemporaryDirectory() as tmp, local_server(tmp) as (base, key, server):
-        job = request(base, key, "POST", "/v1/batch",
-                      {"labels": LABELS, "source_type": "support ticket"})
-        form = [arg for name, value in job["upload_fields"].items()
-                for arg in ("-F", f"{name}={value}")]
-        subprocess.run(["curl", "-sf", *form, "-F", f"file=@{input_path}", job["upload_url"]],
-                       check=True)
-        started = time.perf_counter()
-        request(base, key, "POST", f"/v1/batch/{job['job_id']}/start")
-        while True:
-            state = request(base, key, "GET", f"/v1/batch/{job['job_id']}")
-            if state["status"] in ("completed", "failed"):
-                break
-            time.sleep(0.5)
-        seconds = time.perf_counter() - started
-        if state["status"] != "completed":
-            raise SystemExit(f"batch job {state['status']}: {state.get('error')}")
-        return {"texts": state["requests_completed"], "tokens": state["actual_tokens"],
-                "seconds": seconds,
-                "texts_per_second": state["requests_completed"] / seconds,
-                "tokens_per_second": state["actual_tokens"] / seconds,
-                "peak_rss_mb": peak_rss_mb(server.pid),
-                "input_mb": Path(input_path).stat().st_size / 1e6}
+        return batch_job(base, key, input_path) | {"peak_rss_mb": peak_rss_mb(server.pid)}
+
+
+def batch_job(base, key, input_path):
+    """One batch job: uploaded with curl -F, timed from start to completed."""
+    job = request(base, key, "POST", "/v1/batch",
+                  {"labels": LABELS, "source_type": "support ticket"})
+    form = [arg for name, value in job["upload_fields"].items()
+            for arg in ("-F", f"{name}={value}")]
+    subprocess.run(["curl", "-sf", *form, "-F", f"file=@{input_path}", job["upload_url"]],
+                   check=True)
+    started = time.perf_counter()
+    request(base, key, "POST", f"/v1/batch/{job['job_id']}/start")
+    while True:
+        state = request(base, key, "GET", f"/v1/batch/{job['job_id']}")
+        if state["status"] in ("completed", "failed"):
+            break
+        time.sleep(0.1)
+    seconds = time.perf_counter() - started
+    if state["status"] != "completed":
+        raise SystemExit(f"batch job {state['status']}: {state.get('error')}")
+    return {"texts": state["requests_completed"], "tokens": state["actual_tokens"],
+            "seconds": seconds,
+            "texts_per_second": state["requests_completed"] / seconds,
+            "tokens_per_second": state["actual_tokens"] / seconds,
+            "input_mb": Path(input_path).stat().st_size / 1e6}
 
 
 def ceiling(input_path):
@@ -212,39 +221,80 @@ def write_bodies(path, texts, labels, **fields):
     return path
 
 
-def load(texts, seconds, tmp):
-    """The batch job's tickets, one per call, with the batcher on and off; and one short
-    text per call at concurrency 1 (the latency a single interactive caller sees)."""
+def interleaved(measure, names, rounds):
+    """Each name's median of `rounds` runs of `measure(name)`, the names taking turns:
+    these machines drift by tens of percent within minutes, and alternating spreads
+    the drift over every configuration alike (each run's req/s is kept in `rounds`)."""
+    runs = {name: [] for name in names}
+    for _ in range(rounds):
+        for name in names:
+            runs[name].append(measure(name))
+    medians = {}
+    for name, results in runs.items():
+        ordered = sorted(results, key=texts_per_second)
+        medians[name] = ordered[len(ordered) // 2] | {
+            "rounds": [round(texts_per_second(r), 1) for r in results]}
+    return medians
+
+
+def texts_per_second(result):
+    """The rate of an oha run (one text per call) or of a batch job."""
+    return result.get("requests_per_second") or result["texts_per_second"]
+
+
+def load(texts, seconds, rounds, tmp):
+    """The batch job's tickets, one per call, with the batcher on and off (two servers,
+    taking turns at each level; at 64 clients a batch job of the first JOB_LINES
+    tickets on the batched server takes its turn too, for the ratio of the two paths);
+    and one short text per call at concurrency 1 (the latency a single interactive
+    caller sees)."""
     bodies = write_bodies(Path(tmp) / "bodies.ndjson", texts, LABELS,
                           source_type="support ticket")
+    job_lines = Path(tmp) / "job.ndjson"
+    job_lines.write_text("".join(json.dumps({"text": text}) + "\n" for text in texts[:JOB_LINES]))
     short = write_bodies(Path(tmp) / "short.ndjson", SHORT_TEXTS, LABELS[:3])
-    results = {}
-    for name, extra in [("batched", []), ("unbatched", ["--max-batch-texts", "1"])]:
-        with tempfile.TemporaryDirectory() as server_tmp, \
-                local_server(server_tmp, extra) as (base, key, _):
+    results = {"batched": [], "unbatched": []}
+    with contextlib.ExitStack() as stack:
+        servers = {}
+        for name, extra in [("batched", []), ("unbatched", ["--max-batch-texts", "1"])]:
+            server_tmp = stack.enter_context(tempfile.TemporaryDirectory())
+            base, key, _ = stack.enter_context(local_server(server_tmp, extra))
             oha(base, key, bodies, 4, 2)  # warm up
-            results[name] = [oha(base, key, bodies, c, seconds) for c in LOAD_LEVELS]
-            if name == "batched":
-                oha(base, key, short, 1, 1)  # warm up the short texts' label vectors
-                results["short"] = oha(base, key, short, 1, seconds)
+            servers[name] = (base, key)
+        def measure(name, clients):
+            if name == "batch job":
+                return batch_job(*servers["batched"], job_lines)
+            return oha(*servers[name], bodies, clients, seconds)
+
+        for clients in LOAD_LEVELS:
+            names = [*servers, *(["batch job"] if clients == LOAD_LEVELS[-1] else [])]
+            level = interleaved(lambda name: measure(name, clients), names, rounds)
+            if "batch job" in level:
+                results["batch job"] = level.pop("batch job")
+            for name, result in level.items():
+                results[name].append(result)
+        base, key = servers["batched"]
+        oha(base, key, short, 1, 1)  # warm up the short texts' label vectors
+        results["short"] = interleaved(lambda _: oha(base, key, short, 1, seconds),
+                                       ["short"], rounds)["short"]
     return results
 
 
-def label_cost(texts, seconds, tmp):
-    """Per-text cost of 200 labels against 2, label vectors warm."""
+def label_cost(texts, seconds, rounds, tmp):
+    """Per-text cost of 200 labels against 2, label vectors warm, taking turns."""
     many = [f"{a}_{b}" for a in ("billing", "account", "order", "app", "delivery", "payment",
                                  "security", "privacy", "report", "team")
             for b in ("question", "problem", "change", "request", "complaint", "delay",
                       "error", "praise", "cancellation", "refund", "upgrade", "setup",
                       "invoice", "limit", "export", "import", "access", "outage", "feedback",
                       "other")]
-    results = {}
     with tempfile.TemporaryDirectory() as server_tmp, local_server(server_tmp) as (base, key, _):
+        bodies = {}
         for name, labels in [("2_labels", many[:2]), ("200_labels", many)]:
-            bodies = write_bodies(Path(tmp) / f"{name}.ndjson", texts, labels)
-            oha(base, key, bodies, 4, 2)  # warm up, fills the label cache
-            results[name] = oha(base, key, bodies, 16, seconds)
-    return results
+            bodies[name] = write_bodies(Path(tmp) / f"{name}.ndjson", texts, labels)
+            oha(base, key, bodies[name], 4, 2)  # warm up, fills the label cache
+        return interleaved(lambda name: oha(base, key, bodies[name], 16, seconds),
+                           list(bodies), rounds)
 
 
 # --------------------------------------------------------------------------- report
@@ -254,6 +304,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lines", type=int, default=100_000)
     parser.add_argument("--load-seconds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternating rounds per load and labels configuration (median kept)")
     parser.add_argument("--sections", default=",".join(SECTIONS))
     parser.add_argument("--json", default="perf_report.json")
     args = parser.parse_args()
@@ -278,10 +330,10 @@ def main():
                 report[f"peer {name}"] = peer(name, tickets, tmp)
         if "load" in sections:
             log("load: /v1/classify with oha")
-            report["load"] = load(texts, args.load_seconds, tmp)
+            report["load"] = load(texts, args.load_seconds, args.rounds, tmp)
         if "labels" in sections:
             log("labels: 2 against 200")
-            report["labels"] = label_cost(texts, args.load_seconds, tmp)
+            report["labels"] = label_cost(texts, args.load_seconds, args.rounds, tmp)
         del texts
         if "memory" in sections:
             for name, size in (("100 MB", 100_000_000), ("1 GB", 1_000_000_000)):
@@ -320,10 +372,10 @@ def print_tables(report):
         short = load_report["short"]
         print(f"\none short text per call, 3 labels, 1 client: p50 {short['p50_ms']:.1f} ms, "
               f"p99 {short['p99_ms']:.1f} ms, {short['requests_per_second']:,.0f} req/s")
-        if "batch" in report:
-            at_64 = load_report["batched"][-1]["requests_per_second"]
-            print(f"\nclassify at 64 clients ÷ batch job, texts/s: "
-                  f"{at_64 / report['batch']['texts_per_second']:.2f}")
+        at_64 = load_report["batched"][-1]["requests_per_second"]
+        job = load_report["batch job"]["texts_per_second"]
+        print(f"\nclassify at 64 clients ÷ a {JOB_LINES:,}-line batch job on the same server, "
+              f"taking turns, texts/s: {at_64 / job:.2f} ({at_64:,.0f} against {job:,.0f})")
     if "labels" in report:
         two, many = report["labels"]["2_labels"], report["labels"]["200_labels"]
         print(f"\nper-text cost, 200 labels ÷ 2 labels (16 clients): "

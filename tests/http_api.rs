@@ -206,11 +206,11 @@ async fn descriptions_examples_and_source_type_change_label_vectors(backend: Bac
     let server = Server::start(backend).await;
     let text = "Our quarterly revenue grew 12 percent";
     // Opaque label names carry no meaning; only descriptions can tell them apart.
-    let bare = json!({"text": text, "labels": ["lbl_a", "lbl_b"]});
-    let described = json!({"text": text, "labels": ["lbl_a", "lbl_b"],
+    let bare_request = json!({"text": text, "labels": ["lbl_a", "lbl_b"]});
+    let described_request = json!({"text": text, "labels": ["lbl_a", "lbl_b"],
         "descriptions": {"lbl_a": "sports results and matches", "lbl_b": "company finance and earnings"}});
-    let (_, bare) = server.post("/v1/classify", &bare).await;
-    let (status, described) = server.post("/v1/classify", &described).await;
+    let (_, bare) = server.post("/v1/classify", &bare_request).await;
+    let (status, described) = server.post("/v1/classify", &described_request).await;
     assert_eq!(status, 200, "{described}");
     assert_eq!(described["label"], "lbl_b", "{described}");
     assert_ne!(scores_of(&bare), scores_of(&described));
@@ -230,6 +230,14 @@ async fn descriptions_examples_and_source_type_change_label_vectors(backend: Bac
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["label"], "finance");
+
+    // Sent again, each set comes whole from the set cache: the same answer as when its
+    // vectors were first prepared, and not another set's.
+    for (request, first) in [(&bare_request, &bare), (&described_request, &described)] {
+        let (status, again) = server.post("/v1/classify", request).await;
+        assert_eq!(status, 200, "{again}");
+        assert_eq!(scores_of(&again), scores_of(first), "{request}");
+    }
 }
 
 async fn long_text_is_truncated_and_reported(backend: Backend) {

@@ -27,8 +27,9 @@ use model::normalize;
 pub const DEFAULT_THRESHOLD: f32 = 0.3;
 /// Label vectors kept in memory; 384-dim vectors make this about 30 MB.
 const LABEL_CACHE_ENTRIES: usize = 20_000;
-/// Fitted heads kept in memory (label sets with examples; each at most 200 vectors).
-const HEAD_CACHE_ENTRIES: usize = 64;
+/// Whole label sets' prepared vectors kept in memory (each at most 200 vectors, so
+/// at most about 20 MB).
+const SET_CACHE_ENTRIES: usize = 64;
 /// With examples, the label's own vector counts as this many examples: its weight is
 /// M / (M + K) for K examples, so one example leans on the name and eight on the
 /// examples (chosen on the dev sets, README "Accuracy").
@@ -136,8 +137,9 @@ fn mean(vectors: &[Arc<Vec<f32>>], weight: f32) -> Vec<f32> {
 pub struct Engine {
     model: EmbeddingModel,
     label_cache: Mutex<LruCache<String, Arc<Vec<f32>>>>,
-    /// Fitted heads of label sets with examples, keyed by model and whole set.
-    head_cache: Mutex<LruCache<String, LabelVectors>>,
+    /// Prepared vectors (fitted heads included) keyed by model and whole set: a set
+    /// sent again costs one lookup instead of one per label sentence.
+    set_cache: Mutex<LruCache<String, LabelVectors>>,
 }
 
 impl Engine {
@@ -155,8 +157,8 @@ impl Engine {
             label_cache: Mutex::new(LruCache::new(
                 NonZeroUsize::new(LABEL_CACHE_ENTRIES).expect("non-zero"),
             )),
-            head_cache: Mutex::new(LruCache::new(
-                NonZeroUsize::new(HEAD_CACHE_ENTRIES).expect("non-zero"),
+            set_cache: Mutex::new(LruCache::new(
+                NonZeroUsize::new(SET_CACHE_ENTRIES).expect("non-zero"),
             )),
         })
     }
@@ -178,23 +180,21 @@ impl Engine {
 
     /// One vector per label: the mean of its sentences' vectors, blended with the mean
     /// of its examples when it has any, and then refined into a classifier head fitted
-    /// on the examples (see `head`). Every vector comes from the cache when it can, and
-    /// fitted heads are cached by label set.
+    /// on the examples (see `head`). Whole sets are cached, and so is every sentence's
+    /// vector, so a new set costs inference only for sentences never seen.
     pub fn label_vectors(&self, set: &LabelSet) -> Result<LabelVectors, EngineError> {
-        let has_examples = set.labels.iter().any(|label| !label.examples.is_empty());
-        let head_key = has_examples.then(|| {
-            format!(
-                "{}\u{0}{}",
-                self.model_name(),
-                serde_json::to_string(set).expect("serialisable")
-            )
-        });
-        if let Some(key) = &head_key {
-            let mut heads = self.head_cache.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(found) = heads.get(key) {
+        let set_key = format!(
+            "{}\u{0}{}",
+            self.model_name(),
+            serde_json::to_string(set).expect("serialisable")
+        );
+        {
+            let mut sets = self.set_cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(found) = sets.get(&set_key) {
                 return Ok(found.clone());
             }
         }
+        let has_examples = set.labels.iter().any(|label| !label.examples.is_empty());
 
         let manifest = self.model.manifest();
         let source_type = set.source_type.as_deref();
@@ -253,10 +253,8 @@ impl Engine {
             names: set.names().map(str::to_string).collect(),
             vectors,
         };
-        if let Some(key) = head_key {
-            let mut heads = self.head_cache.lock().unwrap_or_else(|p| p.into_inner());
-            heads.put(key, result.clone());
-        }
+        let mut sets = self.set_cache.lock().unwrap_or_else(|p| p.into_inner());
+        sets.put(set_key, result.clone());
         Ok(result)
     }
 
