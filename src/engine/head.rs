@@ -9,6 +9,8 @@
 
 use rayon::prelude::*;
 
+use super::score::dot;
+
 /// Logit scale of the regression (≈ 1 / T of the single-mode calibration).
 const SCALE: f32 = 20.0;
 /// Gradient steps and their size (tuned on the dev sets: 50-300 steps all land within
@@ -70,10 +72,6 @@ pub fn fit(prototypes: &[Vec<f32>], samples: &[Sample<'_>]) -> Vec<Vec<f32>> {
             .collect();
     }
     weights
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 fn softmax(logits: &[f32]) -> Vec<f32> {
