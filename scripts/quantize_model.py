@@ -218,7 +218,7 @@ def quantize_matmuls(model):
                 helper.make_node("Max", [f"{a}/top", f"{a}/negated_bottom", tiny],
                                  [f"{a}/max_or_tiny"])]
 
-    nodes, quantized, replaced = [], {}, set()
+    nodes, quantized, replaced = [], set(), set()
     qmax = 2 ** (WEIGHT_BITS - 1) - 1
     for node in graph.node:
         weight_init = initializers.get(node.input[1]) if node.op_type == "MatMul" else None
@@ -229,26 +229,27 @@ def quantize_matmuls(model):
         weight = numpy_helper.to_array(weight_init).astype(np.float32)
         rows, cols = weight.shape
         a = f"rowq/{x}"
-        if x not in quantized and x in static_scales:
-            nodes.append(helper.make_node(
-                "QuantizeLinear",
-                [x, constant(f"{a}/scale", np.array(static_scales[x], np.float32)), zero_point_a],
-                [f"{a}/q"]))
-        elif x not in quantized:
-            nodes += [
-                helper.make_node("Shape", [x], [f"{a}/shape"]),
-                helper.make_node("Reshape", [x, constant(f"{a}/2d", np.array([-1, rows]))],
-                                 [f"{a}/x"]),
-                *largest_magnitude(a, x),
-                helper.make_node("Mul", [f"{a}/max_or_tiny", inverse_127], [f"{a}/scale"]),
-                helper.make_node("Shape", [f"{a}/scale"], [f"{a}/scale_shape"]),
-                helper.make_node("Expand", [zero_points, f"{a}/scale_shape"], [f"{a}/zero_point"]),
-                helper.make_node("QuantizeLinear", [f"{a}/x", f"{a}/scale", f"{a}/zero_point"],
-                                 [f"{a}/q"], axis=0),
-                helper.make_node("Reshape", [f"{a}/scale", column], [f"{a}/scale_column"]),
-                helper.make_node("Slice", [f"{a}/shape", *all_but_last], [f"{a}/leading"]),
-            ]
-        quantized[x] = a
+        if x not in quantized:  # Q, K and V share their input's quantization
+            quantized.add(x)
+            if x in static_scales:
+                static_scale = constant(f"{a}/scale", np.array(static_scales[x], np.float32))
+                nodes.append(helper.make_node("QuantizeLinear", [x, static_scale, zero_point_a],
+                                              [f"{a}/q"]))
+            else:
+                nodes += [
+                    helper.make_node("Shape", [x], [f"{a}/shape"]),
+                    helper.make_node("Reshape", [x, constant(f"{a}/2d", np.array([-1, rows]))],
+                                     [f"{a}/x"]),
+                    *largest_magnitude(a, x),
+                    helper.make_node("Mul", [f"{a}/max_or_tiny", inverse_127], [f"{a}/scale"]),
+                    helper.make_node("Shape", [f"{a}/scale"], [f"{a}/scale_shape"]),
+                    helper.make_node("Expand", [zero_points, f"{a}/scale_shape"],
+                                     [f"{a}/zero_point"]),
+                    helper.make_node("QuantizeLinear", [f"{a}/x", f"{a}/scale", f"{a}/zero_point"],
+                                     [f"{a}/q"], axis=0),
+                    helper.make_node("Reshape", [f"{a}/scale", column], [f"{a}/scale_column"]),
+                    helper.make_node("Slice", [f"{a}/shape", *all_but_last], [f"{a}/leading"]),
+                ]
         scale = np.maximum(np.abs(weight).max(axis=0), 1e-12) / qmax
         weight_q = np.clip(np.round(weight / scale), -qmax, qmax).astype(np.int8)
         w = f"rowq/{out}"
