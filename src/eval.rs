@@ -9,7 +9,11 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use serde::Serialize;
 
-use crate::engine::{Calibration, Engine, LabelSet, LabelVectors, Mode};
+use crate::batch::lines::RawLine;
+use crate::batch::sample::Sampler;
+use crate::engine::{
+    probabilities, AdaptationReport, Calibration, Engine, LabelScorer, LabelSet, LabelVectors, Mode,
+};
 
 /// Texts embedded per engine call.
 const CHUNK: usize = 256;
@@ -98,6 +102,9 @@ pub struct EvalOptions {
     /// Label vectors from the bare names (underscores as spaces) instead of the
     /// engine's label method: the baseline the README compares against.
     pub baseline: bool,
+    /// Score the file as a batch job with `adapt: true` would: the same sample (the
+    /// texts as NDJSON lines, picked by byte offset), the same fit, the same scoring.
+    pub adapt: bool,
 }
 
 /// One label's F1.
@@ -121,9 +128,36 @@ pub struct EvalReport {
     /// Multi mode at the threshold: labels returned per text.
     pub multi_mean_labels: f64,
     pub texts_per_second: f64,
-    /// (cosine per label, index of the true label) per text; filled when fitting.
+    /// Tokens the model read per second over the same run.
+    pub tokens_per_second: f64,
+    /// What adaptation did (with `--adapt`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adaptation: Option<AdaptationReport>,
+    /// (similarity per label, index of the true label) per text; filled when fitting.
     #[serde(skip)]
-    pub cosines: Vec<(Vec<f32>, usize)>,
+    pub similarities: Vec<(Vec<f32>, usize)>,
+}
+
+/// The texts a batch job over this data would fit its adaptation on: each text as an
+/// NDJSON line `{"text": ...}`, offered to the job's sampler at its byte offset.
+fn batch_sample(test: &[Example]) -> Vec<String> {
+    let lines: Vec<Vec<u8>> = test
+        .iter()
+        .map(|e| serde_json::to_vec(&serde_json::json!({ "text": e.text })).expect("serialisable"))
+        .collect();
+    let file_bytes: u64 = lines.iter().map(|l| l.len() as u64 + 1).sum();
+    let mut sampler = Sampler::new(file_bytes);
+    let mut start = 0u64;
+    for (number, bytes) in lines.into_iter().enumerate() {
+        let length = bytes.len() as u64 + 1;
+        let line = RawLine {
+            number: number as i64 + 1,
+            bytes: Some(bytes),
+        };
+        sampler.offer(start, &line);
+        start += length;
+    }
+    sampler.finish(test.len())
 }
 
 /// Runs the evaluation.
@@ -175,26 +209,39 @@ pub fn evaluate(
     } else {
         engine.label_vectors(&set)?
     };
+    let (scorer, adaptation): (Box<dyn LabelScorer>, _) = if options.adapt {
+        let adapted = engine.adapt(&batch_sample(test), &labels)?;
+        let scorer: Box<dyn LabelScorer> = match adapted.labels {
+            Some(adapted) => Box::new(adapted),
+            None => Box::new(labels),
+        };
+        (scorer, Some(adapted.report))
+    } else {
+        (Box::new(labels), None)
+    };
+    let labels = scorer.as_ref();
     let index: HashMap<&str, usize> = names
         .iter()
         .enumerate()
         .map(|(i, n)| (n.as_str(), i))
         .collect();
     let mut predicted = Vec::with_capacity(test.len());
+    let mut tokens = 0usize;
     let mut multi_hits = 0usize;
     let mut multi_returned = 0usize;
     let mut cosines_and_truth: Vec<(Vec<f32>, usize)> = Vec::new();
     for chunk in test.chunks(CHUNK) {
         let texts: Vec<&str> = chunk.iter().map(|e| e.text.as_str()).collect();
         for (embedding, example) in engine.embed_texts(&texts)?.iter().zip(chunk) {
-            let single = engine.score(embedding, &labels, options.mode, options.threshold);
+            tokens += embedding.tokens;
+            let single = engine.score(embedding, labels, options.mode, options.threshold);
             predicted.push(index[single.label.as_str()]);
-            let multi = engine.score(embedding, &labels, Mode::Multi, options.threshold);
+            let multi = engine.score(embedding, labels, Mode::Multi, options.threshold);
             multi_hits += usize::from(multi.labels.contains(&example.label));
             multi_returned += multi.labels.len();
             if options.fit_calibration {
                 cosines_and_truth.push((
-                    engine.cosines(embedding, &labels),
+                    engine.similarities(embedding, labels),
                     index[example.label.as_str()],
                 ));
             }
@@ -217,8 +264,27 @@ pub fn evaluate(
         multi_recall: multi_hits as f64 / test.len() as f64,
         multi_mean_labels: multi_returned as f64 / test.len() as f64,
         texts_per_second: test.len() as f64 / elapsed,
-        cosines: cosines_and_truth,
+        tokens_per_second: tokens as f64 / elapsed,
+        adaptation,
+        similarities: cosines_and_truth,
     })
+}
+
+/// Multi mode under `calibration` at `threshold`: the share of texts whose true label
+/// is returned, and the labels returned per text.
+pub fn multi_recall(
+    data: &[(Vec<f32>, usize)],
+    calibration: &Calibration,
+    threshold: f32,
+) -> (f64, f64) {
+    let (mut hits, mut returned) = (0usize, 0usize);
+    for (similarities, truth) in data {
+        let p = probabilities(similarities, Mode::Multi, calibration);
+        hits += usize::from(p[*truth] >= threshold);
+        returned += p.iter().filter(|&&q| q >= threshold).count();
+    }
+    let n = data.len().max(1) as f64;
+    (hits as f64 / n, returned as f64 / n)
 }
 
 /// Accuracy and per-label F1 (labels with no gold example are left out).

@@ -318,7 +318,7 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<()> {
         None => Default::default(),
     };
     let mut reports = serde_json::Map::new();
-    let mut cosines = Vec::new();
+    let mut similarities = Vec::new();
     for (i, data) in args.data.iter().enumerate() {
         let options = eval::EvalOptions {
             train: match args.train.get(i) {
@@ -330,16 +330,41 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<()> {
             source_type: args.source_type.clone(),
             mode: args.mode.into(),
             threshold: args.threshold,
-            fit_calibration: args.fit_calibration,
+            fit_calibration: args.fit_calibration || args.rotate,
             baseline: args.baseline,
+            adapt: args.adapt,
         };
         let mut report = eval::evaluate(&engine, &eval::read_tsv(data)?, &options)?;
-        cosines.append(&mut report.cosines);
+        similarities.push(std::mem::take(&mut report.similarities));
         reports.insert(data.display().to_string(), serde_json::to_value(&report)?);
     }
     let mut output = serde_json::json!({ "model": engine.model_name(), "datasets": reports });
     if args.fit_calibration {
-        output["fitted_calibration"] = serde_json::to_value(eval::fit_calibration(&cosines))?;
+        let all: Vec<_> = similarities.concat();
+        output["fitted_calibration"] = serde_json::to_value(eval::fit_calibration(&all))?;
+    }
+    if args.rotate {
+        let mut rotation = serde_json::Map::new();
+        for (i, data) in args.data.iter().enumerate() {
+            let others: Vec<_> = similarities
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| j != i)
+                .flat_map(|(_, s)| s.iter().cloned())
+                .collect();
+            let calibration = eval::fit_calibration(&others);
+            let (recall, labels) =
+                eval::multi_recall(&similarities[i], &calibration, args.threshold);
+            rotation.insert(
+                data.display().to_string(),
+                serde_json::json!({
+                    "held_out_multi_recall": recall,
+                    "held_out_multi_mean_labels": labels,
+                    "calibration_fitted_on_the_others": calibration,
+                }),
+            );
+        }
+        output["rotation"] = rotation.into();
     }
     println!("{}", serde_json::to_string_pretty(&output)?);
     Ok(())

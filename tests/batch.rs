@@ -294,11 +294,15 @@ async fn resumes_after_kill(backend: Backend, store: Store) {
     let server = Server::start_with(&database_url, &flags).await;
     let key = server.key.clone();
 
-    // 40 labels make rows of about 1.2 kB, so S3's 5 MiB parts (one checkpoint each)
-    // come every ~4,500 lines and the kill lands after at least one checkpoint.
-    let mut labels: Vec<String> = LABELS.iter().map(|l| l.to_string()).collect();
-    labels.extend((0..37).map(|i| format!("unrelated_topic_{i}")));
-    let job = create_job(&server, &json!({"labels": labels})).await;
+    // stackoverflow's dev set ten times over (varied texts, so adaptation applies and
+    // the kill lands while scoring with adapted vectors). 40 labels make rows of
+    // about 1.2 kB, so S3's 5 MiB parts (one checkpoint each) come every ~4,500 lines
+    // and the kill lands after at least one checkpoint.
+    let texts = stackoverflow_dev_texts();
+    let mut labels = stackoverflow_labels();
+    labels.extend((0..20).map(|i| format!("unrelated_topic_{i}")));
+    let spec = json!({"labels": labels});
+    let job = create_job(&server, &spec).await;
     let id = job["job_id"].as_str().unwrap().to_string();
     let n = 20_000;
     let kill_after = match store {
@@ -308,12 +312,15 @@ async fn resumes_after_kill(backend: Backend, store: Store) {
     let lines: String = (0..n)
         .map(|i| {
             format!(
-                "{{\"text\": \"{} number {i}\", \"id\": \"{i}\"}}\n",
-                TICKETS[i % 3]
+                "{}\n",
+                json!({"text": texts[i % texts.len()], "id": i.to_string()})
             )
         })
         .collect();
-    assert_eq!(server.upload(&job, lines.into_bytes()).await / 100, 2);
+    assert_eq!(
+        server.upload(&job, lines.clone().into_bytes()).await / 100,
+        2
+    );
     let (status, _) = server
         .call(Method::POST, &format!("/v1/batch/{id}/start"), None)
         .await;
@@ -351,6 +358,53 @@ async fn resumes_after_kill(backend: Backend, store: Store) {
         );
         assert_eq!(row["id"], i.to_string());
     }
+    let adaptation = &done["adaptation"];
+    assert_eq!(adaptation["applied"], true, "{done}");
+    assert_eq!(adaptation["sample_lines"], 2_000, "a tenth of the lines");
+    assert_eq!(adaptation["rounds"], 10);
+    let per_label = adaptation["texts_per_label"].as_object().unwrap();
+    assert_eq!(per_label.len(), 40);
+    assert_eq!(
+        per_label.values().map(|v| v.as_i64().unwrap()).sum::<i64>(),
+        2_000
+    );
+
+    // The same file and spec, uninterrupted: the very same rows (the resumed job
+    // scored with the vectors stored before the kill, and fitting is deterministic).
+    if matches!(store, Store::Local) {
+        let again = create_job(&restarted, &spec).await;
+        let again_id = again["job_id"].as_str().unwrap().to_string();
+        assert_eq!(restarted.upload(&again, lines.into_bytes()).await / 100, 2);
+        let (status, _) = restarted
+            .call(Method::POST, &format!("/v1/batch/{again_id}/start"), None)
+            .await;
+        assert_eq!(status, 202);
+        restarted
+            .wait_for_job(&again_id, "completed", Duration::from_secs(300))
+            .await;
+        assert!(
+            restarted.download_results(&again_id).await == rows,
+            "an uninterrupted run writes the same rows"
+        );
+    }
+}
+
+fn stackoverflow_dev() -> Vec<zeroshot::eval::Example> {
+    let dir = std::env::var("ZEROSHOT_DATASETS_DIR")
+        .expect("ZEROSHOT_DATASETS_DIR (scripts/setup.py --datasets; scripts/test.sh sets it)");
+    zeroshot::eval::read_tsv(&std::path::Path::new(&dir).join("stackoverflow/dev.tsv"))
+        .expect("stackoverflow dev set")
+}
+
+fn stackoverflow_dev_texts() -> Vec<String> {
+    stackoverflow_dev().into_iter().map(|e| e.text).collect()
+}
+
+fn stackoverflow_labels() -> Vec<String> {
+    let mut labels: Vec<String> = stackoverflow_dev().into_iter().map(|e| e.label).collect();
+    labels.sort();
+    labels.dedup();
+    labels
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -361,6 +415,89 @@ async fn kill_9_and_resume_local_sqlite() {
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_and_resume_s3_postgres() {
     resumes_after_kill(Backend::Postgres, Store::S3).await;
+}
+
+/// Runs one job over `lines` to completion; returns its final status and rows.
+async fn run_job(server: &Server, spec: &Value, lines: &[u8]) -> (Value, Vec<Value>) {
+    let job = create_job(server, spec).await;
+    let id = job["job_id"].as_str().unwrap().to_string();
+    assert_eq!(server.upload(&job, lines.to_vec()).await / 100, 2);
+    let (status, started) = server
+        .call(Method::POST, &format!("/v1/batch/{id}/start"), None)
+        .await;
+    assert_eq!(status, 202, "{started}");
+    let done = server
+        .wait_for_job(&id, "completed", Duration::from_secs(120))
+        .await;
+    let rows = server.download_results(&id).await;
+    (done, rows)
+}
+
+/// `adapt` on jobs and saved classifiers: on by default, reported in the status; off,
+/// a job scores exactly as `/v1/classify` does; a classifier's choice is kept unless
+/// the job overrides it.
+#[tokio::test(flavor = "multi_thread")]
+async fn adapt_on_and_off() {
+    let server = start(Backend::Sqlite, Store::Local, &[]).await;
+    let texts = stackoverflow_dev_texts();
+    let labels = stackoverflow_labels();
+    let lines: String = texts
+        .iter()
+        .step_by(5)
+        .take(300)
+        .map(|t| format!("{}\n", json!({"text": t})))
+        .collect();
+
+    let (on, adapted_rows) = run_job(&server, &json!({"labels": labels}), lines.as_bytes()).await;
+    assert_eq!(on["adapt"], true);
+    assert_eq!(on["adaptation"]["applied"], true, "{on}");
+    assert_eq!(
+        on["adaptation"]["sample_lines"], 300,
+        "small files are sampled whole"
+    );
+
+    let (off, rows) = run_job(
+        &server,
+        &json!({"labels": labels, "adapt": false}),
+        lines.as_bytes(),
+    )
+    .await;
+    assert_eq!(off["adapt"], false);
+    assert_eq!(off["adaptation"]["applied"], false);
+    assert_eq!(off["adaptation"]["reason"], "adapt is false");
+    assert_ne!(rows, adapted_rows, "adaptation changes scores");
+    for (row, text) in rows.iter().zip(texts.iter().step_by(5)).take(5) {
+        let (status, sync) = server
+            .post("/v1/classify", &json!({"text": text, "labels": labels}))
+            .await;
+        assert_eq!(status, 200, "{sync}");
+        assert_eq!(row["label"], sync["label"]);
+        let (a, b) = (
+            row["confidence"].as_f64().unwrap(),
+            sync["confidence"].as_f64().unwrap(),
+        );
+        assert!((a - b).abs() < 1e-6, "{a} against {b}");
+    }
+
+    let (status, saved) = server
+        .post(
+            "/v1/classifiers",
+            &json!({"name": "so", "labels": labels, "adapt": false}),
+        )
+        .await;
+    assert_eq!(status, 201, "{saved}");
+    assert_eq!(saved["adapt"], false);
+    let pinned = create_job(&server, &json!({"classifier": "so"})).await;
+    assert_eq!(pinned["adapt"], false);
+    let overridden = create_job(&server, &json!({"classifier": "so", "adapt": true})).await;
+    assert_eq!(overridden["adapt"], true);
+    let (status, refused) = server
+        .post(
+            "/v1/classify",
+            &json!({"text": "x", "labels": labels, "adapt": true}),
+        )
+        .await;
+    assert_eq!(status, 400, "sync classification stays per text: {refused}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -670,3 +670,32 @@ async fn a_full_inference_queue_answers_503_not_500() {
         .await;
     assert_eq!(status, 200, "the server recovers");
 }
+
+/// `GET /v1/models` lists the loaded model with its limits, behind the API key.
+#[tokio::test(flavor = "multi_thread")]
+async fn models_lists_the_loaded_model() {
+    let server = Server::start(Backend::Sqlite).await;
+    let (status, models) = server.call(reqwest::Method::GET, "/v1/models", None).await;
+    assert_eq!(status, 200, "{models}");
+    let model = &models["data"][0];
+    assert_eq!(models["data"].as_array().unwrap().len(), 1);
+    assert_eq!(model["name"], "all-minilm-l6-v2-int8-cpu");
+    assert_eq!(model["max_tokens"], 256);
+    assert_eq!(model["dimensions"], 384);
+    assert_eq!(model["text_prefix"], "");
+    assert_eq!(model["pooling"], "mean");
+    let (_, classified) = server
+        .post(
+            "/v1/classify",
+            &json!({"text": "hello", "labels": ["a", "b"]}),
+        )
+        .await;
+    assert_eq!(
+        classified["model"], model["name"],
+        "the name responses report"
+    );
+    let (status, _) = server
+        .call_as("zs_wrong", reqwest::Method::GET, "/v1/models", None)
+        .await;
+    assert_eq!(status, 401);
+}

@@ -36,6 +36,8 @@ pub struct CreateRequest {
     pub source_type: Option<String>,
     pub mode: Option<Mode>,
     pub threshold: Option<f32>,
+    /// Fit the label vectors to the job's own texts before scoring (default true).
+    pub adapt: Option<bool>,
     pub metadata: Option<BTreeMap<String, String>>,
 }
 
@@ -78,6 +80,7 @@ pub async fn create(
         source_type: &request.source_type,
         mode: request.mode,
         threshold: request.threshold,
+        adapt: request.adapt,
     }
     .resolve(&state, &account)
     .await?;
@@ -306,6 +309,8 @@ fn view(job: &JobRow) -> Value {
         "classifier": job.classifier_name.as_ref().zip(job.classifier_version).map(|(n, v)| format!("{n}@v{v}")),
         "mode": spec.as_ref().map(|s| s.mode),
         "threshold": spec.as_ref().map(|s| s.threshold),
+        "adapt": spec.as_ref().map(|s| s.adapt),
+        "adaptation": job.adaptation.as_deref().and_then(|a| serde_json::from_str::<Value>(a).ok()),
         "labels": spec.as_ref().map(|s| s.labels.names().collect::<Vec<_>>()),
         "metadata": metadata,
         "requests_total": job.requests_total,

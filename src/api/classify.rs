@@ -77,6 +77,7 @@ impl ClassifyRequest {
             source_type: &self.source_type,
             mode: self.mode,
             threshold: self.threshold,
+            adapt: None,
         }
     }
 }

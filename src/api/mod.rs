@@ -6,6 +6,7 @@ pub mod classifiers;
 pub mod classify;
 mod error;
 mod json;
+pub mod models;
 mod spec;
 mod uploads;
 
@@ -79,6 +80,7 @@ pub fn router(state: AppState) -> Router {
         .route("/batch/{id}", get(batch::get).delete(batch::delete))
         .route("/batch/{id}/start", post(batch::start))
         .route("/batch/{id}/results", get(batch::results))
+        .route("/models", get(models::list))
         .route(
             "/classifiers",
             post(classifiers::create).get(classifiers::list),

@@ -18,6 +18,9 @@ pub struct SpecFields<'a> {
     pub source_type: &'a Option<String>,
     pub mode: Option<Mode>,
     pub threshold: Option<f32>,
+    /// Batch jobs only: adapt the label vectors to the job's texts (None: the saved
+    /// classifier's choice, else true).
+    pub adapt: Option<bool>,
 }
 
 /// A validated spec, and the saved classifier it came from (with its stored vectors).
@@ -42,14 +45,20 @@ impl SpecFields<'_> {
                 "labels",
                 "labels (or classifier) is required",
             )),
-            (Some(names), None) => Ok(ClassificationSpec::new(
-                names,
-                self.descriptions.as_ref().unwrap_or(&BTreeMap::new()),
-                self.examples.as_ref().unwrap_or(&BTreeMap::new()),
-                self.source_type.as_deref(),
-                self.mode,
-                self.threshold,
-            )?),
+            (Some(names), None) => {
+                let mut spec = ClassificationSpec::new(
+                    names,
+                    self.descriptions.as_ref().unwrap_or(&BTreeMap::new()),
+                    self.examples.as_ref().unwrap_or(&BTreeMap::new()),
+                    self.source_type.as_deref(),
+                    self.mode,
+                    self.threshold,
+                )?;
+                if let Some(adapt) = self.adapt {
+                    spec.adapt = adapt;
+                }
+                Ok(spec)
+            }
         }
     }
 
@@ -90,6 +99,9 @@ impl SpecFields<'_> {
         }
         if self.threshold.is_some() {
             spec.threshold = threshold_or_default(self.threshold)?;
+        }
+        if let Some(adapt) = self.adapt {
+            spec.adapt = adapt;
         }
         Ok(Resolved {
             spec,

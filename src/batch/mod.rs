@@ -2,6 +2,7 @@
 //! side is in `api::batch`, its rows in `db::batch`.
 
 pub mod lines;
+pub mod sample;
 pub mod worker;
 
 pub use worker::Worker;

@@ -13,9 +13,12 @@ use tokio::io::BufReader;
 use tokio::sync::Notify;
 
 use super::lines::{parse_line, LineReader, RawLine};
+use super::sample::Sampler;
 use crate::db::batch::{Checkpoint, JobRow};
 use crate::db::Db;
-use crate::engine::{ClassificationSpec, Engine, LabelVectors};
+use crate::engine::{
+    AdaptationReport, Adapted, AdaptedLabels, ClassificationSpec, Engine, LabelScorer, LabelVectors,
+};
 use crate::storage::{Storage, StorageError};
 
 /// Lines scored per engine call. The engine sorts a call's texts by length before
@@ -145,16 +148,9 @@ impl Worker {
                     .to_string(),
             ));
         }
-        if job.requests_total.is_none() {
-            let total = self.count_requests(&job).await?;
-            if !self
-                .db
-                .set_requests_total(&job.id, &self.owner, total)
-                .await?
-            {
-                return Err(JobError::LeaseLost);
-            }
-        }
+        let scorer = self
+            .prepare_labels(engine, &job, &spec, labels, size.unwrap_or(0))
+            .await?;
 
         let mut state = match &job.cp_output_state {
             Some(saved) => serde_json::from_str(saved).map_err(|err| {
@@ -183,10 +179,10 @@ impl Worker {
             let chunk = std::mem::take(&mut next);
             let at_end = chunk.lines.is_empty();
             if !at_end {
-                let (engine, labels, spec) = (engine.clone(), labels.clone(), spec.clone());
+                let (engine, scorer, spec) = (engine.clone(), scorer.clone(), spec.clone());
                 let lines = chunk.lines;
                 let scoring = tokio::task::spawn_blocking(move || {
-                    score_chunk(&engine, &labels, &spec, lines)
+                    score_chunk(&engine, scorer.as_ref(), &spec, lines)
                 });
                 // The next chunk is read while this one is scored.
                 let (scored, read) = tokio::join!(
@@ -282,19 +278,96 @@ impl Worker {
         }
     }
 
-    /// Counts the non-blank lines of the input (one streaming pass, renewing the lease).
-    async fn count_requests(&self, job: &JobRow) -> Result<i64, JobError> {
+    /// The label vectors a job scores with. On its first run: one streaming pass that
+    /// counts the lines and samples them, the adaptation fitted on the sample (when the
+    /// spec asks for it), and both stored before any line is scored. On a resumed run:
+    /// the stored vectors, so every line is scored as an uninterrupted run would.
+    async fn prepare_labels(
+        &self,
+        engine: &Arc<Engine>,
+        job: &JobRow,
+        spec: &ClassificationSpec,
+        labels: LabelVectors,
+        file_bytes: u64,
+    ) -> Result<Arc<dyn LabelScorer>, JobError> {
+        if job.requests_total.is_some() {
+            let applied = job
+                .adaptation
+                .as_deref()
+                .and_then(|report| serde_json::from_str::<AdaptationReport>(report).ok())
+                .is_some_and(|report| report.applied);
+            if !applied {
+                return Ok(Arc::new(labels));
+            }
+            let stored = self.db.adapted_labels(&job.id).await?.ok_or_else(|| {
+                JobError::Fatal("the adapted label vectors are missing".to_string())
+            })?;
+            let adapted: AdaptedLabels = serde_json::from_str(&stored).map_err(|err| {
+                JobError::Fatal(format!(
+                    "stored adapted label vectors are unreadable: {err}"
+                ))
+            })?;
+            return Ok(Arc::new(adapted));
+        }
+        let (total, sample) = self
+            .survey(job, spec.adapt.then(|| Sampler::new(file_bytes)))
+            .await?;
+        let adapted = match sample {
+            None => Adapted {
+                report: AdaptationReport::off(),
+                labels: None,
+            },
+            Some(sample) => {
+                let (engine, labels) = (engine.clone(), labels.clone());
+                let fitting = tokio::task::spawn_blocking(move || engine.adapt(&sample, &labels));
+                self.renewing_lease(&job.id, Counts::default(), fitting)
+                    .await?
+                    .map_err(|err| JobError::Fatal(format!("inference failed: {err}")))?
+            }
+        };
+        let report = serde_json::to_string(&adapted.report).expect("serialisable");
+        let stored = adapted
+            .labels
+            .as_ref()
+            .map(|labels| serde_json::to_string(labels).expect("serialisable"));
+        if !self
+            .db
+            .set_survey(&job.id, &self.owner, total, &report, stored.as_deref())
+            .await?
+        {
+            return Err(JobError::LeaseLost);
+        }
+        tracing::info!(job = %job.id, adaptation = %report, "batch job surveyed");
+        Ok(match adapted.labels {
+            Some(adapted) => Arc::new(adapted),
+            None => Arc::new(labels),
+        })
+    }
+
+    /// One streaming pass over the input (renewing the lease): counts its non-blank
+    /// lines and, given a sampler, picks the lines adaptation is fitted on.
+    async fn survey(
+        &self,
+        job: &JobRow,
+        mut sampler: Option<Sampler>,
+    ) -> Result<(i64, Option<Vec<String>>), JobError> {
         let input = self.storage.read_from(&job.input_key, 0).await?;
         let mut reader = LineReader::new(BufReader::with_capacity(READ_BUFFER, input), 0, 0);
         let mut total = 0i64;
         let mut last_beat = std::time::Instant::now();
-        while reader
-            .next_line()
-            .await
-            .map_err(|err| JobError::Fatal(format!("input file could not be read: {err}")))?
-            .is_some()
-        {
+        loop {
+            let start = reader.offset;
+            let Some(line) = reader
+                .next_line()
+                .await
+                .map_err(|err| JobError::Fatal(format!("input file could not be read: {err}")))?
+            else {
+                break;
+            };
             total += 1;
+            if let Some(sampler) = sampler.as_mut() {
+                sampler.offer(start, &line);
+            }
             if last_beat.elapsed() > self.lease / 4 {
                 if !self
                     .db
@@ -306,7 +379,7 @@ impl Worker {
                 last_beat = std::time::Instant::now();
             }
         }
-        Ok(total)
+        Ok((total, sampler.map(|s| s.finish(total as usize))))
     }
 }
 
@@ -347,7 +420,7 @@ async fn read_chunk<R: tokio::io::AsyncBufRead + Unpin>(
 /// Parses, embeds and scores one chunk; returns its NDJSON rows in input order.
 fn score_chunk(
     engine: &Engine,
-    labels: &LabelVectors,
+    labels: &dyn LabelScorer,
     spec: &ClassificationSpec,
     chunk: Vec<RawLine>,
 ) -> Result<(Vec<u8>, Counts), JobError> {

@@ -40,12 +40,14 @@ pub struct JobRow {
     pub completed_at: Option<i64>,
     pub classifier_name: Option<String>,
     pub classifier_version: Option<i64>,
+    /// What adaptation did (JSON `AdaptationReport`), set with `requests_total`.
+    pub adaptation: Option<String>,
 }
 
 const COLUMNS: &str = "id, account_id, status, config, metadata, input_key, output_key, upload_expires_at, \
     input_bytes, requests_total, requests_completed, requests_failed, estimated_tokens, actual_tokens, error, \
     cp_input_offset, cp_line, cp_completed, cp_failed, cp_tokens, cp_output_state, created_at, started_at, completed_at, \
-    classifier_name, classifier_version";
+    classifier_name, classifier_version, adaptation";
 
 /// What a new job needs.
 pub struct NewJob<'a> {
@@ -161,7 +163,7 @@ impl Db {
     ) -> Result<StartOutcome, DbError> {
         let result = sqlx::query(
             "UPDATE batch_jobs SET status = $1, started_at = $2, input_bytes = $3, estimated_tokens = $4, \
-             requests_total = NULL, requests_completed = 0, requests_failed = 0, actual_tokens = NULL, \
+             requests_total = NULL, adaptation = NULL, adapted_labels = NULL, requests_completed = 0, requests_failed = 0, actual_tokens = NULL, \
              error = NULL, completed_at = NULL, cp_input_offset = 0, cp_line = 0, cp_completed = 0, \
              cp_failed = 0, cp_tokens = 0, cp_output_state = NULL, lease_owner = NULL, lease_expires_at = NULL \
              WHERE id = $5 AND account_id = $6 AND status IN ($7, $8)",
@@ -258,22 +260,40 @@ impl Db {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Records the number of requests once the input has been counted.
-    pub async fn set_requests_total(
+    /// Records what the worker's first pass found, before any line is scored: the
+    /// number of requests, what adaptation did and the adapted label vectors (JSON)
+    /// when it applied. `false` when the lease was lost.
+    pub async fn set_survey(
         &self,
         id: &str,
         owner: &str,
         total: i64,
+        adaptation: &str,
+        adapted_labels: Option<&str>,
     ) -> Result<bool, DbError> {
         let done = sqlx::query(
-            "UPDATE batch_jobs SET requests_total = $1 WHERE id = $2 AND lease_owner = $3",
+            "UPDATE batch_jobs SET requests_total = $1, adaptation = $2, adapted_labels = $3 \
+             WHERE id = $4 AND lease_owner = $5",
         )
         .bind(total)
+        .bind(adaptation)
+        .bind(adapted_labels)
         .bind(id)
         .bind(owner)
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// A job's adapted label vectors (JSON), kept out of [`JobRow`] because they are
+    /// large (a dim x dim matrix) and only the worker needs them.
+    pub async fn adapted_labels(&self, id: &str) -> Result<Option<String>, DbError> {
+        let row: Option<(Option<String>,)> =
+            sqlx::query_as("SELECT adapted_labels FROM batch_jobs WHERE id = $1")
+                .bind(id)
+                .fetch_optional(self.pool())
+                .await?;
+        Ok(row.and_then(|(labels,)| labels))
     }
 
     /// Commits a checkpoint (and extends the lease); `false` when the lease was lost.

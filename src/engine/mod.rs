@@ -1,5 +1,6 @@
 //! The classification engine: tokenize, run the model, score. No HTTP, no database.
 
+pub mod adapt;
 pub mod batcher;
 mod head;
 mod labels;
@@ -16,9 +17,11 @@ use std::sync::{Arc, Mutex};
 use lru::LruCache;
 use serde::Serialize;
 
+pub use adapt::{AdaptationReport, Adapted, AdaptedLabels};
 pub use labels::{Label, LabelError, LabelSet, Mode};
 pub use manifest::{Calibration, Manifest, Pooling};
 pub use model::{padding_bounded_batches, Device, Embedding, EmbeddingModel, MAX_BATCH};
+pub use score::probabilities;
 
 use labels::label_sentences;
 use model::normalize;
@@ -34,6 +37,8 @@ const SET_CACHE_ENTRIES: usize = 64;
 /// M / (M + K) for K examples, so one example leans on the name and eight on the
 /// examples (chosen on the dev sets, README "Accuracy").
 const LABEL_WORTH_IN_EXAMPLES: f32 = 1.0;
+/// Sampled texts embedded per engine call when adapting (as many as a batch job's chunk).
+const ADAPT_EMBED_CHUNK: usize = 2048;
 
 /// Everything that can go wrong inside the engine.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +86,14 @@ pub struct ClassificationSpec {
     pub labels: LabelSet,
     pub mode: Mode,
     pub threshold: f32,
+    /// Batch jobs fit the label vectors to their own texts first (`engine::adapt`);
+    /// specs stored before the option existed adapt, as new ones do by default.
+    #[serde(default = "adapt_by_default")]
+    pub adapt: bool,
+}
+
+fn adapt_by_default() -> bool {
+    true
 }
 
 impl ClassificationSpec {
@@ -98,6 +111,7 @@ impl ClassificationSpec {
             labels,
             mode: mode.unwrap_or_default(),
             threshold: threshold_or_default(threshold)?,
+            adapt: adapt_by_default(),
         })
     }
 }
@@ -121,6 +135,32 @@ pub struct LabelVectors {
     pub vectors: Vec<Vec<f32>>,
 }
 
+/// Turns a text's vector into one similarity per label, on the footing of one of the
+/// model's calibrations: plain label vectors (every sync call) and a batch job's
+/// adapted ones score through the same code.
+pub trait LabelScorer: Send + Sync {
+    /// Label names, in the order of the similarities.
+    fn names(&self) -> &[String];
+    /// One similarity per label for a unit text vector.
+    fn similarities(&self, text: &[f32]) -> Vec<f32>;
+    /// The calibration that turns these similarities into probabilities.
+    fn calibration<'a>(&self, manifest: &'a Manifest) -> &'a Calibration;
+}
+
+impl LabelScorer for LabelVectors {
+    fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    fn similarities(&self, text: &[f32]) -> Vec<f32> {
+        score::cosines(text, &self.vectors)
+    }
+
+    fn calibration<'a>(&self, manifest: &'a Manifest) -> &'a Calibration {
+        &manifest.calibration
+    }
+}
+
 /// `weight` times the mean of unit vectors (not normalised again).
 fn mean(vectors: &[Arc<Vec<f32>>], weight: f32) -> Vec<f32> {
     let scale = weight / vectors.len() as f32;
@@ -136,6 +176,7 @@ fn mean(vectors: &[Arc<Vec<f32>>], weight: f32) -> Vec<f32> {
 /// A loaded model plus the label-vector cache. Shared by the server, the CLI and batch jobs.
 pub struct Engine {
     model: EmbeddingModel,
+    dimensions: usize,
     label_cache: Mutex<LruCache<String, Arc<Vec<f32>>>>,
     /// Prepared vectors (fitted heads included) keyed by model and whole set: a set
     /// sent again costs one lookup instead of one per label sentence.
@@ -152,8 +193,11 @@ impl Engine {
     ) -> Result<Self, EngineError> {
         let runtime = runtime::init(ort_library)?;
         let model = EmbeddingModel::load(&runtime, model_dir, intra_threads, device)?;
+        // One probe text tells the vectors' length, whatever the graph declares.
+        let dimensions = model.embed(&["dimensions"], "")?[0].vector.len();
         Ok(Self {
             model,
+            dimensions,
             label_cache: Mutex::new(LruCache::new(
                 NonZeroUsize::new(LABEL_CACHE_ENTRIES).expect("non-zero"),
             )),
@@ -166,6 +210,11 @@ impl Engine {
     /// The sentence encoder itself, for measuring its parts.
     pub fn encoder(&self) -> &EmbeddingModel {
         &self.model
+    }
+
+    /// Length of the model's sentence vectors.
+    pub fn dimensions(&self) -> usize {
+        self.dimensions
     }
 
     /// Name of the loaded model, as responses report it.
@@ -258,24 +307,35 @@ impl Engine {
         Ok(result)
     }
 
-    /// Raw cosine of one embedded text with each label vector (calibration fitting).
-    pub fn cosines(&self, embedding: &Embedding, labels: &LabelVectors) -> Vec<f32> {
-        score::cosines(&embedding.vector, &labels.vectors)
+    /// Raw similarities of one embedded text with each label (calibration fitting).
+    pub fn similarities(&self, embedding: &Embedding, labels: &dyn LabelScorer) -> Vec<f32> {
+        labels.similarities(&embedding.vector)
+    }
+
+    /// Fits label vectors to a batch job's sampled texts (see `adapt`), embedding them
+    /// in chunks so the sample's token batches stay as tight as a job's.
+    pub fn adapt(&self, sample: &[String], labels: &LabelVectors) -> Result<Adapted, EngineError> {
+        let mut vectors = Vec::with_capacity(sample.len());
+        for chunk in sample.chunks(ADAPT_EMBED_CHUNK) {
+            let texts: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            vectors.extend(self.embed_texts(&texts)?.into_iter().map(|e| e.vector));
+        }
+        Ok(adapt::fit(&vectors, labels))
     }
 
     /// Scores one embedded text against prepared label vectors.
     pub fn score(
         &self,
         embedding: &Embedding,
-        labels: &LabelVectors,
+        labels: &dyn LabelScorer,
         mode: Mode,
         threshold: f32,
     ) -> Classification {
-        let cosines = self.cosines(embedding, labels);
-        let probabilities =
-            score::probabilities(&cosines, mode, &self.model.manifest().calibration);
+        let similarities = labels.similarities(&embedding.vector);
+        let calibration = labels.calibration(self.model.manifest());
+        let probabilities = score::probabilities(&similarities, mode, calibration);
         let mut scores: Vec<LabelScore> = labels
-            .names
+            .names()
             .iter()
             .zip(probabilities)
             .map(|(label, score)| LabelScore {
