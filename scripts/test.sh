@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
-# Set up everything and run every test: unit tests, the parity test against the real
-# model, the HTTP tests against real SQLite and Postgres, and the S3 storage tests
-# against a local SeaweedFS (ZEROSHOT_TEST_S3_PORT, default 8333).
+# Set up everything and run every test: unit tests, the parity tests against the real
+# models (nomic-embed-text-v1.5 against GPT4All's llama.cpp), the HTTP tests against
+# real SQLite and Postgres, and the S3 storage tests against a local SeaweedFS
+# (ZEROSHOT_TEST_S3_PORT, default 8333).
 # Postgres: ZEROSHOT_TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test);
 # the local cluster is started when it is not running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-eval "$(python3 scripts/setup.py --seaweedfs --print-env)"
+# The evaluation sets (the adaptive-scoring tests score them), the default model and
+# its float source, and the opt-in nomic-embed-text-v1.5 and its
+# integer build: the parity tests compare each integer model with its float one.
+eval "$(python3 scripts/setup.py --seaweedfs --datasets --print-env --model all-minilm-l6-v2-int8-cpu \
+  --model all-minilm-l6-v2-int8 --model nomic-embed-text-v1.5 \
+  --model nomic-embed-text-v1.5-int8-cpu)"
 
 export ZEROSHOT_TEST_POSTGRES_URL=${ZEROSHOT_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
 if ! pg_isready -q -d "$ZEROSHOT_TEST_POSTGRES_URL"; then
@@ -25,5 +31,8 @@ eval "$(scripts/seaweedfs.sh)"
 # The parity test's reference, made on this machine (see scripts/parity_reference.py).
 export ZEROSHOT_PARITY_REFERENCE="${ZEROSHOT_CACHE:-$HOME/.cache/zeroshot}/parity.json"
 python3 scripts/parity_reference.py --out "$ZEROSHOT_PARITY_REFERENCE"
+# nomic-embed-text-v1.5's, from GPT4All (llama.cpp) on the same GGUF (scripts/nomic_reference.py).
+export ZEROSHOT_NOMIC_REFERENCE="${ZEROSHOT_CACHE:-$HOME/.cache/zeroshot}/nomic-reference.json"
+python3 scripts/nomic_reference.py --out "$ZEROSHOT_NOMIC_REFERENCE"
 
 cargo test --release --locked "$@"

@@ -158,17 +158,15 @@ pub async fn save(
             format!("at most {MAX_DESCRIPTION_CHARS} characters"),
         ));
     }
-    let mut spec = ClassificationSpec::new(
+    let spec = ClassificationSpec::new(
         &definition.labels,
         definition.descriptions.as_ref().unwrap_or(&BTreeMap::new()),
         definition.examples.as_ref().unwrap_or(&BTreeMap::new()),
         definition.source_type.as_deref(),
         definition.mode,
         definition.threshold,
+        definition.adapt,
     )?;
-    if let Some(adapt) = definition.adapt {
-        spec.adapt = adapt;
-    }
     let version = match (db.classifier(account_id, name, None).await?, update) {
         (Some(_), false) => {
             return Err(DbError::Conflict(format!("classifier {name:?} already exists")).into())

@@ -287,6 +287,38 @@ pub fn multi_recall(
     (hits as f64 / n, returned as f64 / n)
 }
 
+/// One held-out data set of a rotation: the calibration fitted on the other sets, and
+/// multi mode's recall and labels per text on this one under it.
+#[derive(Debug, Serialize)]
+pub struct HeldOut {
+    pub calibration_fitted_on_the_others: Calibration,
+    pub held_out_multi_recall: f64,
+    pub held_out_multi_mean_labels: f64,
+}
+
+/// Whether multi mode's calibration transfers to data it was not fitted on: for each
+/// data set (its texts' similarities and true labels), fit on all the others and
+/// measure on it at `threshold`.
+pub fn rotate(data_sets: &[Vec<(Vec<f32>, usize)>], threshold: f32) -> Vec<HeldOut> {
+    (0..data_sets.len())
+        .map(|held_out| {
+            let others: Vec<(Vec<f32>, usize)> = data_sets
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| i != held_out)
+                .flat_map(|(_, set)| set.iter().cloned())
+                .collect();
+            let calibration = fit_calibration(&others);
+            let (recall, labels) = multi_recall(&data_sets[held_out], &calibration, threshold);
+            HeldOut {
+                calibration_fitted_on_the_others: calibration,
+                held_out_multi_recall: recall,
+                held_out_multi_mean_labels: labels,
+            }
+        })
+        .collect()
+}
+
 /// Accuracy and per-label F1 (labels with no gold example are left out).
 fn f1_scores(truth: &[usize], predicted: &[usize], names: &[String]) -> (f64, Vec<LabelF1>) {
     let n = names.len();

@@ -344,26 +344,14 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<()> {
         output["fitted_calibration"] = serde_json::to_value(eval::fit_calibration(&all))?;
     }
     if args.rotate {
-        let mut rotation = serde_json::Map::new();
-        for (i, data) in args.data.iter().enumerate() {
-            let others: Vec<_> = similarities
-                .iter()
-                .enumerate()
-                .filter(|&(j, _)| j != i)
-                .flat_map(|(_, s)| s.iter().cloned())
-                .collect();
-            let calibration = eval::fit_calibration(&others);
-            let (recall, labels) =
-                eval::multi_recall(&similarities[i], &calibration, args.threshold);
-            rotation.insert(
-                data.display().to_string(),
-                serde_json::json!({
-                    "held_out_multi_recall": recall,
-                    "held_out_multi_mean_labels": labels,
-                    "calibration_fitted_on_the_others": calibration,
-                }),
-            );
-        }
+        let rotation: serde_json::Map<String, serde_json::Value> = args
+            .data
+            .iter()
+            .zip(eval::rotate(&similarities, args.threshold))
+            .map(|(data, held_out)| {
+                Ok((data.display().to_string(), serde_json::to_value(held_out)?))
+            })
+            .collect::<anyhow::Result<_>>()?;
         output["rotation"] = rotation.into();
     }
     println!("{}", serde_json::to_string_pretty(&output)?);

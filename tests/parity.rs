@@ -1,20 +1,32 @@
-//! Parity with an independent reference: `scripts/parity_reference.py` embeds each
-//! of its texts on its own with Python `tokenizers` + `onnxruntime` (no batching, no
-//! padding), on this machine, into the file `ZEROSHOT_PARITY_REFERENCE` names
-//! (`scripts/test.sh` makes it). The engine must land on the same vectors while
-//! sorting, batching and padding, and must count tokens and truncation alike.
+//! Parity with independent references, made on this machine by `scripts/test.sh`:
+//! - `scripts/parity_reference.py` embeds each of its texts on its own with Python
+//!   `tokenizers` + `onnxruntime` (no batching, no padding) with the default model,
+//!   into the file `ZEROSHOT_PARITY_REFERENCE` names;
+//! - `scripts/nomic_reference.py` embeds 63 texts of up to 1,884 tokens with GPT4All
+//!   (llama.cpp, its own tokenizer and graph) from the GGUF file `nomic-embed-text-v1.5`
+//!   is derived from, into `ZEROSHOT_NOMIC_REFERENCE`.
+//!
+//! The engine must land on the same vectors while sorting, batching and padding, and
+//! must count tokens and truncation alike.
 
 mod common;
 
 use serde::Deserialize;
 use zeroshot::api::classify::{run, ClassifyRequest};
+use zeroshot::engine::Engine;
 
+/// The default model against the same graph run by Python: only batching and padding
+/// differ.
 const MIN_COSINE: f64 = 0.9999;
+/// `nomic-embed-text-v1.5` (fp32) against llama.cpp, which multiplies by the f16
+/// weights in f16 arithmetic.
+const NOMIC_MIN_COSINE: f64 = 0.999;
 
 #[derive(Deserialize)]
 struct Fixture {
     model: String,
     texts: Vec<Reference>,
+    #[serde(default)]
     rejected: Vec<String>,
 }
 
@@ -26,13 +38,27 @@ struct Reference {
     embedding: Vec<f32>,
 }
 
-fn fixture() -> Fixture {
-    let path = std::env::var("ZEROSHOT_PARITY_REFERENCE").expect(
-        "ZEROSHOT_PARITY_REFERENCE names the reference scripts/parity_reference.py made \
-         on this machine (run the tests with scripts/test.sh)",
-    );
+/// The reference file the environment variable `var` names.
+fn read_fixture(var: &str) -> Fixture {
+    let path = std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} names a parity reference made on this machine (run the tests with scripts/test.sh)")
+    });
     let text = std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("read {path}: {err}"));
     serde_json::from_str(&text).unwrap_or_else(|err| panic!("{path} is not a reference: {err}"))
+}
+
+fn fixture() -> Fixture {
+    read_fixture("ZEROSHOT_PARITY_REFERENCE")
+}
+
+/// A model other than the default, from the same models directory.
+fn load_model(name: &str) -> Engine {
+    zeroshot::config::ModelArgs {
+        model: name.to_string(),
+        ..zeroshot::config::ModelArgs::from_env()
+    }
+    .load_engine()
+    .unwrap_or_else(|err| panic!("load {name}: {err} (scripts/test.sh sets it up)"))
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
@@ -45,27 +71,22 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
     dot / (norm(a) * norm(b))
 }
 
-#[test]
-fn embeddings_match_python_reference() {
-    let fixture = fixture();
-    assert!(
-        fixture.texts.len() >= 40,
-        "fixture has only {} texts",
-        fixture.texts.len()
+/// Embeds every fixture text in one engine call (sorting by length, batching and
+/// per-batch padding are all exercised) and compares vectors, token counts and
+/// truncation flags with the reference.
+fn assert_matches_reference(engine: &Engine, fixture: &Fixture, min_cosine: f64) {
+    assert_eq!(
+        engine.model_name(),
+        fixture.model,
+        "the reference is another model's"
     );
-    assert!(
-        fixture.texts.iter().any(|r| r.truncated),
-        "fixture has no truncated text"
-    );
-
-    let engine = common::engine();
     let texts: Vec<&str> = fixture.texts.iter().map(|r| r.text.as_str()).collect();
-    // One call: sorting by length, batching and per-batch padding are all exercised.
     let embeddings = engine.embed_texts(&texts).expect("embed fixture texts");
     assert_eq!(embeddings.len(), fixture.texts.len());
 
     let mut failures = Vec::new();
     let mut worst = (f64::INFINITY, "");
+    let mut sum = 0.0;
     for (reference, embedding) in fixture.texts.iter().zip(&embeddings) {
         assert_eq!(
             embedding.vector.len(),
@@ -74,10 +95,11 @@ fn embeddings_match_python_reference() {
             reference.text
         );
         let similarity = cosine(&embedding.vector, &reference.embedding);
+        sum += similarity;
         if similarity < worst.0 {
             worst = (similarity, reference.text.as_str());
         }
-        if similarity < MIN_COSINE {
+        if similarity < min_cosine {
             failures.push(format!("cosine {similarity:.6} for {:?}", reference.text));
         }
         if embedding.tokens != reference.tokens {
@@ -95,9 +117,10 @@ fn embeddings_match_python_reference() {
     }
     let shown: String = worst.1.chars().take(60).collect();
     println!(
-        "model {}: {} texts, worst cosine {:.9} (1 - cos = {:.2e}) for {shown:?}",
+        "model {}: {} texts, mean cosine {:.9}, worst {:.9} (1 - cos = {:.2e}) for {shown:?}",
         fixture.model,
         fixture.texts.len(),
+        sum / fixture.texts.len() as f64,
         worst.0,
         1.0 - worst.0
     );
@@ -106,6 +129,43 @@ fn embeddings_match_python_reference() {
         "{} parity failures:\n{}",
         failures.len(),
         failures.join("\n")
+    );
+}
+
+#[test]
+fn embeddings_match_python_reference() {
+    let fixture = fixture();
+    assert!(
+        fixture.texts.len() >= 40,
+        "fixture has only {} texts",
+        fixture.texts.len()
+    );
+    assert!(
+        fixture.texts.iter().any(|r| r.truncated),
+        "fixture has no truncated text"
+    );
+    assert_matches_reference(&common::engine(), &fixture, MIN_COSINE);
+}
+
+/// `nomic-embed-text-v1.5`: our ONNX graph and tokenizer, both derived from the GGUF
+/// file, against llama.cpp running that file, on short texts and on texts far past
+/// the default model's 256 tokens (up to 1,884).
+#[test]
+fn nomic_embeddings_match_llama_cpp() {
+    let fixture = read_fixture("ZEROSHOT_NOMIC_REFERENCE");
+    assert!(
+        fixture.texts.len() >= 50,
+        "fixture has only {} texts",
+        fixture.texts.len()
+    );
+    assert!(
+        fixture.texts.iter().filter(|r| r.tokens > 512).count() >= 3,
+        "fixture has too few texts past 512 tokens"
+    );
+    assert_matches_reference(
+        &load_model("nomic-embed-text-v1.5"),
+        &fixture,
+        NOMIC_MIN_COSINE,
     );
 }
 
@@ -145,15 +205,26 @@ fn empty_after_trim_texts_are_rejected() {
 /// average (README "Models"); a broken derivation would land far away.
 #[test]
 fn integer_model_stays_close_to_the_float_graph() {
-    let float = zeroshot::config::ModelArgs {
-        model: "all-minilm-l6-v2-int8".to_string(),
-        ..zeroshot::config::ModelArgs::from_env()
-    }
-    .load_engine()
-    .expect("load all-minilm-l6-v2-int8 (scripts/setup.py fetches every manifest)");
     let fixture = fixture();
+    let float = load_model("all-minilm-l6-v2-int8");
+    assert_close_to_float(&common::engine(), &float, &fixture);
+}
+
+/// `nomic-embed-text-v1.5`'s integer graph against its fp32 graph, on texts of up to
+/// 1,884 tokens: 1 - cos ~0.001 on average (README "Models").
+#[test]
+fn nomic_integer_model_stays_close_to_the_float_graph() {
+    let fixture = read_fixture("ZEROSHOT_NOMIC_REFERENCE");
+    assert_close_to_float(
+        &load_model("nomic-embed-text-v1.5-int8-cpu"),
+        &load_model("nomic-embed-text-v1.5"),
+        &fixture,
+    );
+}
+
+fn assert_close_to_float(integer: &Engine, float: &Engine, fixture: &Fixture) {
     let texts: Vec<&str> = fixture.texts.iter().map(|r| r.text.as_str()).collect();
-    let integer = common::engine().embed_texts(&texts).expect("embed");
+    let integer = integer.embed_texts(&texts).expect("embed");
     let float = float.embed_texts(&texts).expect("embed");
     let similarities: Vec<f64> = integer
         .iter()
@@ -162,6 +233,10 @@ fn integer_model_stays_close_to_the_float_graph() {
         .collect();
     let mean = similarities.iter().sum::<f64>() / similarities.len() as f64;
     let worst = similarities.iter().copied().fold(f64::INFINITY, f64::min);
+    println!(
+        "{}: mean cosine {mean:.5}, worst {worst:.5} to the float graph",
+        fixture.model
+    );
     assert!(mean > 0.99, "mean cosine {mean}");
     assert!(worst > 0.95, "worst cosine {worst}");
     assert!(
@@ -176,7 +251,16 @@ fn integer_model_stays_close_to_the_float_graph() {
 /// batch job and in a lone `/v1/classify` call.
 #[test]
 fn a_texts_vector_does_not_depend_on_its_batch() {
-    let engine = common::engine();
+    assert_batch_independent(&common::engine());
+}
+
+/// The same for `nomic-embed-text-v1.5`'s integer graph (per-token scales only).
+#[test]
+fn a_texts_vector_does_not_depend_on_its_batch_nomic() {
+    assert_batch_independent(&load_model("nomic-embed-text-v1.5-int8-cpu"));
+}
+
+fn assert_batch_independent(engine: &Engine) {
     let text = "I was charged twice for my subscription this month";
     let alone = engine.embed_texts(&[text]).expect("embed").remove(0);
     // Near-equal lengths share one ONNX run (a lone outlier would run alone); the
@@ -192,6 +276,7 @@ fn a_texts_vector_does_not_depend_on_its_batch() {
     let similarity = cosine(&alone.vector, &together.vector);
     assert!(
         similarity > 1.0 - 1e-9,
-        "alone vs batched cosine {similarity}"
+        "{}: alone vs batched cosine {similarity}",
+        engine.model_name()
     );
 }

@@ -45,20 +45,15 @@ impl SpecFields<'_> {
                 "labels",
                 "labels (or classifier) is required",
             )),
-            (Some(names), None) => {
-                let mut spec = ClassificationSpec::new(
-                    names,
-                    self.descriptions.as_ref().unwrap_or(&BTreeMap::new()),
-                    self.examples.as_ref().unwrap_or(&BTreeMap::new()),
-                    self.source_type.as_deref(),
-                    self.mode,
-                    self.threshold,
-                )?;
-                if let Some(adapt) = self.adapt {
-                    spec.adapt = adapt;
-                }
-                Ok(spec)
-            }
+            (Some(names), None) => Ok(ClassificationSpec::new(
+                names,
+                self.descriptions.as_ref().unwrap_or(&BTreeMap::new()),
+                self.examples.as_ref().unwrap_or(&BTreeMap::new()),
+                self.source_type.as_deref(),
+                self.mode,
+                self.threshold,
+                self.adapt,
+            )?),
         }
     }
 

@@ -106,8 +106,7 @@ pub struct Adapted {
     pub labels: Option<AdaptedLabels>,
 }
 
-fn rows(vectors: &[Vec<f32>]) -> Array2<f32> {
-    let dim = vectors.first().map_or(0, Vec::len);
+fn rows(vectors: &[Vec<f32>], dim: usize) -> Array2<f32> {
     Array2::from_shape_fn((vectors.len(), dim), |(i, j)| vectors[i][j])
 }
 
@@ -175,8 +174,9 @@ fn effective_label_share(similarities: &Array2<f32>) -> f64 {
 /// lines), starting from `labels`; switches itself off where it cannot help.
 pub fn fit(sample: &[Vec<f32>], labels: &LabelVectors) -> Adapted {
     let names = labels.names.clone();
-    let x = rows(sample);
-    let start = normalize_rows(rows(&labels.vectors));
+    let dim = labels.vectors.first().map_or(0, Vec::len);
+    let x = rows(sample, dim);
+    let start = normalize_rows(rows(&labels.vectors, dim));
     let zero_shot = x.dot(&start.t());
     let skip = |reason: String| Adapted {
         report: AdaptationReport {
@@ -385,6 +385,14 @@ mod tests {
         let adapted = fit(&texts, &labels);
         assert!(!adapted.report.applied && adapted.labels.is_none());
         assert!(adapted.report.reason.unwrap().contains("too few lines"));
+    }
+
+    #[test]
+    fn an_empty_file_is_no_error() {
+        let (_, labels) = clusters(0);
+        let adapted = fit(&[], &labels);
+        assert!(!adapted.report.applied);
+        assert_eq!(adapted.report.texts_per_label["a"], 0);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use serde::Serialize;
 pub use adapt::{AdaptationReport, Adapted, AdaptedLabels};
 pub use labels::{Label, LabelError, LabelSet, Mode};
 pub use manifest::{Calibration, Manifest, Pooling};
-pub use model::{padding_bounded_batches, Device, Embedding, EmbeddingModel, MAX_BATCH};
+pub use model::{padding_bounded_batches, Device, Embedding, EmbeddingModel};
 pub use score::probabilities;
 
 use labels::label_sentences;
@@ -105,13 +105,14 @@ impl ClassificationSpec {
         source_type: Option<&str>,
         mode: Option<Mode>,
         threshold: Option<f32>,
+        adapt: Option<bool>,
     ) -> Result<Self, LabelError> {
         let labels = LabelSet::new(names, descriptions, examples, source_type)?;
         Ok(Self {
             labels,
             mode: mode.unwrap_or_default(),
             threshold: threshold_or_default(threshold)?,
-            adapt: adapt_by_default(),
+            adapt: adapt.unwrap_or_else(adapt_by_default),
         })
     }
 }

@@ -15,9 +15,8 @@ use tokenizers::{Encoding, Tokenizer, TruncationParams};
 use super::manifest::{Manifest, Pooling};
 use super::EngineError;
 
-/// Texts per ONNX run. Texts are sorted by length first, so a batch pads little;
-/// public so the ceiling bench runs the same batches.
-pub const MAX_BATCH: usize = 32;
+/// Texts per ONNX run. Texts are sorted by length first, so a batch pads little.
+const MAX_BATCH: usize = 32;
 /// Padding tokens a batch may add, as a share of its real tokens.
 const MAX_PADDING: f64 = 0.1;
 /// Tokens per ONNX run, padding included: 16 texts at 256 tokens. Attention memory
