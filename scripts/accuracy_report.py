@@ -6,7 +6,8 @@ scoring as a batch job does it (`--adapt`), and the default method with K = 1, 4
 8 examples per label taken from each set's train.tsv (the first K in file order).
 Also prints multi-mode recall and labels returned per text at threshold 0.3, and the
 rotation check of multi mode's calibration (fitted on two sets, measured on the
-third) for the sync path and for adaptive scoring.
+third) for the sync path and for adaptive scoring, and the manifest's
+`adapted_calibration` fitted on the sets (what `eval --adapt --fit-calibration` gives).
 
 With several --model, every model runs the same rows, one after the other, and a
 side-by-side table adds each model's tokens/s (zero-shot eval on the test sets) and
@@ -32,7 +33,7 @@ SETS = ["banking", "clinc", "stackoverflow"]
 RUNS = {
     "baseline": ["--baseline"],
     "zero-shot": [],
-    "adaptive": ["--adapt"],
+    "adaptive": ["--adapt", "--fit-calibration"],
     "K=1": ["--examples-per-label", "1"],
     "K=4": ["--examples-per-label", "4"],
     "K=8": ["--examples-per-label", "8"],
@@ -91,12 +92,14 @@ def main():
     env = environment(models)
     data_dir = Path(env["ZEROSHOT_DATASETS_DIR"])
     paths = [str(data_dir / s / f"{args.split}.tsv") for s in SETS]
-    results, speed, rotation = {}, {}, {}
+    results, speed, rotation, fitted = {}, {}, {}, {}
     for model in models:
         for name in runs:
             print(f"accuracy_report: {model}: {name}", file=sys.stderr, flush=True)
             report, rss = run_eval(model, args.split, RUNS[name], env, data_dir)
             results[(model, name)] = [report["datasets"][p] for p in paths]
+            if name == "adaptive":
+                fitted[model] = report["fitted_calibration"]
             if name == "zero-shot":
                 reports = results[(model, name)]
                 speed[model] = {
@@ -141,6 +144,10 @@ def main():
                 cells = [f"{r['held_out_multi_recall']:.2f} / {r['held_out_multi_mean_labels']:.1f}"
                          for r in rotation[(model, name)]]
                 print(f"| {name} | " + " | ".join(cells) + " |")
+
+    for model, calibration in fitted.items():
+        print(f"\n{model}: adapted_calibration fitted on these {args.split} sets: "
+              + json.dumps(calibration))
 
     if len(models) > 1:
         print(f"\nmodels side by side, macro-F1 on the {args.split} sets "

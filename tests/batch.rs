@@ -325,8 +325,9 @@ async fn resumes_after_kill(backend: Backend, store: Store) {
         .call(Method::POST, &format!("/v1/batch/{id}/start"), None)
         .await;
     assert_eq!(status, 202);
-    // Let it write a few checkpoints, then kill -9.
-    let deadline = Instant::now() + Duration::from_secs(120);
+    // Let it write a few checkpoints, then kill -9 (the first pass, sampling and
+    // fitting come before any line is scored).
+    let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let (_, now) = server
             .call(Method::GET, &format!("/v1/batch/{id}"), None)
