@@ -37,7 +37,7 @@ RUNS = {
     "K=1": ["--examples-per-label", "1"],
     "K=4": ["--examples-per-label", "4"],
     "K=8": ["--examples-per-label", "8"],
-    "adaptive, K=8": ["--adapt", "--examples-per-label", "8"],
+    "adaptive+K=8": ["--adapt", "--examples-per-label", "8"],
 }
 ROTATIONS = {"sync (per text)": ["--rotate"], "adaptive (batch job)": ["--adapt", "--rotate"]}
 
