@@ -291,23 +291,18 @@ impl Worker {
         file_bytes: u64,
     ) -> Result<Arc<dyn LabelScorer>, JobError> {
         if job.requests_total.is_some() {
-            let applied = job
-                .adaptation
-                .as_deref()
-                .and_then(|report| serde_json::from_str::<AdaptationReport>(report).ok())
-                .is_some_and(|report| report.applied);
-            if !applied {
-                return Ok(Arc::new(labels));
-            }
-            let stored = self.db.adapted_labels(&job.id).await?.ok_or_else(|| {
-                JobError::Fatal("the adapted label vectors are missing".to_string())
-            })?;
-            let adapted: AdaptedLabels = serde_json::from_str(&stored).map_err(|err| {
-                JobError::Fatal(format!(
-                    "stored adapted label vectors are unreadable: {err}"
-                ))
-            })?;
-            return Ok(Arc::new(adapted));
+            // Stored with the line count in one update: present exactly when it applied.
+            return Ok(match self.db.adapted_labels(&job.id).await? {
+                None => Arc::new(labels),
+                Some(stored) => {
+                    let adapted: AdaptedLabels = serde_json::from_str(&stored).map_err(|err| {
+                        JobError::Fatal(format!(
+                            "stored adapted label vectors are unreadable: {err}"
+                        ))
+                    })?;
+                    Arc::new(adapted)
+                }
+            });
         }
         let (total, sample) = self
             .survey(job, spec.adapt.then(|| Sampler::new(file_bytes)))
