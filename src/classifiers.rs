@@ -8,7 +8,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::db::classifiers::ClassifierRow;
-use crate::db::{now_ms, Db, DbError};
+use crate::db::{now_ms, rfc3339, Db, DbError};
 use crate::engine::{ClassificationSpec, Engine, EngineError, LabelError, LabelVectors, Mode};
 
 /// Longest classifier name.
@@ -17,20 +17,52 @@ pub const MAX_NAME_CHARS: usize = 64;
 pub const MAX_DESCRIPTION_CHARS: usize = 1000;
 
 /// A classifier as written in a request body or a JSON/YAML file.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Definition {
     /// Required on create; on update it may repeat the name in the path.
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
     pub name: Option<String>,
+    /// What it is for, for people.
+    #[schema(max_length = 1000)]
     pub description: Option<String>,
+    /// 1-200 distinct label names of up to 100 characters.
+    #[schema(min_items = 1, max_items = 200)]
     pub labels: Vec<String>,
+    /// A sentence per label (up to 1,000 characters) saying what it covers.
     pub descriptions: Option<BTreeMap<String, String>>,
+    /// Up to 64 example texts per label.
     pub examples: Option<BTreeMap<String, Vec<String>>>,
+    /// What the texts are (`support ticket`, `news headline`), up to 64 characters.
+    #[schema(max_length = 64)]
     pub source_type: Option<String>,
     pub mode: Option<Mode>,
+    /// Multi mode: labels at or above it are returned (default 0.3).
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub threshold: Option<f32>,
     /// Whether batch jobs using it adapt the label vectors to their texts (default true).
     pub adapt: Option<bool>,
+}
+
+/// A saved classifier version as the API and CLI show it (without its vectors).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ClassifierView {
+    pub name: String,
+    pub version: i64,
+    /// `name@vN`: pins this version in `classifier` fields.
+    pub reference: String,
+    pub description: Option<String>,
+    pub labels: Vec<String>,
+    /// Only labels that have one.
+    pub descriptions: BTreeMap<String, String>,
+    /// Only labels that have some.
+    pub examples: BTreeMap<String, Vec<String>>,
+    pub source_type: Option<String>,
+    pub mode: Mode,
+    pub threshold: f32,
+    pub adapt: bool,
+    /// RFC 3339.
+    pub created_at: String,
 }
 
 /// Why a classifier operation failed.
@@ -253,7 +285,7 @@ pub async fn load(
 
 impl Classifier {
     /// The classifier as the API and CLI show it (without vectors).
-    pub fn view(&self) -> serde_json::Value {
+    pub fn view(&self) -> ClassifierView {
         describe(
             &self.name,
             self.version,
@@ -265,7 +297,7 @@ impl Classifier {
 }
 
 /// A stored version as the API and CLI show it, without decoding its vectors.
-pub fn describe_row(row: &ClassifierRow) -> Result<serde_json::Value, ClassifierError> {
+pub fn describe_row(row: &ClassifierRow) -> Result<ClassifierView, ClassifierError> {
     let spec: ClassificationSpec = serde_json::from_str(&row.spec)
         .map_err(|err| DbError::Conflict(format!("stored classifier is unreadable: {err}")))?;
     Ok(describe(
@@ -283,22 +315,29 @@ fn describe(
     description: &Option<String>,
     spec: &ClassificationSpec,
     created_at: i64,
-) -> serde_json::Value {
+) -> ClassifierView {
     let labels = &spec.labels.labels;
-    serde_json::json!({
-        "name": name,
-        "version": version,
-        "reference": format!("{name}@v{version}"),
-        "description": description,
-        "labels": labels.iter().map(|l| &l.name).collect::<Vec<_>>(),
-        "descriptions": labels.iter().filter_map(|l| Some((&l.name, l.description.as_ref()?))).collect::<BTreeMap<_, _>>(),
-        "examples": labels.iter().filter(|l| !l.examples.is_empty()).map(|l| (&l.name, &l.examples)).collect::<BTreeMap<_, _>>(),
-        "source_type": spec.labels.source_type,
-        "mode": spec.mode,
-        "threshold": spec.threshold,
-        "adapt": spec.adapt,
-        "created_at": created_at,
-    })
+    ClassifierView {
+        name: name.to_string(),
+        version,
+        reference: format!("{name}@v{version}"),
+        description: description.clone(),
+        labels: labels.iter().map(|l| l.name.clone()).collect(),
+        descriptions: labels
+            .iter()
+            .filter_map(|l| Some((l.name.clone(), l.description.clone()?)))
+            .collect(),
+        examples: labels
+            .iter()
+            .filter(|l| !l.examples.is_empty())
+            .map(|l| (l.name.clone(), l.examples.clone()))
+            .collect(),
+        source_type: spec.labels.source_type.clone(),
+        mode: spec.mode,
+        threshold: spec.threshold,
+        adapt: spec.adapt,
+        created_at: rfc3339(created_at),
+    }
 }
 
 #[cfg(test)]

@@ -268,6 +268,19 @@ pub struct ServeArgs {
     /// `/v1/classify`: requests waiting for inference at most; more get 503 `overloaded`.
     #[arg(long, env = "ZEROSHOT_MAX_QUEUED_REQUESTS", default_value_t = 256)]
     pub max_queued_requests: usize,
+    /// The Swagger UI files `/docs` serves, as `scripts/setup.py` fetches them
+    /// [default: $ZEROSHOT_CACHE/docs-ui].
+    #[arg(long, env = "ZEROSHOT_DOCS_UI_DIR")]
+    pub docs_ui_dir: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    /// The flag, else where setup puts the files.
+    pub fn docs_ui_dir(&self) -> PathBuf {
+        self.docs_ui_dir
+            .clone()
+            .unwrap_or_else(|| cache_dir().join("docs-ui"))
+    }
 }
 
 /// Where batch inputs and results live.

@@ -102,6 +102,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             upload_ttl: Duration::from_secs(args.batch.upload_ttl_secs),
             download_ttl: Duration::from_secs(args.batch.download_ttl_secs),
         },
+        docs_ui_dir: args.docs_ui_dir(),
     };
     tokio::spawn(
         Worker {
@@ -204,18 +205,18 @@ async fn manage_classifiers(command: ClassifiersCommand) -> anyhow::Result<()> {
                 })
                 .await??,
             );
-            classifiers::save(&db, &engine, &account.id, &name, &definition, update)
+            let saved = classifiers::save(&db, &engine, &account.id, &name, &definition, update)
                 .await
-                .map_err(describe_classifier_error)?
-                .view()
+                .map_err(describe_classifier_error)?;
+            serde_json::to_value(saved.view())?
         }
-        ClassifiersCommand::List { .. } => serde_json::Value::Array(
+        ClassifiersCommand::List { .. } => serde_json::to_value(
             db.list_classifiers(&account.id)
                 .await?
                 .iter()
                 .map(classifiers::describe_row)
-                .collect::<Result<_, _>>()?,
-        ),
+                .collect::<Result<Vec<_>, _>>()?,
+        )?,
         ClassifiersCommand::Show { reference, .. } => {
             let (name, version) =
                 classifiers::parse_reference(reference).map_err(describe_classifier_error)?;
@@ -223,7 +224,7 @@ async fn manage_classifiers(command: ClassifiersCommand) -> anyhow::Result<()> {
                 .classifier(&account.id, &name, version)
                 .await?
                 .with_context(|| format!("no classifier {reference:?}"))?;
-            classifiers::describe_row(&row)?
+            serde_json::to_value(classifiers::describe_row(&row)?)?
         }
         ClassifiersCommand::Delete { name, .. } => {
             db.delete_classifier(&account.id, name).await?;

@@ -6,17 +6,16 @@ use std::collections::BTreeMap;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
 
 use super::spec::{Resolved, SpecFields};
-use super::{ApiError, ApiJson, AppState};
+use super::{ApiError, ApiJson, AppState, ErrorBody};
 use crate::batch::{estimate_tokens, input_key, output_key};
 use crate::db::batch::{status, JobRow, NewJob, StartOutcome};
-use crate::db::{now_ms, Account};
-use crate::engine::{ClassificationSpec, Mode};
+use crate::db::{now_ms, rfc3339, Account};
+use crate::engine::{AdaptationReport, ClassificationSpec, Mode};
 
 /// Most metadata entries, and their sizes.
 const MAX_METADATA_ENTRIES: usize = 16;
@@ -26,19 +25,118 @@ const MAX_METADATA_VALUE_CHARS: usize = 512;
 const MAX_PAGE: i64 = 100;
 
 /// `POST /v1/batch`: the classification config of `/v1/classify` minus the text.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRequest {
+    /// 1-200 distinct label names of up to 100 characters.
+    #[schema(min_items = 1, max_items = 200)]
     pub labels: Option<Vec<String>>,
+    /// A saved classifier instead of labels: `name` (latest), `name@N` or `name@vN`;
+    /// pinned when the job is created.
+    #[schema(pattern = "^[a-z0-9_-]{1,64}(@v?[1-9][0-9]*)?$")]
     pub classifier: Option<String>,
+    /// A sentence per label (up to 1,000 characters) saying what it covers.
     pub descriptions: Option<BTreeMap<String, String>>,
+    /// Up to 64 example texts per label.
     pub examples: Option<BTreeMap<String, Vec<String>>>,
+    /// What the texts are (`support ticket`, `news headline`), up to 64 characters.
+    #[schema(max_length = 64)]
     pub source_type: Option<String>,
     pub mode: Option<Mode>,
+    /// Multi mode: labels at or above it are returned (default 0.3).
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub threshold: Option<f32>,
     /// Fit the label vectors to the job's own texts before scoring (default true).
     pub adapt: Option<bool>,
+    /// Up to 16 entries: keys of 1-64 characters, values of up to 512.
     pub metadata: Option<BTreeMap<String, String>>,
+}
+
+/// A job's state. `failed` jobs may be started again; they resume where they stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    /// Created; waiting for its file and `start`.
+    Pending,
+    Processing,
+    Completed,
+    Failed,
+}
+
+impl JobStatus {
+    fn of(row: &JobRow) -> Self {
+        match row.status.as_str() {
+            status::PENDING => Self::Pending,
+            status::PROCESSING => Self::Processing,
+            status::COMPLETED => Self::Completed,
+            _ => Self::Failed,
+        }
+    }
+}
+
+/// A batch job as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Job {
+    pub job_id: String,
+    pub status: JobStatus,
+    /// The saved classifier the job pinned, as `name@vN`.
+    pub classifier: Option<String>,
+    pub mode: Mode,
+    pub threshold: f32,
+    pub adapt: bool,
+    /// What adaptation did, once the job has read its input.
+    pub adaptation: Option<AdaptationReport>,
+    pub labels: Vec<String>,
+    pub metadata: BTreeMap<String, String>,
+    /// Lines of the input, once counted.
+    pub requests_total: Option<i64>,
+    pub requests_completed: i64,
+    pub requests_failed: i64,
+    pub estimated_tokens: Option<i64>,
+    pub actual_tokens: Option<i64>,
+    pub input_bytes: Option<i64>,
+    /// Why the job failed.
+    pub error: Option<String>,
+    pub progress: Progress,
+    /// RFC 3339, like every time below.
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub completed_at: Option<String>,
+}
+
+/// A new job and the form that uploads its input (an S3-style presigned POST).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedJob {
+    #[serde(flatten)]
+    pub job: Job,
+    /// POST a `multipart/form-data` body here: every `upload_fields` entry, then `file`.
+    pub upload_url: String,
+    pub upload_fields: BTreeMap<String, String>,
+    /// Where the input is stored.
+    pub input_key: String,
+    /// When the upload form stops being accepted (RFC 3339).
+    pub expires_at: String,
+    pub max_upload_bytes: u64,
+}
+
+/// A time-limited download of a completed job's results.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResultsLink {
+    pub job_id: String,
+    /// GET it (no API key): NDJSON, one row per input line, in input order.
+    pub url: String,
+    /// RFC 3339.
+    pub expires_at: String,
+    pub requests_completed: i64,
+    pub requests_failed: i64,
+}
+
+/// One page of jobs, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobList {
+    pub data: Vec<Job>,
+    /// Pass as `after` for the next page; null on the last one.
+    pub next_cursor: Option<String>,
 }
 
 fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), ApiError> {
@@ -65,12 +163,18 @@ fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Creates a pending job and its upload form.
+/// Creates a pending job and the form that uploads its input.
+#[utoipa::path(post, path = "/batch", operation_id = "create_batch", tag = "batch",
+    request_body = CreateRequest,
+    responses(
+        (status = 201, description = "Created; upload the file, then start it", body = CreatedJob),
+        (status = 404, description = "The saved classifier does not exist", body = ErrorBody),
+    ))]
 pub async fn create(
     State(state): State<AppState>,
     Extension(account): Extension<Account>,
     ApiJson(request): ApiJson<CreateRequest>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<(StatusCode, Json<CreatedJob>), ApiError> {
     // A saved classifier is resolved and pinned now: later versions do not change the job.
     let Resolved { spec, saved } = SpecFields {
         labels: &request.labels,
@@ -106,13 +210,17 @@ pub async fn create(
             classifier: saved.as_ref().map(|c| (c.name.as_str(), c.version)),
         })
         .await?;
-    let mut body = view(&job);
-    body["upload_url"] = json!(form.url);
-    body["upload_fields"] = json!(form.fields);
-    body["input_key"] = json!(input);
-    body["expires_at"] = json!(timestamp(form.expires_at));
-    body["max_upload_bytes"] = json!(state.batch.max_upload_bytes);
-    Ok((StatusCode::CREATED, Json(body)))
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedJob {
+            job: view(&job)?,
+            upload_url: form.url,
+            upload_fields: form.fields,
+            input_key: input,
+            expires_at: rfc3339(form.expires_at),
+            max_upload_bytes: state.batch.max_upload_bytes,
+        }),
+    ))
 }
 
 async fn own_job(state: &AppState, account: &Account, id: &str) -> Result<JobRow, ApiError> {
@@ -123,12 +231,20 @@ async fn own_job(state: &AppState, account: &Account, id: &str) -> Result<JobRow
         .ok_or_else(|| ApiError::not_found(format!("no batch job {id:?}")))
 }
 
-/// Starts a pending (or failed) job whose file was uploaded.
+/// Starts a pending job whose file was uploaded, or resumes a failed one.
+#[utoipa::path(post, path = "/batch/{id}/start", operation_id = "start_batch", tag = "batch",
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 202, description = "Processing", body = Job),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "Not pending or failed, or another job of the account is processing", body = ErrorBody),
+        (status = 422, description = "No file was uploaded for it", body = ErrorBody),
+    ))]
 pub async fn start(
     State(state): State<AppState>,
     Extension(account): Extension<Account>,
     Path(id): Path<String>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<(StatusCode, Json<Job>), ApiError> {
     let job = own_job(&state, &account, &id).await?;
     if job.status != status::PENDING && job.status != status::FAILED {
         return Err(ApiError::conflict(format!(
@@ -162,24 +278,37 @@ pub async fn start(
     }
     state.wake_workers.notify_one();
     let job = own_job(&state, &account, &id).await?;
-    Ok((StatusCode::ACCEPTED, Json(view(&job))))
+    Ok((StatusCode::ACCEPTED, Json(view(&job)?)))
 }
 
 /// One job's status and progress.
+#[utoipa::path(get, path = "/batch/{id}", operation_id = "get_batch", tag = "batch",
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "The job", body = Job),
+        (status = 404, description = "No such job", body = ErrorBody),
+    ))]
 pub async fn get(
     State(state): State<AppState>,
     Extension(account): Extension<Account>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    Ok(Json(view(&own_job(&state, &account, &id).await?)))
+) -> Result<Json<Job>, ApiError> {
+    Ok(Json(view(&own_job(&state, &account, &id).await?)?))
 }
 
 /// A time-limited download URL for a completed job's results.
+#[utoipa::path(get, path = "/batch/{id}/results", operation_id = "get_batch_results", tag = "batch",
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "Where to download the results", body = ResultsLink),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "The job is not completed", body = ErrorBody),
+    ))]
 pub async fn results(
     State(state): State<AppState>,
     Extension(account): Extension<Account>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ResultsLink>, ApiError> {
     let job = own_job(&state, &account, &id).await?;
     if job.status != status::COMPLETED {
         return Err(ApiError::conflict(format!(
@@ -189,16 +318,23 @@ pub async fn results(
     }
     let ttl = state.batch.download_ttl;
     let url = state.storage.presign_download(&job.output_key, ttl).await?;
-    Ok(Json(json!({
-        "job_id": job.id,
-        "url": url,
-        "expires_at": timestamp(now_ms() + ttl.as_millis() as i64),
-        "requests_completed": job.requests_completed,
-        "requests_failed": job.requests_failed,
-    })))
+    Ok(Json(ResultsLink {
+        job_id: job.id,
+        url,
+        expires_at: rfc3339(now_ms() + ttl.as_millis() as i64),
+        requests_completed: job.requests_completed,
+        requests_failed: job.requests_failed,
+    }))
 }
 
 /// Deletes a job that is not processing, with its input and results.
+#[utoipa::path(delete, path = "/batch/{id}", operation_id = "delete_batch", tag = "batch",
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 204, description = "Deleted with its input and results"),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "The job is processing", body = ErrorBody),
+    ))]
 pub async fn delete(
     State(state): State<AppState>,
     Extension(account): Extension<Account>,
@@ -221,20 +357,26 @@ pub async fn delete(
 }
 
 /// `GET /v1/batch?limit=&after=` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Jobs per page, 1-100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// The `next_cursor` of the previous page.
     pub after: Option<String>,
 }
 
 /// The account's jobs, newest first.
+#[utoipa::path(get, path = "/batch", operation_id = "list_batches", tag = "batch",
+    params(ListQuery),
+    responses((status = 200, description = "A page of jobs", body = JobList)))]
 pub async fn list(
     State(state): State<AppState>,
     Extension(account): Extension<Account>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<JobList>, ApiError> {
     let Query(query) = query.map_err(|err| ApiError::invalid_request(err.body_text()))?;
     let limit = query.limit.unwrap_or(20);
     if !(1..=MAX_PAGE).contains(&limit) {
@@ -256,21 +398,23 @@ pub async fn list(
     let more = jobs.len() as i64 > limit;
     let page: Vec<&JobRow> = jobs.iter().take(limit as usize).collect();
     let next_cursor = match (more, page.last()) {
-        (true, Some(last)) => json!(format!("{}:{}", last.created_at, last.id)),
-        _ => Value::Null,
+        (true, Some(last)) => Some(format!("{}:{}", last.created_at, last.id)),
+        _ => None,
     };
-    Ok(Json(json!({
-        "data": page.iter().map(|job| view(job)).collect::<Vec<_>>(),
-        "next_cursor": next_cursor,
-    })))
+    Ok(Json(JobList {
+        data: page.into_iter().map(view).collect::<Result<_, _>>()?,
+        next_cursor,
+    }))
 }
 
 /// Progress a person can read: share of the input read, and an estimate of the rest.
-#[derive(Debug, Serialize)]
-struct Progress {
-    percent: f64,
-    lines_per_second: Option<f64>,
-    eta_seconds: Option<f64>,
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Progress {
+    /// 0-100, one decimal.
+    pub percent: f64,
+    pub lines_per_second: Option<f64>,
+    /// While processing, once the rate is known.
+    pub eta_seconds: Option<f64>,
 }
 
 fn progress(job: &JobRow) -> Progress {
@@ -300,68 +444,36 @@ fn progress(job: &JobRow) -> Progress {
 }
 
 /// The job as the API shows it.
-fn view(job: &JobRow) -> Value {
-    let spec: Option<ClassificationSpec> = serde_json::from_str(&job.config).ok();
-    let metadata: Value = serde_json::from_str(&job.metadata).unwrap_or(Value::Null);
-    json!({
-        "job_id": job.id,
-        "status": job.status,
-        "classifier": job.classifier_name.as_ref().zip(job.classifier_version).map(|(n, v)| format!("{n}@v{v}")),
-        "mode": spec.as_ref().map(|s| s.mode),
-        "threshold": spec.as_ref().map(|s| s.threshold),
-        "adapt": spec.as_ref().map(|s| s.adapt),
-        "adaptation": job.adaptation.as_deref().and_then(|a| serde_json::from_str::<Value>(a).ok()),
-        "labels": spec.as_ref().map(|s| s.labels.names().collect::<Vec<_>>()),
-        "metadata": metadata,
-        "requests_total": job.requests_total,
-        "requests_completed": job.requests_completed,
-        "requests_failed": job.requests_failed,
-        "estimated_tokens": job.estimated_tokens,
-        "actual_tokens": job.actual_tokens,
-        "input_bytes": job.input_bytes,
-        "error": job.error,
-        "progress": progress(job),
-        "created_at": timestamp(job.created_at),
-        "started_at": job.started_at.map(timestamp),
-        "completed_at": job.completed_at.map(timestamp),
+fn view(job: &JobRow) -> Result<Job, ApiError> {
+    let spec: ClassificationSpec = serde_json::from_str(&job.config)
+        .map_err(|err| ApiError::internal(format!("job {} config: {err}", job.id)))?;
+    Ok(Job {
+        job_id: job.id.clone(),
+        status: JobStatus::of(job),
+        classifier: job
+            .classifier_name
+            .as_ref()
+            .zip(job.classifier_version)
+            .map(|(name, version)| format!("{name}@v{version}")),
+        mode: spec.mode,
+        threshold: spec.threshold,
+        adapt: spec.adapt,
+        adaptation: job
+            .adaptation
+            .as_deref()
+            .and_then(|report| serde_json::from_str(report).ok()),
+        labels: spec.labels.names().map(str::to_string).collect(),
+        metadata: serde_json::from_str(&job.metadata).unwrap_or_default(),
+        requests_total: job.requests_total,
+        requests_completed: job.requests_completed,
+        requests_failed: job.requests_failed,
+        estimated_tokens: job.estimated_tokens,
+        actual_tokens: job.actual_tokens,
+        input_bytes: job.input_bytes,
+        error: job.error.clone(),
+        progress: progress(job),
+        created_at: rfc3339(job.created_at),
+        started_at: job.started_at.map(rfc3339),
+        completed_at: job.completed_at.map(rfc3339),
     })
-}
-
-/// RFC 3339 UTC time from unix milliseconds.
-pub fn timestamp(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms.rem_euclid(1000)
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn timestamps_are_rfc3339() {
-        assert_eq!(super::timestamp(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            super::timestamp(1_795_434_123_456),
-            "2026-11-23T11:42:03.456Z"
-        );
-        assert_eq!(
-            super::timestamp(951_782_400_000),
-            "2000-02-29T00:00:00.000Z"
-        );
-    }
 }

@@ -2,20 +2,32 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use axum::{Extension, Json};
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::{ApiError, ApiJson, AppState};
-use crate::classifiers::{self, Definition};
+use crate::classifiers::{self, ClassifierView, Definition};
 use crate::db::Account;
 
-/// `POST /v1/classifiers`: version 1 of a new name (409 if the name exists).
+/// `{"data": [...]}`: the latest version of each saved classifier.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClassifierList {
+    pub data: Vec<ClassifierView>,
+}
+
+/// Saves version 1 of a new name; the label vectors are computed now, once.
+#[utoipa::path(post, path = "/classifiers", operation_id = "create_classifier", tag = "classifiers",
+    request_body = Definition,
+    responses(
+        (status = 201, description = "Saved as version 1", body = ClassifierView),
+        (status = 409, description = "The name exists; PUT a new version", body = super::ErrorBody),
+    ))]
 pub async fn create(
     State(state): State<AppState>,
     Extension(account): Extension<Account>,
     ApiJson(definition): ApiJson<Definition>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<(StatusCode, Json<ClassifierView>), ApiError> {
     let name = definition
         .name
         .clone()
@@ -26,24 +38,33 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(saved.view())))
 }
 
-/// `PUT /v1/classifiers/{name}`: a new immutable version; earlier versions stay.
+/// Saves a new immutable version; earlier versions stay usable as `name@vN`.
+#[utoipa::path(put, path = "/classifiers/{name}", operation_id = "update_classifier", tag = "classifiers",
+    params(("name" = String, Path, description = "Classifier name", pattern = "^[a-z0-9_-]{1,64}$")),
+    request_body = Definition,
+    responses(
+        (status = 200, description = "Saved as the next version", body = ClassifierView),
+        (status = 404, description = "No classifier of that name", body = super::ErrorBody),
+    ))]
 pub async fn update(
     State(state): State<AppState>,
     Extension(account): Extension<Account>,
     Path(name): Path<String>,
     ApiJson(definition): ApiJson<Definition>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ClassifierView>, ApiError> {
     let engine = state.engine()?;
     let saved =
         classifiers::save(&state.db, &engine, &account.id, &name, &definition, true).await?;
     Ok(Json(saved.view()))
 }
 
-/// `GET /v1/classifiers`: the latest version of each.
+/// The latest version of each of the account's classifiers.
+#[utoipa::path(get, path = "/classifiers", operation_id = "list_classifiers", tag = "classifiers",
+    responses((status = 200, description = "Latest versions, by name", body = ClassifierList)))]
 pub async fn list(
     State(state): State<AppState>,
     Extension(account): Extension<Account>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ClassifierList>, ApiError> {
     let data = state
         .db
         .list_classifiers(&account.id)
@@ -51,15 +72,22 @@ pub async fn list(
         .iter()
         .map(classifiers::describe_row)
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(json!({ "data": data })))
+    Ok(Json(ClassifierList { data }))
 }
 
-/// `GET /v1/classifiers/{name}` (latest) or `/{name}@{version}`.
+/// One version: `name` (the latest), `name@N` or `name@vN`.
+#[utoipa::path(get, path = "/classifiers/{name}", operation_id = "get_classifier", tag = "classifiers",
+    params(("name" = String, Path, description = "`name`, `name@N` or `name@vN`",
+        pattern = "^[a-z0-9_-]{1,64}(@v?[1-9][0-9]*)?$")),
+    responses(
+        (status = 200, description = "The version", body = ClassifierView),
+        (status = 404, description = "No such classifier or version", body = super::ErrorBody),
+    ))]
 pub async fn get(
     State(state): State<AppState>,
     Extension(account): Extension<Account>,
     Path(reference): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ClassifierView>, ApiError> {
     let (name, version) = classifiers::parse_reference(&reference)?;
     let row = state
         .db
@@ -69,8 +97,14 @@ pub async fn get(
     Ok(Json(classifiers::describe_row(&row)?))
 }
 
-/// `DELETE /v1/classifiers/{name}`: every version; 409 while a pending or processing
-/// batch job uses it.
+/// Deletes every version; 409 while a pending or processing batch job uses it.
+#[utoipa::path(delete, path = "/classifiers/{name}", operation_id = "delete_classifier", tag = "classifiers",
+    params(("name" = String, Path, description = "Classifier name", pattern = "^[a-z0-9_-]{1,64}$")),
+    responses(
+        (status = 204, description = "Deleted, every version"),
+        (status = 404, description = "No classifier of that name", body = super::ErrorBody),
+        (status = 409, description = "A pending or processing batch job uses it", body = super::ErrorBody),
+    ))]
 pub async fn delete(
     State(state): State<AppState>,
     Extension(account): Extension<Account>,

@@ -8,6 +8,7 @@ use std::time::Instant;
 use axum::extract::State;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::spec::{Resolved, SpecFields};
 use super::{ApiError, ApiJson, AppState};
@@ -16,23 +17,37 @@ use crate::engine::{Classification, ClassificationSpec, Embedding, Engine, Label
 
 /// Most texts in one `texts` request.
 pub const MAX_TEXTS: usize = 64;
-/// The request body. Unknown fields are refused so typos do not pass silently.
-#[derive(Debug, Default, Deserialize)]
+/// The request body: `text` or `texts`, and `labels` or a saved `classifier`. Unknown
+/// fields are refused so typos do not pass silently.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClassifyRequest {
+    /// One text; texts longer than the model's `max_tokens` are cut (`truncated: true`).
     pub text: Option<String>,
+    /// Up to 64 texts, answered in order.
+    #[schema(min_items = 1, max_items = 64)]
     pub texts: Option<Vec<String>>,
+    /// 1-200 distinct label names of up to 100 characters.
+    #[schema(min_items = 1, max_items = 200)]
     pub labels: Option<Vec<String>>,
+    /// A saved classifier instead of labels: `name` (latest), `name@N` or `name@vN`.
+    #[schema(pattern = "^[a-z0-9_-]{1,64}(@v?[1-9][0-9]*)?$")]
     pub classifier: Option<String>,
+    /// A sentence per label (up to 1,000 characters) saying what it covers.
     pub descriptions: Option<BTreeMap<String, String>>,
+    /// Up to 64 example texts per label.
     pub examples: Option<BTreeMap<String, Vec<String>>>,
+    /// What the texts are (`support ticket`, `news headline`), up to 64 characters.
+    #[schema(max_length = 64)]
     pub source_type: Option<String>,
     pub mode: Option<Mode>,
+    /// Multi mode: labels at or above it are returned (default 0.3).
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub threshold: Option<f32>,
 }
 
 /// One text's answer: the classification plus request-level context.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SingleResponse {
     #[serde(flatten)]
     pub result: Classification,
@@ -45,7 +60,7 @@ pub struct SingleResponse {
 }
 
 /// A `texts` answer: results in input order plus totals.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MultiResponse {
     pub results: Vec<Classification>,
     pub mode: Mode,
@@ -59,7 +74,7 @@ pub struct MultiResponse {
 }
 
 /// `text` gets a [`SingleResponse`], `texts` a [`MultiResponse`].
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum ClassifyResponse {
     Single(SingleResponse),
@@ -82,13 +97,20 @@ impl ClassifyRequest {
     }
 }
 
-/// The handler: the texts join the dynamic batcher's next engine call; label vectors
-/// not saved or cached are computed on the blocking pool.
+/// Classifies one text or up to 64 against inline labels or a saved classifier.
+#[utoipa::path(post, path = "/classify", operation_id = "classify", tag = "classify",
+    request_body = ClassifyRequest,
+    responses(
+        (status = 200, description = "Every label's score, most probable first", body = ClassifyResponse),
+        (status = 404, description = "The saved classifier does not exist", body = super::ErrorBody),
+    ))]
 pub async fn handle(
     State(state): State<AppState>,
     Extension(account): Extension<Account>,
     ApiJson(request): ApiJson<ClassifyRequest>,
 ) -> Result<Json<ClassifyResponse>, ApiError> {
+    // The texts join the dynamic batcher's next engine call; label vectors not saved
+    // or cached are computed on the blocking pool.
     let started = Instant::now();
     let texts: Vec<String> = texts_of(&request)?
         .0

@@ -3,7 +3,8 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::classifiers::ClassifierError;
 use crate::db::DbError;
@@ -12,20 +13,65 @@ use crate::engine::{EngineError, LabelError};
 use crate::storage::local::PolicyError;
 use crate::storage::StorageError;
 
+/// Stable machine-readable error kinds: clients branch on these, not on messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorType {
+    /// 400: the body or query is not what the endpoint reads.
+    InvalidRequest,
+    /// 422: well-formed but not acceptable; `param` names the field.
+    ValidationError,
+    /// 401: no key, or an unknown or revoked one.
+    AuthenticationError,
+    /// 403: a signed upload or download that does not check out.
+    Forbidden,
+    /// 404.
+    NotFound,
+    /// 405.
+    MethodNotAllowed,
+    /// 409: the resource is not in a state that allows this.
+    Conflict,
+    /// 413.
+    PayloadTooLarge,
+    /// 415.
+    UnsupportedMediaType,
+    /// 503: the inference queue is full; retry shortly.
+    Overloaded,
+    /// 503: the model is still loading.
+    NotReady,
+    /// 500: details are in the server log.
+    InternalError,
+}
+
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong, for a program (`type`, `param`) and for a person (`message`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    #[serde(rename = "type")]
+    pub kind: ErrorType,
+    pub message: String,
+    /// The request field at fault (a JSON path such as `texts[3]`), when one is.
+    pub param: Option<String>,
+}
+
 /// An error as the client sees it.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct ApiError {
     pub status: StatusCode,
-    /// Stable machine-readable kind, documented in the README.
-    pub kind: &'static str,
+    pub kind: ErrorType,
     pub message: String,
     /// The request field at fault, when one is.
     pub param: Option<String>,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+    fn new(status: StatusCode, kind: ErrorType, message: impl Into<String>) -> Self {
         Self {
             status,
             kind,
@@ -42,14 +88,14 @@ impl ApiError {
 
     /// 400: the body is not what the endpoint reads (bad JSON, wrong type, unknown field).
     pub fn invalid_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+        Self::new(StatusCode::BAD_REQUEST, ErrorType::InvalidRequest, message)
     }
 
     /// 422: well-formed but not acceptable (empty text, too many labels, ...).
     pub fn validation(param: impl Into<String>, message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_error",
+            ErrorType::ValidationError,
             message,
         )
         .with_param(param)
@@ -57,29 +103,33 @@ impl ApiError {
 
     /// 401: no key, or a key that is unknown or revoked.
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "authentication_error", message)
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorType::AuthenticationError,
+            message,
+        )
     }
 
     /// 403: a signed upload or download URL that does not check out.
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+        Self::new(StatusCode::FORBIDDEN, ErrorType::Forbidden, message)
     }
 
     /// 409: the resource is not in a state that allows this.
     pub fn conflict(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, "conflict", message)
+        Self::new(StatusCode::CONFLICT, ErrorType::Conflict, message)
     }
 
     /// 404.
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+        Self::new(StatusCode::NOT_FOUND, ErrorType::NotFound, message)
     }
 
     /// 405.
     pub fn method_not_allowed() -> Self {
         Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
+            ErrorType::MethodNotAllowed,
             "method not allowed",
         )
     }
@@ -88,7 +138,7 @@ impl ApiError {
     pub fn payload_too_large(limit: usize) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorType::PayloadTooLarge,
             format!("request body is larger than {limit} bytes"),
         )
     }
@@ -97,7 +147,7 @@ impl ApiError {
     pub fn unsupported_media_type() -> Self {
         Self::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorType::UnsupportedMediaType,
             "send the body as JSON with Content-Type: application/json",
         )
     }
@@ -106,7 +156,7 @@ impl ApiError {
     pub fn overloaded() -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
+            ErrorType::Overloaded,
             "too many requests are waiting for inference; retry shortly",
         )
     }
@@ -115,7 +165,7 @@ impl ApiError {
     pub fn not_ready() -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
+            ErrorType::NotReady,
             "the model is still loading",
         )
     }
@@ -125,7 +175,7 @@ impl ApiError {
         tracing::error!(error = %err, "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
+            ErrorType::InternalError,
             "internal error",
         )
     }
@@ -133,9 +183,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({
-            "error": { "type": self.kind, "message": self.message, "param": self.param }
-        });
+        let body = ErrorBody {
+            error: ErrorDetail {
+                kind: self.kind,
+                message: self.message,
+                param: self.param,
+            },
+        };
         (self.status, axum::Json(body)).into_response()
     }
 }

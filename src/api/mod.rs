@@ -7,6 +7,7 @@ pub mod classify;
 mod error;
 mod json;
 pub mod models;
+pub mod openapi;
 mod spec;
 mod uploads;
 
@@ -18,21 +19,24 @@ use tokio::sync::Notify;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderName, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::json;
+use serde::Serialize;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tower_http::LatencyUnit;
 use tracing::Level;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::db::Db;
 use crate::engine::batcher::Batcher;
 use crate::engine::Engine;
 use crate::storage::Storage;
 
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody};
 pub use json::ApiJson;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -50,6 +54,8 @@ pub struct AppState {
     /// Wakes this instance's batch worker when a job starts.
     pub wake_workers: Arc<Notify>,
     pub batch: BatchSettings,
+    /// Where `/docs` finds the Swagger UI files.
+    pub docs_ui_dir: std::path::PathBuf,
 }
 
 /// Limits and lifetimes of batch uploads and downloads.
@@ -72,36 +78,44 @@ impl AppState {
     }
 }
 
-/// Builds the whole HTTP surface.
-pub fn router(state: AppState) -> Router {
-    let v1 = Router::new()
-        .route("/classify", post(classify::handle))
-        .route("/batch", post(batch::create).get(batch::list))
-        .route("/batch/{id}", get(batch::get).delete(batch::delete))
-        .route("/batch/{id}/start", post(batch::start))
-        .route("/batch/{id}/results", get(batch::results))
-        .route("/models", get(models::list))
-        .route(
-            "/classifiers",
-            post(classifiers::create).get(classifiers::list),
-        )
-        .route(
-            "/classifiers/{name}",
-            get(classifiers::get)
-                .put(classifiers::update)
-                .delete(classifiers::delete),
-        )
-        .route_layer(middleware::from_fn_with_state(
+/// Every documented route: the router and its OpenAPI description come from this one
+/// list. Given the state, `/v1` checks API keys (the description alone needs none).
+pub fn routes(state: Option<&AppState>) -> OpenApiRouter<AppState> {
+    let mut v1 = OpenApiRouter::new()
+        .routes(routes!(classify::handle))
+        .routes(routes!(batch::create, batch::list))
+        .routes(routes!(batch::get, batch::delete))
+        .routes(routes!(batch::start))
+        .routes(routes!(batch::results))
+        .routes(routes!(models::list))
+        .routes(routes!(classifiers::create, classifiers::list))
+        .routes(routes!(
+            classifiers::get,
+            classifiers::update,
+            classifiers::delete
+        ));
+    if let Some(state) = state {
+        v1 = v1.route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_api_key,
         ));
-
-    Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/readyz", get(readyz))
+    }
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(openapi_json))
+        .routes(routes!(openapi::docs))
         .nest("/v1", v1)
+}
+
+/// Builds the whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    let (documented, description) = routes(Some(&state)).split_for_parts();
+    documented
+        .route("/docs/{file}", get(openapi::docs_asset))
         .route("/uploads", post(uploads::upload).layer(DefaultBodyLimit::disable()))
         .route("/files/{*key}", get(uploads::download))
+        .layer(axum::Extension(Arc::new(description)))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
@@ -124,17 +138,70 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn readyz(State(state): State<AppState>) -> Response {
+/// `{"status": "ok"}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    pub status: String,
+}
+
+/// Liveness: the process answers HTTP (the model may still be loading).
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "service",
+    responses((status = 200, description = "Alive", body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".to_string(),
+    })
+}
+
+/// Whether the instance can classify yet.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadyState {
+    Ready,
+    Loading,
+}
+
+/// `/readyz`'s answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    pub status: ReadyState,
+    /// The model served, once loaded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+/// Readiness: 200 once the model is loaded, 503 until then.
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "service",
+    responses(
+        (status = 200, description = "Ready to classify", body = Readiness),
+        (status = 503, description = "The model is loading", body = Readiness),
+    ))]
+async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     match state.engine.get() {
-        Some(engine) => {
-            Json(json!({"status": "ready", "model": engine.model_name()})).into_response()
-        }
+        Some(engine) => (
+            StatusCode::OK,
+            Json(Readiness {
+                status: ReadyState::Ready,
+                model: Some(engine.model_name().to_string()),
+            }),
+        ),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "loading"})),
-        )
-            .into_response(),
+            Json(Readiness {
+                status: ReadyState::Loading,
+                model: None,
+            }),
+        ),
     }
+}
+
+/// This API's OpenAPI 3.1 description.
+#[utoipa::path(get, path = "/openapi.json", operation_id = "openapi", tag = "service",
+    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json", body = Object)))]
+async fn openapi_json(
+    axum::Extension(description): axum::Extension<Arc<utoipa::openapi::OpenApi>>,
+) -> Json<Arc<utoipa::openapi::OpenApi>> {
+    Json(description)
 }
 
 /// Every `/v1` call needs `Authorization: Bearer <key>` of a live key.

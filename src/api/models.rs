@@ -9,7 +9,7 @@ use super::{ApiError, AppState};
 use crate::engine::Pooling;
 
 /// One loaded model.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ModelInfo {
     /// The name responses report and `--model` takes.
     pub name: String,
@@ -27,12 +27,14 @@ pub struct ModelInfo {
 }
 
 /// `{"data": [...]}`: one model per instance.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ModelList {
     pub data: Vec<ModelInfo>,
 }
 
-/// Lists the loaded model.
+/// The model this instance serves, with its limits.
+#[utoipa::path(get, path = "/models", operation_id = "list_models", tag = "models",
+    responses((status = 200, description = "One model per instance", body = ModelList)))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<ModelList>, ApiError> {
     let engine = state.engine()?;
     let manifest = engine.encoder().manifest();

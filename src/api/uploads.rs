@@ -6,6 +6,7 @@ use axum::extract::{Multipart, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, AppState};
 use crate::storage::local::LocalStore;
@@ -18,8 +19,36 @@ fn local(state: &AppState) -> Result<&LocalStore, ApiError> {
     }
 }
 
-/// `POST /uploads`: the form fields `key`, `policy`, `signature`, then `file`, as
-/// with an S3 presigned POST. The file streams to disk and is kept only if whole.
+/// The presigned upload form of local storage, in the order it must be sent.
+// Only describes the form in the OpenAPI document: the handler reads the parts one
+// by one as they stream in.
+#[allow(dead_code)]
+#[derive(Debug, ToSchema)]
+pub struct UploadFormBody {
+    /// `upload_fields.key`.
+    pub key: String,
+    /// `upload_fields.policy`.
+    pub policy: String,
+    /// `upload_fields.signature`.
+    pub signature: String,
+    /// The NDJSON input, last.
+    #[schema(value_type = String, format = Binary)]
+    pub file: Vec<u8>,
+}
+
+/// Uploads a batch job's input through its presigned form (local storage only).
+///
+/// The form fields `key`, `policy`, `signature`, then `file`, as with an S3 presigned
+/// POST; no API key, the signed policy is the authorisation.
+#[utoipa::path(post, path = "/uploads", operation_id = "upload_input", tag = "storage",
+    request_body(content = UploadFormBody, content_type = "multipart/form-data"),
+    responses(
+        (status = 204, description = "Stored whole"),
+        (status = 400, description = "Malformed form, fields out of order, or a file over the limit", body = super::ErrorBody),
+        (status = 403, description = "The policy's signature, key or expiry does not check out", body = super::ErrorBody),
+        (status = 404, description = "This server stores inputs in S3", body = super::ErrorBody),
+        (status = 500, description = "Storage failed", body = super::ErrorBody),
+    ))]
 pub async fn upload(
     State(state): State<AppState>,
     mut form: Multipart,
@@ -58,13 +87,23 @@ pub async fn upload(
 }
 
 /// Query of a signed download URL.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DownloadQuery {
+    /// Unix milliseconds after which the URL is refused.
     pub expires: i64,
     pub signature: String,
 }
 
-/// `GET /files/{key}?expires=&signature=`: streams an object.
+/// Downloads a job's results through a signed URL (local storage only).
+#[utoipa::path(get, path = "/files/{key}", operation_id = "download_results", tag = "storage",
+    params(("key" = String, Path, description = "Object key"), DownloadQuery),
+    responses(
+        (status = 200, description = "NDJSON, one row per input line", content_type = "application/x-ndjson", body = String),
+        (status = 403, description = "Bad or expired signature", body = super::ErrorBody),
+        (status = 404, description = "No such object, or this server stores results in S3", body = super::ErrorBody),
+        (status = 500, description = "Storage failed", body = super::ErrorBody),
+    ))]
 pub async fn download(
     State(state): State<AppState>,
     Path(key): Path<String>,

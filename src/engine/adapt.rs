@@ -51,7 +51,7 @@ pub const ROUNDS: usize = 10;
 const SHRINKAGE: f32 = 0.2;
 
 /// What adaptation did for a job, as its status shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AdaptationReport {
     /// Whether the job is scored with adapted label vectors.
     pub applied: bool,

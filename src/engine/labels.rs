@@ -18,7 +18,7 @@ pub const MAX_SOURCE_TYPE_CHARS: usize = 64;
 
 /// `single`: exactly one label, probabilities sum to 1. `multi`: each label is judged
 /// on its own and every label at or above the threshold is returned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     #[default]

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::EngineError;
 
 /// How token vectors become one sentence vector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Pooling {
     /// Average of the token vectors under the attention mask (sentence-transformers default).

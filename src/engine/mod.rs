@@ -58,14 +58,14 @@ impl From<ort::Error> for EngineError {
 }
 
 /// One label's probability.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct LabelScore {
     pub label: String,
     pub score: f32,
 }
 
 /// The outcome for one text.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Classification {
     /// The most probable label.
     pub label: String,

@@ -1,0 +1,217 @@
+//! The machine-readable API description (`GET /openapi.json`, OpenAPI 3.1) and the
+//! docs page that renders it (`GET /docs`, Swagger UI from files `scripts/setup.py`
+//! fetched and checked; nothing from a CDN).
+//!
+//! The operations come from the handlers' own `#[utoipa::path]` annotations and the
+//! request and response types they use, collected while the router is built, so the
+//! description cannot drift from the routes. [`Conventions`] adds what every `/v1`
+//! operation shares: bearer auth and the error responses of the one error shape.
+
+use std::path::Path;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{Content, OpenApi, Ref, RefOr, ResponseBuilder};
+use utoipa::Modify;
+
+use super::error::{ErrorBody, ErrorDetail, ErrorType};
+use super::{uploads, ApiError, AppState};
+
+/// The parts of the description that are not in a handler's annotation.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "zeroshot",
+        description = "Self-hosted zero-shot text classification: labels chosen at request \
+            time, no training. Every `/v1` call takes `Authorization: Bearer <API key>`; every \
+            error has the body `{\"error\": {\"type\", \"message\", \"param\"}}`."
+    ),
+    // Routed with a wildcard or a per-route body limit, so added here rather than by
+    // `routes!`.
+    paths(uploads::upload, uploads::download),
+    components(schemas(ErrorBody, ErrorDetail, ErrorType)),
+    modifiers(&Conventions),
+    tags(
+        (name = "classify", description = "Classify texts now"),
+        (name = "batch", description = "Classify a file of up to 5 GB in the background"),
+        (name = "classifiers", description = "Saved, versioned label sets"),
+        (name = "models", description = "The model this instance serves"),
+        (name = "storage", description = "Presigned upload and download of local storage \
+            (S3 serves these itself)"),
+        (name = "service", description = "Health, readiness and this description"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Name of the bearer-key security scheme.
+const API_KEY: &str = "api_key";
+
+/// Bearer auth and the shared error responses on every `/v1` operation.
+struct Conventions;
+
+impl Modify for Conventions {
+    fn modify(&self, openapi: &mut OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            API_KEY,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API key from `zeroshot keys create`"))
+                    .build(),
+            ),
+        );
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/v1/") {
+                continue;
+            }
+            for operation in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                authenticated(operation);
+            }
+        }
+    }
+}
+
+/// Marks an operation as needing the API key and documents the errors any such
+/// operation can answer with.
+fn authenticated(operation: &mut Operation) {
+    operation.security = Some(vec![SecurityRequirement::new(
+        API_KEY,
+        Vec::<String>::new(),
+    )]);
+    let reads_body = operation.request_body.is_some();
+    let has_parameter_in = |place: ParameterIn| {
+        operation
+            .parameters
+            .iter()
+            .flatten()
+            .any(|parameter| matches!(parameter, RefOr::T(p) if p.parameter_in == place))
+    };
+    let reads_query = has_parameter_in(ParameterIn::Query);
+    let has_path_params = has_parameter_in(ParameterIn::Path);
+    let mut errors = vec![
+        ("401", "Missing, unknown or revoked API key"),
+        ("500", "Internal error; details are in the server log"),
+        (
+            "503",
+            "The model is still loading (`not_ready`) or the inference queue is full (`overloaded`)",
+        ),
+    ];
+    if reads_body || reads_query {
+        errors.push(("400", "The body or query is not what this operation reads"));
+    }
+    if reads_body {
+        errors.push(("413", "The body is larger than `--max-body-bytes`"));
+        errors.push(("415", "The body is not `application/json`"));
+    }
+    if reads_body || reads_query || has_path_params {
+        errors.push(("422", "A field is not acceptable; `param` names it"));
+    }
+    for (status, description) in errors {
+        operation
+            .responses
+            .responses
+            .entry(status.to_string())
+            .or_insert_with(|| error_response(description).into());
+    }
+}
+
+fn error_response(description: &str) -> utoipa::openapi::Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+        )
+        .build()
+}
+
+/// The description of every route, built from the router itself.
+pub fn description() -> OpenApi {
+    super::routes(None).into_openapi()
+}
+
+/// The page that loads the pinned Swagger UI and points it at `/openapi.json`.
+const DOCS_PAGE: &str = include_str!("docs/index.html");
+/// Starts Swagger UI; a file rather than an inline script, so the page's
+/// Content-Security-Policy can forbid inline scripts.
+const DOCS_INIT: &str = include_str!("docs/init.js");
+/// The files of the `swagger-ui-dist` package the page uses.
+const DOCS_ASSETS: [(&str, &str); 2] = [
+    ("swagger-ui-bundle.js", "text/javascript; charset=utf-8"),
+    ("swagger-ui.css", "text/css; charset=utf-8"),
+];
+const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+    img-src 'self' data:; connect-src 'self'; font-src 'self' data:";
+
+/// Renders the API description with Swagger UI.
+#[utoipa::path(get, path = "/docs", operation_id = "docs", tag = "service",
+    responses(
+        (status = 200, description = "The docs page", content_type = "text/html", body = String),
+        (status = 404, description = "The docs UI files are not installed (run scripts/setup.py)", body = ErrorBody),
+    ))]
+pub async fn docs(State(state): State<AppState>) -> Result<Response, ApiError> {
+    docs_installed(&state.docs_ui_dir).await?;
+    Ok((
+        [(header::CONTENT_SECURITY_POLICY, DOCS_CSP)],
+        Html(DOCS_PAGE),
+    )
+        .into_response())
+}
+
+/// The docs page's scripts and styles.
+pub async fn docs_asset(
+    State(state): State<AppState>,
+    axum::extract::Path(file): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    if file == "init.js" {
+        return Ok((
+            [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+            DOCS_INIT,
+        )
+            .into_response());
+    }
+    let (name, content_type) = DOCS_ASSETS
+        .into_iter()
+        .find(|(name, _)| *name == file)
+        .ok_or_else(|| ApiError::not_found(format!("no docs file {file:?}")))?;
+    let bytes = tokio::fs::read(state.docs_ui_dir.join(name))
+        .await
+        .map_err(|_| not_installed(&state.docs_ui_dir))?;
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CACHE_CONTROL, "public, max-age=3600")
+        .body(Body::from(bytes))
+        .map_err(ApiError::internal)
+}
+
+async fn docs_installed(dir: &Path) -> Result<(), ApiError> {
+    for (name, _) in DOCS_ASSETS {
+        if !tokio::fs::try_exists(dir.join(name)).await.unwrap_or(false) {
+            return Err(not_installed(dir));
+        }
+    }
+    Ok(())
+}
+
+fn not_installed(dir: &Path) -> ApiError {
+    ApiError::not_found(format!(
+        "the docs UI is not installed in {} (run scripts/setup.py, or set --docs-ui-dir); \
+         the description itself is at /openapi.json",
+        dir.display()
+    ))
+}
