@@ -167,7 +167,13 @@ fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), ApiError> {
 #[utoipa::path(post, path = "/batch", operation_id = "create_batch", tag = "batch",
     request_body = CreateRequest,
     responses(
-        (status = 201, description = "Created; upload the file, then start it", body = CreatedJob),
+        (status = 201, description = "Created; upload the file, then start it", body = CreatedJob,
+            links(
+                ("GetBatch" = (operation_id = "get_batch", parameters(("id" = "$response.body#/job_id")))),
+                ("StartBatch" = (operation_id = "start_batch", parameters(("id" = "$response.body#/job_id")))),
+                ("GetBatchResults" = (operation_id = "get_batch_results", parameters(("id" = "$response.body#/job_id")))),
+                ("DeleteBatch" = (operation_id = "delete_batch", parameters(("id" = "$response.body#/job_id")))),
+            )),
         (status = 404, description = "The saved classifier does not exist", body = ErrorBody),
     ))]
 pub async fn create(

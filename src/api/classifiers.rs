@@ -20,7 +20,12 @@ pub struct ClassifierList {
 #[utoipa::path(post, path = "/classifiers", operation_id = "create_classifier", tag = "classifiers",
     request_body = Definition,
     responses(
-        (status = 201, description = "Saved as version 1", body = ClassifierView),
+        (status = 201, description = "Saved as version 1", body = ClassifierView,
+            links(
+                ("GetClassifier" = (operation_id = "get_classifier", parameters(("name" = "$response.body#/name")))),
+                ("UpdateClassifier" = (operation_id = "update_classifier", parameters(("name" = "$response.body#/name")))),
+                ("DeleteClassifier" = (operation_id = "delete_classifier", parameters(("name" = "$response.body#/name")))),
+            )),
         (status = 409, description = "The name exists; PUT a new version", body = super::ErrorBody),
     ))]
 pub async fn create(

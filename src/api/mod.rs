@@ -110,7 +110,8 @@ pub fn routes(state: Option<&AppState>) -> OpenApiRouter<AppState> {
 
 /// Builds the whole HTTP surface.
 pub fn router(state: AppState) -> Router {
-    let (documented, description) = routes(Some(&state)).split_for_parts();
+    let (documented, mut description) = routes(Some(&state)).split_for_parts();
+    openapi::apply_conventions(&mut description);
     documented
         .route("/docs/{file}", get(openapi::docs_asset))
         .route("/uploads", post(uploads::upload).layer(DefaultBodyLimit::disable()))

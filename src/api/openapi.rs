@@ -4,8 +4,8 @@
 //!
 //! The operations come from the handlers' own `#[utoipa::path]` annotations and the
 //! request and response types they use, collected while the router is built, so the
-//! description cannot drift from the routes. [`Conventions`] adds what every `/v1`
-//! operation shares: bearer auth and the error responses of the one error shape.
+//! description cannot drift from the routes. [`apply_conventions`] adds what every
+//! `/v1` operation shares: bearer auth and the error responses of the one error shape.
 
 use std::path::Path;
 
@@ -16,7 +16,6 @@ use axum::response::{Html, IntoResponse, Response};
 use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{Content, OpenApi, Ref, RefOr, ResponseBuilder};
-use utoipa::Modify;
 
 use super::error::{ErrorBody, ErrorDetail, ErrorType};
 use super::{uploads, ApiError, AppState};
@@ -34,7 +33,6 @@ use super::{uploads, ApiError, AppState};
     // `routes!`.
     paths(uploads::upload, uploads::download),
     components(schemas(ErrorBody, ErrorDetail, ErrorType)),
-    modifiers(&Conventions),
     tags(
         (name = "classify", description = "Classify texts now"),
         (name = "batch", description = "Classify a file of up to 5 GB in the background"),
@@ -50,37 +48,34 @@ pub struct ApiDoc;
 /// Name of the bearer-key security scheme.
 const API_KEY: &str = "api_key";
 
-/// Bearer auth and the shared error responses on every `/v1` operation.
-struct Conventions;
-
-impl Modify for Conventions {
-    fn modify(&self, openapi: &mut OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            API_KEY,
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("An API key from `zeroshot keys create`"))
-                    .build(),
-            ),
-        );
-        for (path, item) in openapi.paths.paths.iter_mut() {
-            if !path.starts_with("/v1/") {
-                continue;
-            }
-            for operation in [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ]
-            .into_iter()
-            .flatten()
-            {
-                authenticated(operation);
-            }
+/// Bearer auth and the shared error responses on every `/v1` operation; applied once
+/// the routes' operations are in.
+pub(super) fn apply_conventions(openapi: &mut OpenApi) {
+    let components = openapi.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        API_KEY,
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some("An API key from `zeroshot keys create`"))
+                .build(),
+        ),
+    );
+    for (path, item) in openapi.paths.paths.iter_mut() {
+        if !path.starts_with("/v1/") {
+            continue;
+        }
+        for operation in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            authenticated(operation);
         }
     }
 }
@@ -141,7 +136,9 @@ fn error_response(description: &str) -> utoipa::openapi::Response {
 
 /// The description of every route, built from the router itself.
 pub fn description() -> OpenApi {
-    super::routes(None).into_openapi()
+    let mut openapi = super::routes(None).into_openapi();
+    apply_conventions(&mut openapi);
+    openapi
 }
 
 /// The page that loads the pinned Swagger UI and points it at `/openapi.json`.

@@ -2,6 +2,7 @@
 //! presigned POST and GET: no API key, the signed policy or URL is the authorisation.
 
 use axum::body::Body;
+use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::Response;
@@ -51,9 +52,12 @@ pub struct UploadFormBody {
     ))]
 pub async fn upload(
     State(state): State<AppState>,
-    mut form: Multipart,
+    form: Result<Multipart, MultipartRejection>,
 ) -> Result<StatusCode, ApiError> {
     let store = local(&state)?;
+    let mut form = form.map_err(|err| {
+        ApiError::invalid_request(format!("send the form as multipart/form-data: {err}"))
+    })?;
     let (mut key, mut policy, mut signature): (Option<String>, Option<String>, Option<String>) =
         (None, None, None);
     while let Some(field) = form
