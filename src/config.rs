@@ -1,6 +1,6 @@
 //! Command-line flags, each with an environment fallback, and their defaults.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -18,6 +18,22 @@ const ORT_VERSION: &str = "1.31.1";
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log lines on stderr: `text` for people, `json` (one object a line) for collectors.
+    #[arg(
+        long,
+        global = true,
+        env = "ZEROSHOT_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// `--log-format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -268,6 +284,10 @@ pub struct ServeArgs {
     /// `/v1/classify`: requests waiting for inference at most; more get 503 `overloaded`.
     #[arg(long, env = "ZEROSHOT_MAX_QUEUED_REQUESTS", default_value_t = 256)]
     pub max_queued_requests: usize,
+    /// Serve `GET /metrics` on this address (HOST:PORT; port 0 picks one, printed)
+    /// instead of the main listener, which then answers 404 there.
+    #[arg(long, env = "ZEROSHOT_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Where batch inputs and results live.

@@ -7,6 +7,7 @@ pub mod classify;
 mod error;
 mod json;
 pub mod models;
+pub mod observe;
 mod spec;
 mod uploads;
 
@@ -21,11 +22,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tower_http::LatencyUnit;
-use tracing::Level;
 
 use crate::db::Db;
 use crate::engine::batcher::Batcher;
@@ -50,6 +49,8 @@ pub struct AppState {
     /// Wakes this instance's batch worker when a job starts.
     pub wake_workers: Arc<Notify>,
     pub batch: BatchSettings,
+    /// Renders `/metrics` on this listener; `None` when `--metrics-addr` serves it elsewhere.
+    pub metrics: Option<PrometheusHandle>,
 }
 
 /// Limits and lifetimes of batch uploads and downloads.
@@ -99,27 +100,18 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(observe::metrics))
         .nest("/v1", v1)
-        .route("/uploads", post(uploads::upload).layer(DefaultBodyLimit::disable()))
+        .route(
+            "/uploads",
+            post(uploads::upload).layer(DefaultBodyLimit::disable()),
+        )
         .route("/files/{*key}", get(uploads::download))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(|req: &Request| {
-                    let id = req
-                        .headers()
-                        .get(&REQUEST_ID)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("-");
-                    tracing::info_span!("request", id, method = %req.method(), path = %req.uri().path())
-                })
-                .on_response(DefaultOnResponse::new().level(Level::INFO).latency_unit(LatencyUnit::Micros))
-                // A 503 from /readyz while loading is expected; real faults log in ApiError::internal.
-                .on_failure(()),
-        )
+        .layer(middleware::from_fn(observe::track))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
 }
@@ -159,6 +151,7 @@ async fn require_api_key(
         .authenticate(secret)
         .await?
         .ok_or_else(|| ApiError::unauthorized("invalid or revoked API key"))?;
+    observe::record_account(&account.id);
     req.extensions_mut().insert(account);
     Ok(next.run(req).await)
 }
