@@ -1,6 +1,6 @@
 //! Command-line flags, each with an environment fallback, and their defaults.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -18,12 +18,28 @@ const ORT_VERSION: &str = "1.31.1";
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log lines on stderr: `text` for people, `json` (one object a line) for collectors.
+    #[arg(
+        long,
+        global = true,
+        env = "ZEROSHOT_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// `--log-format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP service.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage API keys.
     Keys {
         #[command(subcommand)]
@@ -272,6 +288,10 @@ pub struct ServeArgs {
     /// [default: $ZEROSHOT_CACHE/docs-ui].
     #[arg(long, env = "ZEROSHOT_DOCS_UI_DIR")]
     pub docs_ui_dir: Option<PathBuf>,
+    /// Serve `GET /metrics` on this address (HOST:PORT; port 0 picks one, printed)
+    /// instead of the main listener, which then answers 404 there.
+    #[arg(long, env = "ZEROSHOT_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl ServeArgs {

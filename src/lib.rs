@@ -8,6 +8,7 @@
 //! - [`api`]: the HTTP surface.
 //! - [`eval`]: accuracy on labelled data, and calibration fitting.
 //! - [`config`]: command-line flags with environment fallbacks.
+//! - [`metrics`]: the Prometheus metrics and the calls that record them.
 
 pub mod api;
 pub mod batch;
@@ -16,4 +17,5 @@ pub mod config;
 pub mod db;
 pub mod engine;
 pub mod eval;
+pub mod metrics;
 pub mod storage;

@@ -12,8 +12,8 @@ use zeroshot::api::{self, classify, AppState, BatchSettings};
 use zeroshot::batch::Worker;
 use zeroshot::classifiers;
 use zeroshot::config::{
-    ClassifiersCommand, ClassifyArgs, Cli, Command, EvalArgs, KeysCommand, ModelArgs, ServeArgs,
-    StorageArgs, StorageKind,
+    ClassifiersCommand, ClassifyArgs, Cli, Command, EvalArgs, KeysCommand, LogFormat, ModelArgs,
+    ServeArgs, StorageArgs, StorageKind,
 };
 use zeroshot::db::{Db, DbError};
 use zeroshot::engine::batcher::{Batcher, BatcherLimits};
@@ -22,13 +22,8 @@ use zeroshot::eval;
 use zeroshot::storage::{LocalStore, S3Config, S3Store, Storage};
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("ZEROSHOT_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -45,9 +40,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs to stderr, filtered by `ZEROSHOT_LOG`. In JSON each line is one object: the
+/// event's fields at the top level, the enclosing span's (a request's id, route,
+/// method, account) under `span`.
+fn init_logging(format: LogFormat) {
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("ZEROSHOT_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).with_span_list(false).init(),
+    }
+}
+
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::Keys { command } => {
             keys(&Db::connect(&command.db().database_url).await?, command).await
         }
@@ -81,6 +91,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
 
+    let metrics = zeroshot::metrics::install().context("installing the metrics recorder")?;
+    let metrics = match args.metrics_addr {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("binding {address} (--metrics-addr)"))?;
+            println!("metrics on http://{}/metrics", listener.local_addr()?);
+            tokio::spawn(api::observe::serve_metrics(listener, metrics, db.clone()));
+            None
+        }
+        None => Some(metrics),
+    };
+
     let listener = tokio::net::TcpListener::bind((args.host, args.port))
         .await
         .with_context(|| format!("binding {}:{}", args.host, args.port))?;
@@ -103,6 +126,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             download_ttl: Duration::from_secs(args.batch.download_ttl_secs),
         },
         docs_ui_dir: args.docs_ui_dir(),
+        metrics,
     };
     tokio::spawn(
         Worker {

@@ -58,6 +58,7 @@ async fn description_covers_every_route_with_auth_limits_and_errors() {
         ("GET", "/files/{key}"),
         ("GET", "/healthz"),
         ("GET", "/readyz"),
+        ("GET", "/metrics"),
         ("GET", "/openapi.json"),
         ("GET", "/docs"),
     ]

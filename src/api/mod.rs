@@ -7,6 +7,7 @@ pub mod classify;
 mod error;
 mod json;
 pub mod models;
+pub mod observe;
 pub mod openapi;
 mod spec;
 mod uploads;
@@ -22,11 +23,9 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tower_http::LatencyUnit;
-use tracing::Level;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -56,6 +55,8 @@ pub struct AppState {
     pub batch: BatchSettings,
     /// Where `/docs` finds the Swagger UI files.
     pub docs_ui_dir: std::path::PathBuf,
+    /// Renders `/metrics` on this listener; `None` when `--metrics-addr` serves it elsewhere.
+    pub metrics: Option<PrometheusHandle>,
 }
 
 /// Limits and lifetimes of batch uploads and downloads.
@@ -103,6 +104,7 @@ pub fn routes(state: Option<&AppState>) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(healthz))
         .routes(routes!(readyz))
+        .routes(routes!(observe::metrics))
         .routes(routes!(openapi_json))
         .routes(routes!(openapi::docs))
         .nest("/v1", v1)
@@ -114,27 +116,17 @@ pub fn router(state: AppState) -> Router {
     openapi::apply_conventions(&mut description);
     documented
         .route("/docs/{file}", get(openapi::docs_asset))
-        .route("/uploads", post(uploads::upload).layer(DefaultBodyLimit::disable()))
+        .route(
+            "/uploads",
+            post(uploads::upload).layer(DefaultBodyLimit::disable()),
+        )
         .route("/files/{*key}", get(uploads::download))
         .layer(axum::Extension(Arc::new(description)))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(|req: &Request| {
-                    let id = req
-                        .headers()
-                        .get(&REQUEST_ID)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("-");
-                    tracing::info_span!("request", id, method = %req.method(), path = %req.uri().path())
-                })
-                .on_response(DefaultOnResponse::new().level(Level::INFO).latency_unit(LatencyUnit::Micros))
-                // A 503 from /readyz while loading is expected; real faults log in ApiError::internal.
-                .on_failure(()),
-        )
+        .layer(middleware::from_fn(observe::track))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
 }
@@ -227,6 +219,7 @@ async fn require_api_key(
         .authenticate(secret)
         .await?
         .ok_or_else(|| ApiError::unauthorized("invalid or revoked API key"))?;
+    observe::record_account(&account.id);
     req.extensions_mut().insert(account);
     Ok(next.run(req).await)
 }

@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 
 use super::lines::{parse_line, LineReader, RawLine};
 use super::sample::Sampler;
-use crate::db::batch::{Checkpoint, JobRow};
+use crate::db::batch::{Checkpoint, Claimed, JobRow};
 use crate::db::Db;
 use crate::engine::{
     AdaptationReport, Adapted, AdaptedLabels, ClassificationSpec, Engine, LabelScorer, LabelVectors,
@@ -98,9 +98,12 @@ impl Worker {
                 continue;
             };
             match self.db.claim_job(&self.owner, self.lease_ms()).await {
-                Ok(Some(job)) => {
+                Ok(Some(Claimed { job, resumed })) => {
                     let id = job.id.clone();
-                    tracing::info!(job = %id, "processing batch job");
+                    if resumed {
+                        crate::metrics::job_resumed();
+                    }
+                    tracing::info!(job = %id, resumed, "processing batch job");
                     match self.process(&engine, job).await {
                         Ok(()) => tracing::info!(job = %id, "batch job finished"),
                         Err(JobError::Fatal(message)) => {
@@ -190,6 +193,7 @@ impl Worker {
                     read_chunk(&mut reader)
                 );
                 let (rows, chunk_counts) = scored??;
+                crate::metrics::lines_scored(chunk_counts.completed, chunk_counts.failed);
                 next = read?;
                 pending.extend_from_slice(&rows);
                 counts.completed += chunk_counts.completed;
@@ -216,19 +220,8 @@ impl Worker {
                 {
                     return Err(JobError::LeaseLost);
                 }
-            } else if !at_end
-                && !self
-                    .db
-                    .heartbeat(
-                        &job.id,
-                        &self.owner,
-                        self.lease_ms(),
-                        counts.completed,
-                        counts.failed,
-                    )
-                    .await?
-            {
-                return Err(JobError::LeaseLost);
+            } else if !at_end {
+                self.renew_lease(&job.id, counts).await?;
             }
             if at_end {
                 break;
@@ -251,6 +244,26 @@ impl Worker {
         Ok(())
     }
 
+    /// Extends the job's lease, showing `counts` as its progress; `LeaseLost` when
+    /// another worker holds the job now.
+    async fn renew_lease(&self, job_id: &str, counts: Counts) -> Result<(), JobError> {
+        if !self
+            .db
+            .heartbeat(
+                job_id,
+                &self.owner,
+                self.lease_ms(),
+                counts.completed,
+                counts.failed,
+            )
+            .await?
+        {
+            return Err(JobError::LeaseLost);
+        }
+        crate::metrics::lease_renewed();
+        Ok(())
+    }
+
     /// Waits for a scoring task, renewing the lease meanwhile, so that a slow chunk
     /// (long texts, a slow machine) never lets another worker take the job over.
     async fn renewing_lease<T>(
@@ -265,15 +278,7 @@ impl Worker {
         loop {
             tokio::select! {
                 done = &mut task => return done.map_err(|err| JobError::Transient(err.to_string())),
-                _ = beat.tick() => {
-                    if !self
-                        .db
-                        .heartbeat(job_id, &self.owner, self.lease_ms(), counts.completed, counts.failed)
-                        .await?
-                    {
-                        return Err(JobError::LeaseLost);
-                    }
-                }
+                _ = beat.tick() => self.renew_lease(job_id, counts).await?,
             }
         }
     }
@@ -364,13 +369,7 @@ impl Worker {
                 sampler.offer(start, &line);
             }
             if last_beat.elapsed() > self.lease / 4 {
-                if !self
-                    .db
-                    .heartbeat(&job.id, &self.owner, self.lease_ms(), 0, 0)
-                    .await?
-                {
-                    return Err(JobError::LeaseLost);
-                }
+                self.renew_lease(&job.id, Counts::default()).await?;
                 last_beat = std::time::Instant::now();
             }
         }

@@ -9,6 +9,8 @@ pub mod status {
     pub const PROCESSING: &str = "processing";
     pub const COMPLETED: &str = "completed";
     pub const FAILED: &str = "failed";
+    /// Every status, for reports that list each one (zero included).
+    pub const ALL: &[&str] = &[PENDING, PROCESSING, COMPLETED, FAILED];
 }
 
 /// A job as stored.
@@ -48,6 +50,15 @@ const COLUMNS: &str = "id, account_id, status, config, metadata, input_key, outp
     input_bytes, requests_total, requests_completed, requests_failed, estimated_tokens, actual_tokens, error, \
     cp_input_offset, cp_line, cp_completed, cp_failed, cp_tokens, cp_output_state, created_at, started_at, completed_at, \
     classifier_name, classifier_version, adaptation";
+
+/// A job a worker has just claimed.
+#[derive(Debug)]
+pub struct Claimed {
+    pub job: JobRow,
+    /// An earlier worker held it and its lease expired: the job resumes (from its
+    /// checkpoint) rather than starting.
+    pub resumed: bool,
+}
 
 /// What a new job needs.
 pub struct NewJob<'a> {
@@ -206,17 +217,19 @@ impl Db {
 
     /// Takes one processing job nobody holds (just started, or its worker's lease
     /// expired) for `owner`, for `lease_ms`.
-    pub async fn claim_job(&self, owner: &str, lease_ms: i64) -> Result<Option<JobRow>, DbError> {
+    pub async fn claim_job(&self, owner: &str, lease_ms: i64) -> Result<Option<Claimed>, DbError> {
         let now = now_ms();
-        let candidates: Vec<(String,)> = sqlx::query_as(
-            "SELECT id FROM batch_jobs WHERE status = $1 AND (lease_expires_at IS NULL OR lease_expires_at < $2) \
+        // A lease is only ever cleared by (re)starting or finishing a job, so a processing
+        // job with one has been claimed before.
+        let candidates: Vec<(String, Option<i64>)> = sqlx::query_as(
+            "SELECT id, lease_expires_at FROM batch_jobs WHERE status = $1 AND (lease_expires_at IS NULL OR lease_expires_at < $2) \
              ORDER BY started_at LIMIT 4",
         )
         .bind(status::PROCESSING)
         .bind(now)
         .fetch_all(self.pool())
         .await?;
-        for (id,) in candidates {
+        for (id, lease) in candidates {
             let claimed = sqlx::query(
                 "UPDATE batch_jobs SET lease_owner = $1, lease_expires_at = $2, \
                  requests_completed = cp_completed, requests_failed = cp_failed \
@@ -230,10 +243,23 @@ impl Db {
             .execute(self.pool())
             .await?;
             if claimed.rows_affected() == 1 {
-                return self.job_by_id(&id).await;
+                return Ok(self.job_by_id(&id).await?.map(|job| Claimed {
+                    job,
+                    resumed: lease.is_some(),
+                }));
             }
         }
         Ok(None)
+    }
+
+    /// Jobs per status across every account, in one query, so that every instance
+    /// sharing the database reports the same counts.
+    pub async fn count_jobs_by_status(&self) -> Result<Vec<(String, i64)>, DbError> {
+        Ok(
+            sqlx::query_as("SELECT status, COUNT(*) FROM batch_jobs GROUP BY status")
+                .fetch_all(self.pool())
+                .await?,
+        )
     }
 
     /// Extends the lease and shows progress; `false` when the lease was lost.

@@ -58,10 +58,15 @@ impl Batcher {
     /// Embeds `texts` as part of whatever batch forms around them.
     pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Embedding>, BatchError> {
         let (reply, answer) = oneshot::channel();
+        // Counted before sending, so the batching thread never takes it out first.
+        crate::metrics::request_queued();
         self.queue
             .try_send(Request { texts, reply })
             .map_err(|err| match err {
-                TrySendError::Full(_) | TrySendError::Disconnected(_) => BatchError::Overloaded,
+                TrySendError::Full(_) | TrySendError::Disconnected(_) => {
+                    crate::metrics::request_dequeued();
+                    BatchError::Overloaded
+                }
             })?;
         Ok(answer
             .await
@@ -71,6 +76,7 @@ impl Batcher {
 
 fn coalesce(engine: &Engine, incoming: &Receiver<Request>, limits: BatcherLimits) {
     while let Ok(first) = incoming.recv() {
+        crate::metrics::request_dequeued();
         let deadline = Instant::now() + limits.max_wait;
         let mut texts = first.texts.len();
         let mut batch = vec![first];
@@ -85,6 +91,7 @@ fn coalesce(engine: &Engine, incoming: &Receiver<Request>, limits: BatcherLimits
             };
             match next {
                 Ok(next) => {
+                    crate::metrics::request_dequeued();
                     texts += next.texts.len();
                     batch.push(next);
                 }

@@ -185,6 +185,7 @@ impl EmbeddingModel {
     /// Pads one batch to its longest member, runs the graph and pools (one ONNX run);
     /// public so the benches can time inference apart from tokenization.
     pub fn run_batch(&self, batch: &[&Encoding]) -> Result<Vec<Vec<f32>>, EngineError> {
+        let started = std::time::Instant::now();
         let rows = batch.len();
         let cols = batch.iter().map(|e| e.get_ids().len()).max().unwrap_or(0);
         let mut ids = Array2::<i64>::zeros((rows, cols));
@@ -230,7 +231,10 @@ impl EmbeddingModel {
                 EngineError::Inference(format!("model has no output {:?}", self.manifest.output))
             })?
             .try_extract_array::<f32>()?;
-        self.pool(hidden, &mask)
+        let pooled = self.pool(hidden, &mask)?;
+        let tokens = batch.iter().map(|e| e.get_ids().len()).sum();
+        crate::metrics::inference(rows, tokens, started.elapsed());
+        Ok(pooled)
     }
 
     fn pool(

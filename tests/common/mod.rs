@@ -1,7 +1,7 @@
 //! Shared test helpers: the real engine, a real server process, real databases.
 #![allow(dead_code, unused_macros)]
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Runs each named `async fn case(backend: Backend)` as a test on SQLite and on
 /// Postgres (`sqlite::case`, `postgres::case`).
@@ -92,6 +92,10 @@ pub struct Server {
     pub key: String,
     pub database_url: String,
     pub client: reqwest::Client,
+    /// What the server printed on stdout up to and including "listening on".
+    pub startup: Vec<String>,
+    /// The server's stderr lines so far, when started with [`Server::start_capturing_logs`].
+    logs: Option<Arc<Mutex<Vec<String>>>>,
 }
 
 impl Server {
@@ -104,10 +108,30 @@ impl Server {
     /// Starts `zeroshot serve` on `database_url` with extra flags. Local storage goes to
     /// a fresh temporary directory unless `extra` names `--data-dir`.
     pub async fn start_with(database_url: &str, extra: &[&str]) -> Server {
+        Self::launch(database_url, extra, false).await
+    }
+
+    /// Like [`Server::start_with`], but logging at `info` into [`Server::logs`] instead
+    /// of the test's stderr.
+    pub async fn start_capturing_logs(database_url: &str, extra: &[&str]) -> Server {
+        Self::launch(database_url, extra, true).await
+    }
+
+    /// The server's stderr lines so far (empty unless started capturing them).
+    pub fn logs(&self) -> Vec<String> {
+        self.logs
+            .as_ref()
+            .map(|logs| logs.lock().expect("logs lock").clone())
+            .unwrap_or_default()
+    }
+
+    async fn launch(database_url: &str, extra: &[&str], capture_logs: bool) -> Server {
         let data_dir = temp_dir();
         let mut command = Command::new(env!("CARGO_BIN_EXE_zeroshot"));
         command.args(["serve", "--port", "0", "--database-url", database_url]);
-        if std::env::var_os("ZEROSHOT_LOG").is_none() {
+        if capture_logs {
+            command.env("ZEROSHOT_LOG", "info");
+        } else if std::env::var_os("ZEROSHOT_LOG").is_none() {
             command.env("ZEROSHOT_LOG", "warn");
         }
         if !extra.contains(&"--data-dir") {
@@ -116,19 +140,35 @@ impl Server {
         let mut child = command
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if capture_logs {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .spawn()
             .expect("spawn zeroshot serve");
+        let logs = child.stderr.take().map(|stderr| {
+            let logs = Arc::new(Mutex::new(Vec::new()));
+            let sink = logs.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    sink.lock().expect("logs lock").push(line);
+                }
+            });
+            logs
+        });
         let stdout = child.stdout.take().expect("stdout");
-        let (key, base) = tokio::task::spawn_blocking(move || {
+        let (key, base, startup) = tokio::task::spawn_blocking(move || {
             let mut key = String::new();
+            let mut startup = Vec::new();
             for line in BufReader::new(stdout).lines() {
                 let line = line.expect("read server stdout");
+                startup.push(line.clone());
                 if let Some((_, secret)) = line.split_once("(shown once): ") {
                     key = secret.trim().to_string();
                 }
                 if let Some(addr) = line.strip_prefix("listening on ") {
-                    return (key, addr.trim().to_string());
+                    return (key, addr.trim().to_string(), startup);
                 }
             }
             panic!("server exited before listening");
@@ -141,6 +181,8 @@ impl Server {
             key,
             database_url: database_url.to_string(),
             client: reqwest::Client::new(),
+            startup,
+            logs,
         };
         server.wait_ready().await;
         server
