@@ -268,6 +268,10 @@ pub struct ServeArgs {
     /// `/v1/classify`: requests waiting for inference at most; more get 503 `overloaded`.
     #[arg(long, env = "ZEROSHOT_MAX_QUEUED_REQUESTS", default_value_t = 256)]
     pub max_queued_requests: usize,
+    /// Origins (`https://app.example.com`) whose pages may call the API from a browser;
+    /// repeatable or comma-separated. None by default: no CORS headers at all.
+    #[arg(long, env = "ZEROSHOT_CORS_ORIGIN", value_delimiter = ',', value_parser = crate::api::cors::parse_origin)]
+    pub cors_origin: Vec<axum::http::HeaderValue>,
 }
 
 /// Where batch inputs and results live.

@@ -102,6 +102,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             upload_ttl: Duration::from_secs(args.batch.upload_ttl_secs),
             download_ttl: Duration::from_secs(args.batch.download_ttl_secs),
         },
+        cors_origins: args.cors_origin.clone(),
     };
     tokio::spawn(
         Worker {

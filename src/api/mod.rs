@@ -4,9 +4,11 @@
 pub mod batch;
 pub mod classifiers;
 pub mod classify;
+pub mod cors;
 mod error;
 mod json;
 pub mod models;
+mod playground;
 mod spec;
 mod uploads;
 
@@ -50,6 +52,8 @@ pub struct AppState {
     /// Wakes this instance's batch worker when a job starts.
     pub wake_workers: Arc<Notify>,
     pub batch: BatchSettings,
+    /// Origins whose pages may call the API from a browser (`--cors-origin`); empty: none.
+    pub cors_origins: Vec<axum::http::HeaderValue>,
 }
 
 /// Limits and lifetimes of batch uploads and downloads.
@@ -74,6 +78,7 @@ impl AppState {
 
 /// Builds the whole HTTP surface.
 pub fn router(state: AppState) -> Router {
+    let cors = cors::layer(&state.cors_origins);
     let v1 = Router::new()
         .route("/classify", post(classify::handle))
         .route("/batch", post(batch::create).get(batch::list))
@@ -96,12 +101,13 @@ pub fn router(state: AppState) -> Router {
             require_api_key,
         ));
 
-    Router::new()
+    let app = Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .nest("/v1", v1)
         .route("/uploads", post(uploads::upload).layer(DefaultBodyLimit::disable()))
         .route("/files/{*key}", get(uploads::download))
+        .merge(playground::routes())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
@@ -121,7 +127,12 @@ pub fn router(state: AppState) -> Router {
                 .on_failure(()),
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .with_state(state)
+        .with_state(state);
+    // Outermost, so preflights are answered before authentication and routing.
+    match cors {
+        Some(cors) => app.layer(cors),
+        None => app,
+    }
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
