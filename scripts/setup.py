@@ -17,6 +17,8 @@ Cache layout (ZEROSHOT_CACHE, default ~/.cache/zeroshot):
   seaweedfs/<version>/weed         S3 server for the storage tests (only with --seaweedfs)
   npm/                             npm package tarballs (`npm pack`), verified
   docs-ui/                         the Swagger UI files `/docs` serves
+  venv-browser/                    Playwright for the playground's browser test (only with
+                                   --browser; it drives Debian's /usr/bin/chromium)
 
 Prints the paths to export as shell assignments on the last lines, so callers
 can `eval "$(scripts/setup.py --print-env)"`.
@@ -100,6 +102,10 @@ DOCS_UI = {
             "cfc7749b96f63bd31c3c42b5c471bf756814053e847c10f3eb003417bc523d30",
     },
 }
+
+# Playwright for Python (and its one dependency), driving Debian's chromium in the
+# playground's browser test; Playwright's own browser download is never used.
+BROWSER_REQUIREMENTS = ["playwright==1.65.2", "greenlet==3.5.6"]
 
 
 # The model a plain `setup.py` (and so a first `serve.sh`) sets up; every other
@@ -389,6 +395,8 @@ def main():
                         help="also fetch the evaluation sets (banking, clinc, stackoverflow)")
     parser.add_argument("--seaweedfs", action="store_true",
                         help="also fetch SeaweedFS (the S3 server the storage tests run against)")
+    parser.add_argument("--browser", action="store_true",
+                        help="also make the Playwright environment of the playground's browser test")
     args = parser.parse_args()
 
     cache = Path(os.environ.get("ZEROSHOT_CACHE", Path.home() / ".cache" / "zeroshot"))
@@ -406,6 +414,9 @@ def main():
         if args.seaweedfs:
             weed = setup_seaweedfs(cache)
             log(f"seaweedfs ready: {weed}")
+        if args.browser:
+            _, browser_python = pinned_venv("venv-browser", BROWSER_REQUIREMENTS, log)
+            log(f"playwright ready: {browser_python}")
     except SetupError as err:
         log(f"FAILED: {err}")
         sys.exit(1)
@@ -418,6 +429,8 @@ def main():
             print(f"export ZEROSHOT_DATASETS_DIR='{cache / 'datasets'}'")
         if args.seaweedfs:
             print(f"export ZEROSHOT_WEED='{weed}'")
+        if args.browser:
+            print(f"export ZEROSHOT_BROWSER_PYTHON='{browser_python}'")
 
 
 if __name__ == "__main__":

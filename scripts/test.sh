@@ -7,10 +7,16 @@
 # the local cluster is started when it is not running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Headless Chromium from Debian for the playground's browser test (tests/playground.rs).
+if [ ! -x /usr/bin/chromium ]; then
+  echo "test: installing chromium" >&2
+  apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >&2
+fi
 # The evaluation sets (the adaptive-scoring tests score them), the default model and
 # its float source, and the opt-in nomic-embed-text-v1.5 and its
-# integer build: the parity tests compare each integer model with its float one.
-eval "$(python3 scripts/setup.py --seaweedfs --datasets --print-env --model all-minilm-l6-v2-int8-cpu \
+# integer build: the parity tests compare each integer model with its float one;
+# Playwright for the browser test.
+eval "$(python3 scripts/setup.py --seaweedfs --datasets --browser --print-env --model all-minilm-l6-v2-int8-cpu \
   --model all-minilm-l6-v2-int8 --model nomic-embed-text-v1.5 \
   --model nomic-embed-text-v1.5-int8-cpu)"
 

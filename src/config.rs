@@ -292,6 +292,10 @@ pub struct ServeArgs {
     /// instead of the main listener, which then answers 404 there.
     #[arg(long, env = "ZEROSHOT_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// Origins (`https://app.example.com`) whose pages may call the API from a browser;
+    /// repeatable or comma-separated. None by default: no CORS headers at all.
+    #[arg(long, env = "ZEROSHOT_CORS_ORIGIN", value_delimiter = ',', value_parser = crate::api::cors::parse_origin)]
+    pub cors_origin: Vec<axum::http::HeaderValue>,
 }
 
 impl ServeArgs {

@@ -127,6 +127,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         docs_ui_dir: args.docs_ui_dir(),
         metrics,
+        cors_origins: args.cors_origin.clone(),
     };
     tokio::spawn(
         Worker {

@@ -23,30 +23,11 @@ enum Store {
     S3,
 }
 
-fn s3_env(name: &str) -> String {
-    std::env::var(name)
-        .unwrap_or_else(|_| panic!("{name} is not set: run the tests through scripts/test.sh"))
-}
-
 /// Flags for a server on the given store; S3 gets a bucket of its own.
 fn store_flags(store: Store) -> Vec<String> {
     match store {
         Store::Local => Vec::new(),
-        Store::S3 => vec![
-            "--storage".into(),
-            "s3".into(),
-            "--s3-endpoint".into(),
-            s3_env("ZEROSHOT_TEST_S3_ENDPOINT"),
-            "--s3-bucket".into(),
-            format!(
-                "zs-batch-{}",
-                &uuid::Uuid::new_v4().simple().to_string()[..12]
-            ),
-            "--s3-access-key-id".into(),
-            s3_env("ZEROSHOT_TEST_S3_ACCESS_KEY_ID"),
-            "--s3-secret-access-key".into(),
-            s3_env("ZEROSHOT_TEST_S3_SECRET_ACCESS_KEY"),
-        ],
+        Store::S3 => common::s3_server_flags("zs-batch"),
     }
 }
 

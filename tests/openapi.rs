@@ -59,6 +59,7 @@ async fn description_covers_every_route_with_auth_limits_and_errors() {
         ("GET", "/healthz"),
         ("GET", "/readyz"),
         ("GET", "/metrics"),
+        ("GET", "/"),
         ("GET", "/openapi.json"),
         ("GET", "/docs"),
     ]

@@ -4,11 +4,13 @@
 pub mod batch;
 pub mod classifiers;
 pub mod classify;
+pub mod cors;
 mod error;
 mod json;
 pub mod models;
 pub mod observe;
 pub mod openapi;
+mod playground;
 mod spec;
 mod uploads;
 
@@ -57,6 +59,8 @@ pub struct AppState {
     pub docs_ui_dir: std::path::PathBuf,
     /// Renders `/metrics` on this listener; `None` when `--metrics-addr` serves it elsewhere.
     pub metrics: Option<PrometheusHandle>,
+    /// Origins whose pages may call the API from a browser (`--cors-origin`); empty: none.
+    pub cors_origins: Vec<axum::http::HeaderValue>,
 }
 
 /// Limits and lifetimes of batch uploads and downloads.
@@ -102,6 +106,7 @@ pub fn routes(state: Option<&AppState>) -> OpenApiRouter<AppState> {
         ));
     }
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(playground::index))
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(observe::metrics))
@@ -112,9 +117,10 @@ pub fn routes(state: Option<&AppState>) -> OpenApiRouter<AppState> {
 
 /// Builds the whole HTTP surface.
 pub fn router(state: AppState) -> Router {
+    let cors = cors::layer(&state.cors_origins);
     let (documented, mut description) = routes(Some(&state)).split_for_parts();
     openapi::apply_conventions(&mut description);
-    documented
+    let app = documented
         .route("/docs/{file}", get(openapi::docs_asset))
         .route(
             "/uploads",
@@ -122,13 +128,19 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/files/{*key}", get(uploads::download))
         .layer(axum::Extension(Arc::new(description)))
+        .merge(playground::assets())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(middleware::from_fn(observe::track))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .with_state(state)
+        .with_state(state);
+    // Outermost, so preflights are answered before authentication and routing.
+    match cors {
+        Some(cors) => app.layer(cors),
+        None => app,
+    }
 }
 
 /// `{"status": "ok"}`.

@@ -76,6 +76,11 @@ impl LocalStore {
         })
     }
 
+    /// Base URL clients reach this service at (upload and download URLs start with it).
+    pub fn public_url(&self) -> &str {
+        &self.public_url
+    }
+
     fn sign(&self, message: &[u8]) -> String {
         let mut mac = HmacSha256::new_from_slice(&self.secret).expect("any key length");
         mac.update(message);

@@ -67,6 +67,15 @@ pub enum Storage {
 }
 
 impl Storage {
+    /// The base URL upload forms post to (local: the public URL; S3: the endpoint), so
+    /// the playground's Content-Security-Policy can let browsers reach exactly it.
+    pub fn upload_base(&self) -> &str {
+        match self {
+            Storage::Local(store) => store.public_url(),
+            Storage::S3(store) => store.endpoint(),
+        }
+    }
+
     /// A signed upload form for exactly `key`, 1 byte to `max_bytes`, valid for `ttl`.
     pub async fn presign_upload(
         &self,

@@ -61,6 +61,11 @@ impl std::fmt::Debug for S3Store {
 }
 
 impl S3Store {
+    /// The endpoint URL (upload forms post to it, path-style).
+    pub fn endpoint(&self) -> &str {
+        &self.config.endpoint
+    }
+
     /// Builds the client and makes sure the bucket exists, so a fresh server works
     /// and a wrong endpoint or credential fails at startup rather than on first use.
     pub async fn connect(mut config: S3Config) -> Result<S3Store, StorageError> {

@@ -61,6 +61,31 @@ pub fn temp_dir() -> std::path::PathBuf {
     dir
 }
 
+/// A `ZEROSHOT_TEST_S3_*` variable (scripts/test.sh exports them from scripts/seaweedfs.sh).
+fn s3_env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run the tests through scripts/test.sh"))
+}
+
+/// `serve` flags for S3 storage on the test S3 server, in a new bucket named `prefix-...`.
+pub fn s3_server_flags(prefix: &str) -> Vec<String> {
+    vec![
+        "--storage".into(),
+        "s3".into(),
+        "--s3-endpoint".into(),
+        s3_env("ZEROSHOT_TEST_S3_ENDPOINT"),
+        "--s3-bucket".into(),
+        format!(
+            "{prefix}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        ),
+        "--s3-access-key-id".into(),
+        s3_env("ZEROSHOT_TEST_S3_ACCESS_KEY_ID"),
+        "--s3-secret-access-key".into(),
+        s3_env("ZEROSHOT_TEST_S3_SECRET_ACCESS_KEY"),
+    ]
+}
+
 /// A fresh, empty database of the given backend; returns its URL.
 pub async fn fresh_database(backend: Backend) -> String {
     let unique = uuid::Uuid::new_v4().simple().to_string();

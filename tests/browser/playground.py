@@ -1,0 +1,205 @@
+"""Drives the playground at --url in headless Chromium (Debian's /usr/bin/chromium, via
+Playwright) as a person would, and asserts what the pages show. Run by
+tests/playground.rs against a real server; exits non-zero on the first failed check.
+
+Checks: a wrong key shows the API's authentication error next to the key field; the
+key survives a reload (session storage); classify draws one bar per label, best first,
+widths proportional to the scores, the chosen label marked, with tokens and latency;
+an invalid field shows the API's message next to that field; a 20-line batch file
+runs to completion from the page and its download link serves 20 result rows; the
+saved classifiers page lists the classifier the caller created, and using it from
+there classifies with it. No page error and no Content-Security-Policy violation on
+the way. Screenshots of each page go to --screenshots.
+"""
+import argparse
+import json
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+from playwright.sync_api import expect, sync_playwright
+
+CHROMIUM = "/usr/bin/chromium"
+LABELS = ["billing", "shipping", "technical"]
+BATCH_TEXTS = [
+    "I was charged twice for my order",
+    "my parcel has not arrived yet",
+    "the app crashes when I open settings",
+    "please refund the duplicate payment",
+    "the tracking number does not work",
+]
+
+
+def check(condition, message):
+    if not condition:
+        raise AssertionError(message)
+
+
+def bars(page, scope="#classify-results"):
+    """Every bar of the first result: label, score, chosen, fill and track widths."""
+    return page.locator(f"{scope} .result").first.locator(".bar").evaluate_all(
+        """els => els.map(e => ({
+            label: e.dataset.label,
+            score: Number(e.dataset.score),
+            chosen: e.dataset.chosen === 'true',
+            shown: e.querySelector('.bar-value').textContent,
+            fill: e.querySelector('.bar-fill').getBoundingClientRect().width,
+            track: e.querySelector('.bar-track').getBoundingClientRect().width,
+        }))"""
+    )
+
+
+def check_bars(rows, labels):
+    check(sorted(r["label"] for r in rows) == sorted(labels), f"one bar per label: {rows}")
+    scores = [r["score"] for r in rows]
+    check(scores == sorted(scores, reverse=True), f"bars ordered by score: {rows}")
+    check(abs(sum(scores) - 1) < 1e-3, f"single-mode scores sum to 1: {scores}")
+    check([r["chosen"] for r in rows] == [True] + [False] * (len(rows) - 1),
+          f"only the best label is marked in single mode: {rows}")
+    for r in rows:
+        # A bar is at least 2 px wide so that a near-zero score stays visible.
+        expected = max(r["score"] * r["track"], 2)
+        check(abs(r["fill"] - expected) <= 1.5, f"bar width proportional to the score: {r}")
+        check(r["shown"] == f"{r['score'] * 100:.1f}%", f"the score is written next to the bar: {r}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True, help="the server's base URL")
+    parser.add_argument("--api-key", required=True)
+    parser.add_argument("--classifier", required=True,
+                        help="name of a saved classifier the caller created")
+    parser.add_argument("--screenshots", required=True, type=Path)
+    parser.add_argument("--readme-screenshot", type=Path,
+                        help="also write a 1000 px wide screenshot of the classify page here")
+    args = parser.parse_args()
+    args.screenshots.mkdir(parents=True, exist_ok=True)
+    base = args.url.rstrip("/")
+
+    problems = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 860})
+        page.on("pageerror", lambda err: problems.append(f"page error: {err}"))
+        page.on("console", lambda msg: problems.append(f"console: {msg.text}")
+                if "Content Security Policy" in msg.text else None)
+        page.goto(base + "/")
+        expect(page).to_have_title("zeroshot playground")
+        expect(page.locator("#model-name")).to_have_text(re.compile(r"\S"))
+
+        # A wrong key: the API's message next to the key field, which is highlighted.
+        page.fill("#api-key", "zs_" + "0" * 64)
+        page.click("#classify-submit")
+        expect(page.locator("#api-key-error")).to_have_text("invalid or revoked API key")
+        expect(page.locator("#api-key")).to_have_attribute("aria-invalid", "true")
+        expect(page.locator("#classify-error")).to_contain_text("invalid or revoked API key")
+        print("ok: a wrong key shows the authentication error")
+
+        # The right key, kept for the browser session.
+        page.fill("#api-key", args.api_key)
+        page.reload()
+        expect(page.locator("#api-key")).to_have_value(args.api_key)
+
+        page.fill("#classify-texts", "my card was charged twice")
+        page.fill("#classify-labels", ", ".join(LABELS))
+        page.click("#classify-submit")
+        expect(page.locator("#classify-results .bar")).to_have_count(len(LABELS))
+        expect(page.locator("#api-key-error")).to_be_hidden()
+        expect(page.locator("#classify-error")).to_be_hidden()
+        rows = bars(page)
+        check(rows[0]["label"] == "billing", f"billing first: {rows}")
+        check_bars(rows, LABELS)
+        expect(page.locator("#classify-tokens")).to_have_text(re.compile(r"^\d+ tokens$"))
+        expect(page.locator("#classify-latency")).to_have_text(re.compile(r"^\d+(\.\d)? ms$"))
+        page.screenshot(path=args.screenshots / "classify.png", full_page=True)
+        print(f"ok: classify bars {[(r['label'], round(r['score'], 3)) for r in rows]}")
+
+        # Several texts, one per line: one result card each, in input order.
+        page.fill("#classify-texts", "where is my parcel\nplease refund the duplicate payment")
+        page.click("#classify-submit")
+        expect(page.locator("#classify-results .result")).to_have_count(2)
+        firsts = page.locator("#classify-results .result").evaluate_all(
+            "els => els.map(e => e.querySelector('.bar').dataset.label)")
+        check(firsts == ["shipping", "billing"], f"each text's best label first: {firsts}")
+        print(f"ok: two texts, best labels {firsts}")
+
+        # An invalid field: the API's message next to it, highlighted, named in the banner.
+        page.click('label[for="classify-mode-multi"]')
+        page.fill("#classify-threshold", "5")
+        page.click("#classify-submit")
+        expect(page.locator("#classify-threshold-error")).to_have_text(
+            "threshold must be between 0 and 1, got 5")
+        expect(page.locator("#classify-threshold")).to_have_attribute("aria-invalid", "true")
+        expect(page.locator("#classify-error code")).to_have_text("threshold")
+        page.fill("#classify-threshold", "0.3")
+        page.click('label[for="classify-mode-single"]')
+        print("ok: an invalid threshold is shown next to its field")
+
+        # A batch job from the page: create, upload through the presigned form, start, watch.
+        page.click("#tab-batch")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "tickets.ndjson"
+            lines = [json.dumps({"text": BATCH_TEXTS[i % len(BATCH_TEXTS)], "id": f"t-{i + 1}"})
+                     for i in range(20)]
+            path.write_text("\n".join(lines) + "\n")
+            page.set_input_files("#batch-file", str(path))
+            page.fill("#batch-labels", ", ".join(LABELS))
+            page.click("#batch-submit")
+            expect(page.locator("#batch-status")).to_have_text("completed", timeout=180_000)
+        expect(page.locator("#batch-lines")).to_have_text("20 / 20")
+        expect(page.locator("#batch-progress")).to_have_attribute("aria-valuenow", "100")
+        expect(page.locator("#batch-eta")).to_have_text("done")
+        download = page.locator("#batch-download")
+        expect(download).to_be_visible()
+        job_id = page.locator("#batch-job-id").text_content()
+        expect(page.locator(f'#jobs-list tr[data-job="{job_id}"] .status')).to_have_text("completed")
+        response = page.request.get(download.get_attribute("href"))
+        check(response.status == 200, f"download answered {response.status}")
+        check(response.headers["content-type"].startswith("application/x-ndjson"),
+              f"results are NDJSON: {response.headers['content-type']}")
+        rows = [json.loads(line) for line in response.text().splitlines()]
+        check(len(rows) == 20, f"20 result rows, got {len(rows)}")
+        check([r["line"] for r in rows] == list(range(1, 21)), "rows in input order")
+        check([r["id"] for r in rows] == [f"t-{i}" for i in range(1, 21)], "ids echoed")
+        check(all(r["label"] in LABELS for r in rows), f"every row labelled: {rows[:3]}")
+        page.screenshot(path=args.screenshots / "batch.png", full_page=True)
+        print(f"ok: batch {job_id} completed from the page, 20 rows downloaded")
+
+        # Saved classifiers: the one the caller created, with its labels and version.
+        page.click("#tab-classifiers")
+        item = page.locator(f'#classifiers-list li[data-classifier="{args.classifier}"]')
+        expect(item).to_be_visible()
+        expect(item.locator(".badge")).to_have_text("v1")
+        check(item.locator(".chip").count() >= 2, "the classifier's labels are listed")
+        page.screenshot(path=args.screenshots / "classifiers.png", full_page=True)
+        item.get_by_role("button", name="Use in Classify").click()
+        expect(page.locator("#classify-classifier")).to_have_value(args.classifier)
+        expect(page.locator("#classify-labels")).to_be_hidden()
+        page.fill("#classify-texts", "my card was charged twice")
+        page.click("#classify-submit")
+        expect(page.locator("#classify-meta")).to_contain_text(f"{args.classifier}@v1")
+        print(f"ok: classifier {args.classifier} listed and used")
+
+        if args.readme_screenshot:
+            page.set_viewport_size({"width": 1000, "height": 600})
+            page.select_option("#classify-classifier", "")
+            page.fill("#classify-texts", "my card was charged twice")
+            page.fill("#classify-labels", ", ".join(LABELS))
+            page.click("#classify-submit")
+            expect(page.locator("#classify-meta")).not_to_contain_text(args.classifier)
+            page.evaluate("window.scrollTo(0, 0)")
+            page.screenshot(path=args.readme_screenshot, full_page=True)
+            print(f"wrote {args.readme_screenshot}")
+        browser.close()
+
+    check(not problems, "no page errors or CSP violations:\n" + "\n".join(problems))
+    print(f"screenshots in {args.screenshots}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except AssertionError as err:
+        print(f"FAILED: {err}", file=sys.stderr)
+        sys.exit(1)
