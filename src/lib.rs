@@ -8,12 +8,15 @@
 //! - [`api`]: the HTTP surface.
 //! - [`eval`]: accuracy on labelled data, and calibration fitting.
 //! - [`config`]: command-line flags with environment fallbacks.
+//! - [`client`]: a typed client of the HTTP API; [`remote`]: the CLI commands using it.
 
 pub mod api;
 pub mod batch;
 pub mod classifiers;
+pub mod client;
 pub mod config;
 pub mod db;
 pub mod engine;
 pub mod eval;
+pub mod remote;
 pub mod storage;
