@@ -65,6 +65,43 @@ pub struct ClassifierView {
     pub created_at: String,
 }
 
+impl Definition {
+    /// Reads a definition file: YAML when it ends in `.yaml` or `.yml`, else JSON.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, DefinitionFileError> {
+        let text = std::fs::read_to_string(path).map_err(|error| DefinitionFileError::Read {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        let invalid = |format, message: String| DefinitionFileError::Invalid {
+            path: path.to_path_buf(),
+            format,
+            message,
+        };
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("yaml" | "yml") => {
+                serde_yaml::from_str(&text).map_err(|err| invalid("YAML", err.to_string()))
+            }
+            _ => serde_json::from_str(&text).map_err(|err| invalid("JSON", err.to_string())),
+        }
+    }
+}
+
+/// Why a definition file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DefinitionFileError {
+    #[error("reading {}: {error}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{}: invalid {format} definition: {message}", path.display())]
+    Invalid {
+        path: std::path::PathBuf,
+        format: &'static str,
+        message: String,
+    },
+}
+
 /// Why a classifier operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClassifierError {

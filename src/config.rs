@@ -3,7 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 
 use crate::engine::Mode;
 
@@ -54,6 +54,128 @@ pub enum Command {
     },
     /// Measure accuracy on a labelled TSV (`text<TAB>label`, with a header).
     Eval(EvalArgs),
+    /// Batch jobs on a zeroshot server: submit a file, follow it, fetch its results.
+    Batch {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(subcommand)]
+        command: BatchCommand,
+    },
+}
+
+/// Which zeroshot server the client commands talk to, and with which key.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Base URL of the zeroshot server.
+    #[arg(
+        long,
+        env = "ZEROSHOT_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub url: String,
+    /// API key (from `zeroshot keys create`, or the one the first `serve` printed).
+    #[arg(long, env = "ZEROSHOT_API_KEY", hide_env_values = true, global = true)]
+    pub api_key: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BatchCommand {
+    /// Create a job, upload FILE to it and start it; with --wait, follow it to the end
+    /// and download the results.
+    Submit(SubmitArgs),
+    /// The account's jobs, newest first (one page; --after continues).
+    List {
+        /// Jobs per page (1-100).
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// The `next_cursor` of the previous page.
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// One job's status and progress.
+    Status { id: String },
+    /// Start a job whose file is uploaded (a failed job starts again from scratch).
+    Start { id: String },
+    /// Follow a started job to its end, then download its results.
+    Wait {
+        id: String,
+        /// Write the results here instead of to stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Download a completed job's results.
+    Results {
+        id: String,
+        /// Write the results here instead of to stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Delete a job that is not processing, with its input and results.
+    Delete { id: String },
+}
+
+/// `zeroshot batch submit`: the job's classification, the file, and what to do after.
+#[derive(Debug, Clone, Args)]
+#[command(group(ArgGroup::new("spec").required(true).args(["labels", "classifier", "config"])))]
+pub struct SubmitArgs {
+    /// The input: NDJSON, one `{"text": ..., "id": ...}` per line.
+    pub file: PathBuf,
+    /// Comma-separated labels.
+    #[arg(long, value_delimiter = ',')]
+    pub labels: Option<Vec<String>>,
+    /// A saved classifier on the server: `name` (latest) or `name@vN`.
+    #[arg(long)]
+    pub classifier: Option<String>,
+    /// A classifier definition file, JSON or YAML, as for `zeroshot classifiers create`
+    /// (labels, descriptions, examples, source_type, mode, threshold, adapt; its name
+    /// and description are not used). Flags given next to it override its values.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// `single`: one label per text; `multi`: every label at or above the threshold
+    /// [default: single, or the saved classifier's].
+    #[arg(long, value_enum)]
+    pub mode: Option<CliMode>,
+    /// Multi mode: labels at or above this probability are returned.
+    #[arg(long)]
+    pub threshold: Option<f32>,
+    /// What the texts are ("support ticket", "news headline").
+    #[arg(long)]
+    pub source_type: Option<String>,
+    /// Fit the label vectors to this file's texts before scoring (the server's default,
+    /// or the saved classifier's choice).
+    #[arg(long, overrides_with = "no_adapt")]
+    pub adapt: bool,
+    /// Score with the label vectors as they are.
+    #[arg(long, overrides_with = "adapt")]
+    pub no_adapt: bool,
+    /// Job metadata as `key=value`; repeat for more.
+    #[arg(long, value_parser = key_value)]
+    pub metadata: Vec<(String, String)>,
+    /// Follow the job with a progress display until it ends, then download the results.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: write the results here instead of to stdout.
+    #[arg(short, long, requires = "wait")]
+    pub output: Option<PathBuf>,
+}
+
+impl SubmitArgs {
+    /// `--adapt` / `--no-adapt`, the last one given; None leaves it to the server.
+    pub fn adapt(&self) -> Option<bool> {
+        match (self.adapt, self.no_adapt) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        }
+    }
+}
+
+/// `key=value` of `--metadata`.
+fn key_value(arg: &str) -> Result<(String, String), String> {
+    arg.split_once('=')
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .ok_or_else(|| format!("expected key=value, got {arg:?}"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -359,10 +481,28 @@ pub struct BatchArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ClassifyArgs {
     /// Comma-separated labels.
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required_unless_present = "classifier",
+        conflicts_with = "classifier"
+    )]
     pub labels: Vec<String>,
-    #[arg(long, value_enum, default_value = "single")]
-    pub mode: CliMode,
+    /// With --url: a saved classifier on the server (`name` or `name@vN`) instead of --labels.
+    #[arg(long, requires = "url")]
+    pub classifier: Option<String>,
+    /// Classify on this zeroshot server (POST /v1/classify) instead of loading the model
+    /// here; the model flags are then unused. ZEROSHOT_URL is not read here, so a
+    /// variable set for `zeroshot batch` never turns local runs into server calls.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// With --url: the API key.
+    #[arg(long, env = "ZEROSHOT_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// `single`: one label per text; `multi`: every label at or above the threshold
+    /// [default: single, or the saved classifier's].
+    #[arg(long, value_enum)]
+    pub mode: Option<CliMode>,
     /// Multi mode: return labels at or above this probability.
     #[arg(long)]
     pub threshold: Option<f32>,
@@ -374,6 +514,16 @@ pub struct ClassifyArgs {
     pub texts: Vec<String>,
     #[command(flatten)]
     pub model: ModelArgs,
+}
+
+impl ClassifyArgs {
+    /// One text goes as `text` (answered as one object), several as `texts`.
+    pub fn text_or_texts(&self) -> (Option<String>, Option<Vec<String>>) {
+        match self.texts.as_slice() {
+            [one] => (Some(one.clone()), None),
+            many => (None, Some(many.to_vec())),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]

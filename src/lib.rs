@@ -9,13 +9,16 @@
 //! - [`eval`]: accuracy on labelled data, and calibration fitting.
 //! - [`config`]: command-line flags with environment fallbacks.
 //! - [`metrics`]: the Prometheus metrics and the calls that record them.
+//! - [`client`]: a typed client of the HTTP API; [`remote`]: the CLI commands using it.
 
 pub mod api;
 pub mod batch;
 pub mod classifiers;
+pub mod client;
 pub mod config;
 pub mod db;
 pub mod engine;
 pub mod eval;
 pub mod metrics;
+pub mod remote;
 pub mod storage;

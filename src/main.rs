@@ -19,6 +19,7 @@ use zeroshot::db::{Db, DbError};
 use zeroshot::engine::batcher::{Batcher, BatcherLimits};
 use zeroshot::engine::Engine;
 use zeroshot::eval;
+use zeroshot::remote;
 use zeroshot::storage::{LocalStore, S3Config, S3Store, Storage};
 
 fn main() -> ExitCode {
@@ -35,7 +36,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
-            ExitCode::FAILURE
+            // 1, or the server commands' own codes (README, "Command line").
+            ExitCode::from(
+                err.downcast_ref::<remote::RemoteError>()
+                    .map_or(1, remote::RemoteError::exit_code),
+            )
         }
     }
 }
@@ -61,9 +66,13 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Keys { command } => {
             keys(&Db::connect(&command.db().database_url).await?, command).await
         }
-        Command::Classify(args) => classify_locally(args).await,
+        Command::Classify(args) => match &args.url {
+            Some(url) => Ok(remote::classify(url, &args).await?),
+            None => classify_locally(args).await,
+        },
         Command::Classifiers { command } => manage_classifiers(command).await,
         Command::Eval(args) => tokio::task::spawn_blocking(move || evaluate(args)).await?,
+        Command::Batch { server, command } => Ok(remote::batch(&server, command).await?),
     }
 }
 
@@ -194,25 +203,10 @@ async fn manage_classifiers(command: ClassifiersCommand) -> anyhow::Result<()> {
         .account_by_name(&scope.account)
         .await?
         .with_context(|| format!("no account {:?}", scope.account))?;
-    let read_definition = |file: &std::path::Path| -> anyhow::Result<classifiers::Definition> {
-        let text =
-            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-        let yaml = matches!(
-            file.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml")
-        );
-        Ok(if yaml {
-            serde_yaml::from_str(&text)
-                .with_context(|| format!("{}: invalid YAML definition", file.display()))?
-        } else {
-            serde_json::from_str(&text)
-                .with_context(|| format!("{}: invalid JSON definition", file.display()))?
-        })
-    };
     let output = match &command {
         ClassifiersCommand::Create { file, model, .. }
         | ClassifiersCommand::Update { file, model, .. } => {
-            let definition = read_definition(file)?;
+            let definition = classifiers::Definition::from_file(file)?;
             let (name, update) = match &command {
                 ClassifiersCommand::Update { name, .. } => (name.clone(), true),
                 _ => (
@@ -298,18 +292,13 @@ async fn classify_locally(args: ClassifyArgs) -> anyhow::Result<()> {
         move || load_engine(&model)
     })
     .await??;
-    let mut texts = args.texts;
-    let (text, texts) = if texts.len() == 1 {
-        (texts.pop(), None)
-    } else {
-        (None, Some(texts))
-    };
+    let (text, texts) = args.text_or_texts();
     let request = classify::ClassifyRequest {
         text,
         texts,
         labels: Some(args.labels),
         source_type: args.source_type,
-        mode: Some(args.mode.into()),
+        mode: args.mode.map(Into::into),
         threshold: args.threshold,
         ..Default::default()
     };
