@@ -181,6 +181,16 @@ def main():
         expect(page.locator("#classify-meta")).to_contain_text(f"{args.classifier}@v1")
         print(f"ok: classifier {args.classifier} listed and used")
 
+        # The API docs: Swagger UI (served by the binary) renders every operation of
+        # /openapi.json under the page's Content-Security-Policy.
+        operations = page.request.get(base + "/openapi.json").json()["paths"]
+        count = sum(len(item) for item in operations.values())
+        page.goto(base + "/docs")
+        expect(page.locator(".opblock")).to_have_count(count)
+        expect(page.locator(".opblock-summary-path", has_text="/v1/classify")).to_be_visible()
+        page.screenshot(path=args.screenshots / "docs.png", full_page=True)
+        print(f"ok: /docs renders all {count} operations")
+
         if args.readme_screenshot:
             page.set_viewport_size({"width": 1000, "height": 600})
             page.select_option("#classify-classifier", "")
