@@ -148,27 +148,8 @@ pub struct CreatedJob {
     pub upload_fields: BTreeMap<String, String>,
 }
 
-/// A batch job's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobStatus {
-    Pending,
-    Processing,
-    Completed,
-    Failed,
-}
-
-impl JobStatus {
-    /// The word the API uses.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobStatus::Pending => "pending",
-            JobStatus::Processing => "processing",
-            JobStatus::Completed => "completed",
-            JobStatus::Failed => "failed",
-        }
-    }
-}
+/// A batch job's state: the server's own type.
+pub use crate::api::batch::JobStatus;
 
 /// `progress` of a job, computed by the server.
 #[derive(Debug, Clone, Deserialize)]

@@ -115,6 +115,21 @@ pub enum BatchCommand {
     Delete { id: String },
 }
 
+/// How texts are classified, as `zeroshot classify` and `zeroshot batch submit` take it.
+#[derive(Debug, Clone, Args)]
+pub struct SpecFlags {
+    /// `single`: one label per text; `multi`: every label at or above the threshold
+    /// [default: single, or the saved classifier's].
+    #[arg(long, value_enum)]
+    pub mode: Option<CliMode>,
+    /// Multi mode: return labels at or above this probability.
+    #[arg(long)]
+    pub threshold: Option<f32>,
+    /// What the texts are ("support ticket", "news headline"), used in label sentences.
+    #[arg(long)]
+    pub source_type: Option<String>,
+}
+
 /// `zeroshot batch submit`: the job's classification, the file, and what to do after.
 #[derive(Debug, Clone, Args)]
 #[command(group(ArgGroup::new("spec").required(true).args(["labels", "classifier", "config"])))]
@@ -132,16 +147,8 @@ pub struct SubmitArgs {
     /// and description are not used). Flags given next to it override its values.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// `single`: one label per text; `multi`: every label at or above the threshold
-    /// [default: single, or the saved classifier's].
-    #[arg(long, value_enum)]
-    pub mode: Option<CliMode>,
-    /// Multi mode: labels at or above this probability are returned.
-    #[arg(long)]
-    pub threshold: Option<f32>,
-    /// What the texts are ("support ticket", "news headline").
-    #[arg(long)]
-    pub source_type: Option<String>,
+    #[command(flatten)]
+    pub spec: SpecFlags,
     /// Fit the label vectors to this file's texts before scoring (the server's default,
     /// or the saved classifier's choice).
     #[arg(long, overrides_with = "no_adapt")]
@@ -499,16 +506,8 @@ pub struct ClassifyArgs {
     /// With --url: the API key.
     #[arg(long, env = "ZEROSHOT_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
-    /// `single`: one label per text; `multi`: every label at or above the threshold
-    /// [default: single, or the saved classifier's].
-    #[arg(long, value_enum)]
-    pub mode: Option<CliMode>,
-    /// Multi mode: return labels at or above this probability.
-    #[arg(long)]
-    pub threshold: Option<f32>,
-    /// What the texts are ("support ticket", "news headline"), used in label sentences.
-    #[arg(long)]
-    pub source_type: Option<String>,
+    #[command(flatten)]
+    pub spec: SpecFlags,
     /// One or more texts.
     #[arg(required = true)]
     pub texts: Vec<String>,

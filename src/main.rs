@@ -297,9 +297,9 @@ async fn classify_locally(args: ClassifyArgs) -> anyhow::Result<()> {
         text,
         texts,
         labels: Some(args.labels),
-        source_type: args.source_type,
-        mode: args.mode.map(Into::into),
-        threshold: args.threshold,
+        source_type: args.spec.source_type,
+        mode: args.spec.mode.map(Into::into),
+        threshold: args.spec.threshold,
         ..Default::default()
     };
     let response = classify::run(&engine, &request).map_err(|err| match err.param {

@@ -112,9 +112,9 @@ pub async fn classify(url: &str, args: &ClassifyArgs) -> Result<(), RemoteError>
         spec: SpecRequest {
             labels: (!args.labels.is_empty()).then(|| args.labels.clone()),
             classifier: args.classifier.clone(),
-            source_type: args.source_type.clone(),
-            mode: args.mode.map(Into::into),
-            threshold: args.threshold,
+            source_type: args.spec.source_type.clone(),
+            mode: args.spec.mode.map(Into::into),
+            threshold: args.spec.threshold,
             ..Default::default()
         },
     };
@@ -141,9 +141,9 @@ fn job_request(args: &SubmitArgs) -> Result<JobRequest, RemoteError> {
     let spec = &mut request.spec;
     spec.labels = args.labels.clone().or(spec.labels.take());
     spec.classifier = args.classifier.clone();
-    spec.source_type = args.source_type.clone().or(spec.source_type.take());
-    spec.mode = args.mode.map(Into::into).or(spec.mode);
-    spec.threshold = args.threshold.or(spec.threshold);
+    spec.source_type = args.spec.source_type.clone().or(spec.source_type.take());
+    spec.mode = args.spec.mode.map(Into::into).or(spec.mode);
+    spec.threshold = args.spec.threshold.or(spec.threshold);
     request.adapt = args.adapt().or(request.adapt);
     request.metadata = args.metadata.iter().cloned().collect();
     Ok(request)

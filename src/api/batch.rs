@@ -53,7 +53,8 @@ pub struct CreateRequest {
 }
 
 /// A job's state. `failed` jobs may be started again; they resume where they stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+/// The CLI's client reads the same type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     /// Created; waiting for its file and `start`.
@@ -70,6 +71,16 @@ impl JobStatus {
             status::PROCESSING => Self::Processing,
             status::COMPLETED => Self::Completed,
             _ => Self::Failed,
+        }
+    }
+
+    /// The word the API uses, as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => status::PENDING,
+            Self::Processing => status::PROCESSING,
+            Self::Completed => status::COMPLETED,
+            Self::Failed => status::FAILED,
         }
     }
 }
