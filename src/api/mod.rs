@@ -6,6 +6,7 @@ pub mod classifiers;
 pub mod classify;
 pub mod cors;
 mod error;
+mod idempotency;
 mod json;
 pub mod models;
 pub mod observe;
@@ -100,10 +101,16 @@ pub fn routes(state: Option<&AppState>) -> OpenApiRouter<AppState> {
             classifiers::delete
         ));
     if let Some(state) = state {
-        v1 = v1.route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            require_api_key,
-        ));
+        // The last layer added runs first: the key is checked, then idempotency.
+        v1 = v1
+            .route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                idempotency::idempotent,
+            ))
+            .route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                require_api_key,
+            ));
     }
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(playground::index))

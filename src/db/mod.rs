@@ -4,6 +4,7 @@
 mod accounts;
 pub mod batch;
 pub mod classifiers;
+pub mod idempotency;
 
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};

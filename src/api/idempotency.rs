@@ -1,0 +1,145 @@
+//! `Idempotency-Key` on the POSTs that create something (`/v1/batch`,
+//! `/v1/classifiers`): a retried request gets the first answer again instead of a
+//! second job. Keys are per account and last 24 hours; the same key with a different
+//! request is a 422. Only successes are remembered, so a failed request can be retried
+//! under its key, corrected or not.
+
+use std::time::{Duration, Instant};
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+
+use super::{ApiError, AppState};
+use crate::db::idempotency::Reservation;
+use crate::db::Account;
+
+/// The request header.
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// Set on an answer replayed from an earlier request.
+pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+/// The routes whose POST honours the header.
+const ROUTES: [&str; 2] = ["/v1/batch", "/v1/classifiers"];
+/// Longest key.
+pub const MAX_KEY_CHARS: usize = 255;
+/// How long a request waits for an identical one running under its key.
+const WAIT_FOR_FIRST: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(25);
+
+/// Middleware (inside authentication): reserves the key, runs the request once, stores
+/// a success and replays it to the same request later.
+pub async fn idempotent(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let applies = req.method() == Method::POST
+        && req
+            .extensions()
+            .get::<MatchedPath>()
+            .is_some_and(|path| ROUTES.contains(&path.as_str()));
+    let Some(key) = req.headers().get(&IDEMPOTENCY_KEY).filter(|_| applies) else {
+        return Ok(next.run(req).await);
+    };
+    let key = valid_key(key)?;
+    let account = req
+        .extensions()
+        .get::<Account>()
+        .cloned()
+        .ok_or_else(|| ApiError::internal("idempotency check ran before authentication"))?;
+
+    let (parts, body) = req.into_parts();
+    let bytes = to_bytes(body, state.max_body_bytes)
+        .await
+        .map_err(|_| ApiError::payload_too_large(state.max_body_bytes))?;
+    let mut hash = Sha256::new();
+    hash.update(parts.method.as_str());
+    hash.update([0]);
+    hash.update(parts.uri.path());
+    hash.update([0]);
+    hash.update(&bytes);
+    let request_hash = hex::encode(hash.finalize());
+
+    let waiting_since = Instant::now();
+    loop {
+        match state
+            .db
+            .reserve_idempotency_key(&account.id, &key, &request_hash)
+            .await?
+        {
+            Reservation::Reserved => break,
+            Reservation::Replay { status, body } => return Ok(replay(status, body)),
+            Reservation::Mismatch => {
+                return Err(ApiError::validation(
+                    "Idempotency-Key",
+                    "this Idempotency-Key was used for a different request in the last 24 \
+                     hours; use a new key for a new request",
+                ))
+            }
+            Reservation::InFlight if waiting_since.elapsed() < WAIT_FOR_FIRST => {
+                tokio::time::sleep(POLL).await;
+            }
+            Reservation::InFlight => {
+                return Err(ApiError::conflict(
+                    "a request with this Idempotency-Key is still running; retry later",
+                ))
+            }
+        }
+    }
+
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    if !response.status().is_success() {
+        state.db.release_idempotency_key(&account.id, &key).await?;
+        return Ok(response);
+    }
+    let (parts, body) = response.into_parts();
+    // Our own JSON answers: small, and read whole before they are sent anyway.
+    let bytes = to_bytes(body, usize::MAX)
+        .await
+        .map_err(ApiError::internal)?;
+    let text = String::from_utf8_lossy(&bytes);
+    state
+        .db
+        .complete_idempotency_key(&account.id, &key, parts.status.as_u16(), &text)
+        .await?;
+    Ok(Response::from_parts(parts, Body::from(bytes)))
+}
+
+/// 1-255 visible ASCII characters (a UUID, say).
+fn valid_key(value: &HeaderValue) -> Result<String, ApiError> {
+    value
+        .to_str()
+        .ok()
+        .filter(|key| {
+            !key.is_empty()
+                && key.len() <= MAX_KEY_CHARS
+                && key.bytes().all(|b| b.is_ascii_graphic())
+        })
+        .map(str::to_string)
+        .ok_or_else(|| {
+            ApiError::invalid_request(format!(
+                "Idempotency-Key must be 1-{MAX_KEY_CHARS} visible ASCII characters"
+            ))
+            .with_param("Idempotency-Key")
+        })
+}
+
+fn replay(status: u16, body: String) -> Response {
+    (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (IDEMPOTENT_REPLAYED, HeaderValue::from_static("true")),
+        ],
+        body,
+    )
+        .into_response()
+}
