@@ -140,57 +140,8 @@ pub struct JobRequest {
     pub metadata: BTreeMap<String, String>,
 }
 
-/// What `POST /v1/batch` answers that the upload needs.
-#[derive(Debug, Clone, Deserialize)]
-pub struct CreatedJob {
-    pub job_id: String,
-    pub upload_url: String,
-    pub upload_fields: BTreeMap<String, String>,
-}
-
-/// A batch job's state: the server's own type.
-pub use crate::api::batch::JobStatus;
-
-/// `progress` of a job, computed by the server.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Progress {
-    pub percent: f64,
-    pub lines_per_second: Option<f64>,
-    pub eta_seconds: Option<f64>,
-}
-
-/// The fields of a job the CLI follows.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Job {
-    pub job_id: String,
-    pub status: JobStatus,
-    /// Non-blank lines, known once the worker's first pass is done.
-    pub requests_total: Option<u64>,
-    pub requests_completed: u64,
-    pub requests_failed: u64,
-    pub error: Option<String>,
-    pub progress: Progress,
-}
-
-impl Job {
-    /// Lines scored so far, failed ones included.
-    pub fn lines_done(&self) -> u64 {
-        self.requests_completed + self.requests_failed
-    }
-}
-
-/// `GET /v1/batch`: a page of jobs.
-#[derive(Debug, Clone, Deserialize)]
-pub struct JobPage {
-    pub data: Vec<Job>,
-    pub next_cursor: Option<String>,
-}
-
-/// `GET /v1/batch/{id}/results`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ResultsLink {
-    pub url: String,
-}
+/// The server's own response types: the client reads what the server writes.
+pub use crate::api::batch::{CreatedJob, Job, JobList, JobStatus, ResultsLink};
 
 /// One server, one API key.
 #[derive(Debug, Clone)]
@@ -340,7 +291,7 @@ impl Client {
         &self,
         limit: u32,
         after: Option<&str>,
-    ) -> Result<Answer<JobPage>, ClientError> {
+    ) -> Result<Answer<JobList>, ClientError> {
         let mut url = self.url(&["v1", "batch"]);
         url.query_pairs_mut()
             .append_pair("limit", &limit.to_string());

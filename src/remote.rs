@@ -161,7 +161,7 @@ async fn submit(client: &Client, args: &SubmitArgs) -> Result<(), RemoteError> {
         })?
         .len();
     let created = client.create_job(&request).await?.value;
-    let id = created.job_id.clone();
+    let id = created.job.job_id.clone();
     if let Err(err) = upload(client, &created, &args.file, size).await {
         // A job without its file is of no use: do not leave it behind.
         let _ = client.delete_job(&id).await;
@@ -190,7 +190,7 @@ async fn upload(
     path: &Path,
     size: u64,
 ) -> Result<(), ClientError> {
-    let meter = Arc::new(UploadMeter::new(&job.job_id, size));
+    let meter = Arc::new(UploadMeter::new(&job.job.job_id, size));
     let began = Instant::now();
     let result = client
         .upload(job, path, {
@@ -204,7 +204,7 @@ async fn upload(
     result?;
     eprintln!(
         "{}: uploaded {} in {:.1} s",
-        job.job_id,
+        job.job.job_id,
         HumanBytes(size),
         began.elapsed().as_secs_f64()
     );
@@ -346,7 +346,7 @@ impl JobDisplay {
                             .expect("valid template")
                             .progress_chars("=> "),
                         );
-                        bar.set_length(total);
+                        bar.set_length(total.max(0) as u64);
                     }
                     bar.set_position(job.lines_done());
                 }

@@ -85,8 +85,8 @@ impl JobStatus {
     }
 }
 
-/// A batch job as the API shows it.
-#[derive(Debug, Serialize, ToSchema)]
+/// A batch job as the API shows it (and as the CLI's client reads it).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Job {
     pub job_id: String,
     pub status: JobStatus,
@@ -115,8 +115,15 @@ pub struct Job {
     pub completed_at: Option<String>,
 }
 
+impl Job {
+    /// Lines scored so far, failed ones included.
+    pub fn lines_done(&self) -> u64 {
+        (self.requests_completed + self.requests_failed).max(0) as u64
+    }
+}
+
 /// A new job and the form that uploads its input (an S3-style presigned POST).
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CreatedJob {
     #[serde(flatten)]
     pub job: Job,
@@ -131,7 +138,7 @@ pub struct CreatedJob {
 }
 
 /// A time-limited download of a completed job's results.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ResultsLink {
     pub job_id: String,
     /// GET it (no API key): NDJSON, one row per input line, in input order.
@@ -143,7 +150,7 @@ pub struct ResultsLink {
 }
 
 /// One page of jobs, newest first.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct JobList {
     pub data: Vec<Job>,
     /// Pass as `after` for the next page; null on the last one.
@@ -427,7 +434,7 @@ pub async fn list(
 }
 
 /// Progress a person can read: share of the input read, and an estimate of the rest.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Progress {
     /// 0-100, one decimal.
     pub percent: f64,
