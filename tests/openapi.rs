@@ -128,6 +128,18 @@ async fn description_covers_every_route_with_auth_limits_and_errors() {
         }
     }
 
+    // Idempotency-Key on the two POSTs that honour it, with its limits.
+    for path in ["/v1/batch", "/v1/classifiers"] {
+        let header = api["paths"][path]["post"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "Idempotency-Key")
+            .unwrap_or_else(|| panic!("POST {path} lists Idempotency-Key"));
+        assert_eq!(header["in"], "header");
+        assert_eq!(header["schema"]["maxLength"], 255);
+    }
+
     // Limits are those the server enforces.
     let schemas = &api["components"]["schemas"];
     let classify = &schemas["ClassifyRequest"]["properties"];

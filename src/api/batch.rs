@@ -184,7 +184,6 @@ fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), ApiError> {
 /// Creates a pending job and the form that uploads its input.
 #[utoipa::path(post, path = "/batch", operation_id = "create_batch", tag = "batch",
     request_body = CreateRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key with the same body within 24 hours answers the first success again (with `Idempotent-Replayed: true`); with another body, 422. 1-255 visible ASCII characters, per account.")),
     responses(
         (status = 201, description = "Created; upload the file, then start it", body = CreatedJob,
             links(

@@ -19,7 +19,6 @@ pub struct ClassifierList {
 /// Saves version 1 of a new name; the label vectors are computed now, once.
 #[utoipa::path(post, path = "/classifiers", operation_id = "create_classifier", tag = "classifiers",
     request_body = Definition,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key with the same body within 24 hours answers the first success again (with `Idempotent-Replayed: true`); with another body, 422. 1-255 visible ASCII characters, per account.")),
     responses(
         (status = 201, description = "Saved as version 1", body = ClassifierView,
             links(

@@ -12,6 +12,9 @@ use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::Required;
 
 use super::{ApiError, AppState};
 use crate::db::idempotency::Reservation;
@@ -21,8 +24,8 @@ use crate::db::Account;
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 /// Set on an answer replayed from an earlier request.
 pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
-/// The routes whose POST honours the header.
-const ROUTES: [&str; 2] = ["/v1/batch", "/v1/classifiers"];
+/// The routes whose POST honours the header (and whose description says so).
+pub(super) const ROUTES: [&str; 2] = ["/v1/batch", "/v1/classifiers"];
 /// Longest key.
 pub const MAX_KEY_CHARS: usize = 255;
 /// How long a request waits for an identical one running under its key.
@@ -108,6 +111,27 @@ pub async fn idempotent(
         .complete_idempotency_key(&account.id, &key, parts.status.as_u16(), &text)
         .await?;
     Ok(Response::from_parts(parts, Body::from(bytes)))
+}
+
+/// The header as the OpenAPI description of [`ROUTES`]' POSTs lists it.
+pub(super) fn header_parameter() -> Parameter {
+    ParameterBuilder::new()
+        .name("Idempotency-Key")
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .description(Some(
+            "Makes a retry safe: the same key with the same body within 24 hours answers \
+             the first success again (with `Idempotent-Replayed: true`); with another body, \
+             422. 1-255 visible ASCII characters, per account.",
+        ))
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(MAX_KEY_CHARS))
+                .pattern(Some("^[!-~]+$")),
+        ))
+        .build()
 }
 
 /// 1-255 visible ASCII characters (a UUID, say).

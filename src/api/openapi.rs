@@ -18,7 +18,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{Content, OpenApi, Ref, RefOr, ResponseBuilder};
 
 use super::error::{ErrorBody, ErrorDetail, ErrorType};
-use super::{uploads, ApiError, AppState};
+use super::{idempotency, uploads, ApiError, AppState};
 
 /// The parts of the description that are not in a handler's annotation.
 #[derive(utoipa::OpenApi)]
@@ -76,6 +76,13 @@ pub(super) fn apply_conventions(openapi: &mut OpenApi) {
         .flatten()
         {
             authenticated(operation);
+        }
+        if idempotency::ROUTES.contains(&path.as_str()) {
+            if let Some(post) = &mut item.post {
+                post.parameters
+                    .get_or_insert_with(Vec::new)
+                    .push(RefOr::T(idempotency::header_parameter()));
+            }
         }
     }
 }
