@@ -60,8 +60,12 @@ pub enum JobStatus {
     /// Created; waiting for its file and `start`.
     Pending,
     Processing,
+    /// Cancel was asked; it stops at its next chunk and becomes `cancelled`.
+    Cancelling,
     Completed,
     Failed,
+    /// Stopped on request; the rows scored before that stay downloadable.
+    Cancelled,
 }
 
 impl JobStatus {
@@ -69,7 +73,9 @@ impl JobStatus {
         match row.status.as_str() {
             status::PENDING => Self::Pending,
             status::PROCESSING => Self::Processing,
+            status::CANCELLING => Self::Cancelling,
             status::COMPLETED => Self::Completed,
+            status::CANCELLED => Self::Cancelled,
             _ => Self::Failed,
         }
     }
@@ -79,8 +85,10 @@ impl JobStatus {
         match self {
             Self::Pending => status::PENDING,
             Self::Processing => status::PROCESSING,
+            Self::Cancelling => status::CANCELLING,
             Self::Completed => status::COMPLETED,
             Self::Failed => status::FAILED,
+            Self::Cancelled => status::CANCELLED,
         }
     }
 }

@@ -17,6 +17,11 @@ pub fn output_key(job_id: &str) -> String {
     format!("results/{job_id}.ndjson")
 }
 
+/// Object key of a job's error rows alone (the same rows as in its results).
+pub fn errors_key(job_id: &str) -> String {
+    format!("errors/{job_id}.ndjson")
+}
+
 /// Tokens estimated from the input size before anything is read: about four bytes a
 /// token for English text, the cheap figure shown at start.
 pub fn estimate_tokens(input_bytes: u64) -> i64 {

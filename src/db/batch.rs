@@ -9,8 +9,13 @@ pub mod status {
     pub const PROCESSING: &str = "processing";
     pub const COMPLETED: &str = "completed";
     pub const FAILED: &str = "failed";
+    /// Cancel was asked while processing; the worker holding it stops at its next chunk.
+    pub const CANCELLING: &str = "cancelling";
+    pub const CANCELLED: &str = "cancelled";
     /// Every status, for reports that list each one (zero included).
-    pub const ALL: &[&str] = &[PENDING, PROCESSING, COMPLETED, FAILED];
+    pub const ALL: &[&str] = &[PENDING, PROCESSING, CANCELLING, COMPLETED, FAILED, CANCELLED];
+    /// States a job does not leave by itself; `completed_at` says when it got there.
+    pub const ENDED: &[&str] = &[COMPLETED, FAILED, CANCELLED];
 }
 
 /// A job as stored.
