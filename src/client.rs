@@ -326,6 +326,12 @@ impl Client {
         Ok(written)
     }
 
+    /// `POST /v1/batch/{id}/cancel`.
+    pub async fn cancel_job(&self, id: &str) -> Result<Answer<Job>, ClientError> {
+        let url = self.url(&["v1", "batch", id, "cancel"]);
+        self.call(Method::POST, url, None::<&()>).await
+    }
+
     /// `DELETE /v1/batch/{id}`: the job, its input and its results.
     pub async fn delete_job(&self, id: &str) -> Result<(), ClientError> {
         let request = self.authorized(Method::DELETE, self.url(&["v1", "batch", id]));

@@ -111,6 +111,9 @@ pub enum BatchCommand {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// Stop a job: a pending one at once, a processing one at its next chunk (its
+    /// rows scored so far stay downloadable).
+    Cancel { id: String },
     /// Delete a job that is not processing, with its input and results.
     Delete { id: String },
 }

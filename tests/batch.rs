@@ -140,6 +140,21 @@ async fn full_lifecycle(backend: Backend, store: Store) {
     }
     assert_eq!(done["actual_tokens"].as_i64().unwrap(), tokens);
 
+    // The error rows again on their own, in the same order.
+    let (_, link) = server
+        .call(Method::GET, &format!("/v1/batch/{id}/results"), None)
+        .await;
+    assert_eq!(link["errors"], bad as i64);
+    let errors = server
+        .download_rows(link["errors_url"].as_str().unwrap())
+        .await;
+    let error_rows: Vec<Value> = rows
+        .iter()
+        .filter(|row| row.get("error").is_some())
+        .cloned()
+        .collect();
+    assert_eq!(errors, error_rows);
+
     // Completed jobs do not start again; other accounts see nothing.
     let (status, _) = server
         .call(Method::POST, &format!("/v1/batch/{id}/start"), None)
@@ -178,12 +193,9 @@ async fn full_lifecycle(backend: Backend, store: Store) {
     assert!(page["next_cursor"].is_null());
 
     // Delete removes the job and its files.
-    let results_url = {
-        let (_, r) = server
-            .call(Method::GET, &format!("/v1/batch/{id}/results"), None)
-            .await;
-        r["url"].as_str().unwrap().to_string()
-    };
+    let (_, link) = server
+        .call(Method::GET, &format!("/v1/batch/{id}/results"), None)
+        .await;
     let (status, _) = server
         .call(Method::DELETE, &format!("/v1/batch/{id}"), None)
         .await;
@@ -192,12 +204,19 @@ async fn full_lifecycle(backend: Backend, store: Store) {
         .call(Method::GET, &format!("/v1/batch/{id}"), None)
         .await;
     assert_eq!(status, 404);
-    let gone = server.client.get(&results_url).send().await.unwrap();
-    assert!(
-        gone.status().is_client_error(),
-        "results file deleted: {}",
-        gone.status()
-    );
+    for url in [&link["url"], &link["errors_url"]] {
+        let gone = server
+            .client
+            .get(url.as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            gone.status().is_client_error(),
+            "results file deleted: {}",
+            gone.status()
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -290,14 +309,18 @@ async fn resumes_after_kill(backend: Backend, store: Store) {
         Store::Local => 1_000,
         Store::S3 => 6_000,
     };
+    // Every 997th line is bad: its error row must also be in the errors file once,
+    // though (on S3) error rows wait in the checkpoint until they fill a part.
     let lines: String = (0..n)
-        .map(|i| {
-            format!(
+        .map(|i| match i % 997 {
+            996 => "{not json\n".to_string(),
+            _ => format!(
                 "{}\n",
                 json!({"text": texts[i % texts.len()], "id": i.to_string()})
-            )
+            ),
         })
         .collect();
+    let bad = n / 997;
     assert_eq!(
         server.upload(&job, lines.clone().into_bytes()).await / 100,
         2
@@ -328,8 +351,8 @@ async fn resumes_after_kill(backend: Backend, store: Store) {
     let done = restarted
         .wait_for_job(&id, "completed", Duration::from_secs(300))
         .await;
-    assert_eq!(done["requests_completed"], n as i64);
-    assert_eq!(done["requests_failed"], 0);
+    assert_eq!(done["requests_completed"], (n - bad) as i64);
+    assert_eq!(done["requests_failed"], bad as i64);
     let rows = restarted.download_results(&id).await;
     assert_eq!(rows.len(), n, "each line exactly once");
     for (i, row) in rows.iter().enumerate() {
@@ -338,8 +361,23 @@ async fn resumes_after_kill(backend: Backend, store: Store) {
             (i + 1) as i64,
             "in order, none lost or repeated"
         );
-        assert_eq!(row["id"], i.to_string());
+        match i % 997 {
+            996 => assert_eq!(row["error"]["code"], "invalid_json"),
+            _ => assert_eq!(row["id"], i.to_string()),
+        }
     }
+    let (_, link) = restarted
+        .call(Method::GET, &format!("/v1/batch/{id}/results"), None)
+        .await;
+    let errors = restarted
+        .download_rows(link["errors_url"].as_str().unwrap())
+        .await;
+    let lines_with_errors: Vec<i64> = errors
+        .iter()
+        .map(|row| row["line"].as_i64().unwrap())
+        .collect();
+    let expected: Vec<i64> = (1..=n as i64).filter(|line| line % 997 == 0).collect();
+    assert_eq!(lines_with_errors, expected, "each error row once, in order");
     let adaptation = &done["adaptation"];
     assert_eq!(adaptation["applied"], true, "{done}");
     assert_eq!(adaptation["sample_lines"], 2_000, "a tenth of the lines");

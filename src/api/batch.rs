@@ -12,8 +12,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::spec::{Resolved, SpecFields};
 use super::{ApiError, ApiJson, AppState, ErrorBody};
-use crate::batch::{estimate_tokens, input_key, output_key};
-use crate::db::batch::{status, JobRow, NewJob, StartOutcome};
+use crate::batch::{errors_key, estimate_tokens, input_key, output_key};
+use crate::db::batch::{status, CancelOutcome, JobRow, NewJob, StartOutcome};
 use crate::db::{now_ms, rfc3339, Account};
 use crate::engine::{AdaptationReport, ClassificationSpec, Mode};
 
@@ -52,7 +52,7 @@ pub struct CreateRequest {
     pub metadata: Option<BTreeMap<String, String>>,
 }
 
-/// A job's state. `failed` jobs may be started again; they resume where they stopped.
+/// A job's state. `failed` jobs may be started again (from the start of the file).
 /// The CLI's client reads the same type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -145,13 +145,17 @@ pub struct CreatedJob {
     pub max_upload_bytes: u64,
 }
 
-/// A time-limited download of a completed job's results.
+/// Time-limited downloads of a completed (or cancelled) job's results.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ResultsLink {
     pub job_id: String,
-    /// GET it (no API key): NDJSON, one row per input line, in input order.
+    /// GET it (no API key): NDJSON, one row per input line scored, in input order.
     pub url: String,
-    /// RFC 3339.
+    /// GET it (no API key): the error rows of `url` alone, same format and order.
+    pub errors_url: String,
+    /// Rows in `errors_url` (the lines that failed).
+    pub errors: i64,
+    /// RFC 3339; both links stop working then.
     pub expires_at: String,
     pub requests_completed: i64,
     pub requests_failed: i64,
@@ -199,6 +203,7 @@ fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), ApiError> {
                 ("StartBatch" = (operation_id = "start_batch", parameters(("id" = "$response.body#/job_id")))),
                 ("GetBatchResults" = (operation_id = "get_batch_results", parameters(("id" = "$response.body#/job_id")))),
                 ("DeleteBatch" = (operation_id = "delete_batch", parameters(("id" = "$response.body#/job_id")))),
+                ("CancelBatch" = (operation_id = "cancel_batch", parameters(("id" = "$response.body#/job_id")))),
             )),
         (status = 404, description = "The saved classifier does not exist", body = ErrorBody),
         (status = 409, description = "A request with this Idempotency-Key is still running", body = ErrorBody),
@@ -329,13 +334,14 @@ pub async fn get(
     Ok(Json(view(&own_job(&state, &account, &id).await?)?))
 }
 
-/// A time-limited download URL for a completed job's results.
+/// Time-limited download URLs for a job's results and its error rows: once it is
+/// completed, or once it is cancelled (the rows scored before that).
 #[utoipa::path(get, path = "/batch/{id}/results", operation_id = "get_batch_results", tag = "batch",
     params(("id" = String, Path, description = "The job id")),
     responses(
         (status = 200, description = "Where to download the results", body = ResultsLink),
         (status = 404, description = "No such job", body = ErrorBody),
-        (status = 409, description = "The job is not completed", body = ErrorBody),
+        (status = 409, description = "The job has no results yet (or never will: failed, or cancelled before it started)", body = ErrorBody),
     ))]
 pub async fn results(
     State(state): State<AppState>,
@@ -343,21 +349,55 @@ pub async fn results(
     Path(id): Path<String>,
 ) -> Result<Json<ResultsLink>, ApiError> {
     let job = own_job(&state, &account, &id).await?;
-    if job.status != status::COMPLETED {
-        return Err(ApiError::conflict(format!(
-            "job is {}; results exist once it is completed",
-            job.status
-        )));
+    let has_results = job.status == status::COMPLETED
+        || (job.status == status::CANCELLED && job.started_at.is_some());
+    if !has_results {
+        return Err(ApiError::conflict(match job.status.as_str() {
+            status::CANCELLED => {
+                "job was cancelled before it started; it has no results".to_string()
+            }
+            other => format!("job is {other}; results exist once it is completed or cancelled"),
+        }));
     }
     let ttl = state.batch.download_ttl;
     let url = state.storage.presign_download(&job.output_key, ttl).await?;
+    let errors_url = state
+        .storage
+        .presign_download(&errors_key(&job.id), ttl)
+        .await?;
     Ok(Json(ResultsLink {
         job_id: job.id,
         url,
+        errors_url,
+        errors: job.requests_failed,
         expires_at: rfc3339(now_ms() + ttl.as_millis() as i64),
         requests_completed: job.requests_completed,
         requests_failed: job.requests_failed,
     }))
+}
+
+/// Stops a job: a pending one is cancelled at once; a processing one is `cancelling`
+/// until the worker holding it (on any instance) reaches its next chunk, then
+/// `cancelled`, with the rows scored before that downloadable. Asking again is harmless.
+#[utoipa::path(post, path = "/batch/{id}/cancel", operation_id = "cancel_batch", tag = "batch",
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 202, description = "Cancelled, or cancelling until its next chunk", body = Job),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "The job already ended (completed or failed)", body = ErrorBody),
+    ))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    Extension(account): Extension<Account>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Job>), ApiError> {
+    match state.db.cancel_job(&account.id, &id).await? {
+        CancelOutcome::Stopping(job) => Ok((StatusCode::ACCEPTED, Json(view(&job)?))),
+        CancelOutcome::AlreadyEnded(current) => Err(ApiError::conflict(format!(
+            "job is {current}; only pending or processing jobs can be cancelled"
+        ))),
+        CancelOutcome::NotFound => Err(ApiError::not_found(format!("no batch job {id:?}"))),
+    }
 }
 
 /// Deletes a job that is not processing, with its input and results.
@@ -366,7 +406,7 @@ pub async fn results(
     responses(
         (status = 204, description = "Deleted with its input and results"),
         (status = 404, description = "No such job", body = ErrorBody),
-        (status = 409, description = "The job is processing", body = ErrorBody),
+        (status = 409, description = "The job is processing or cancelling", body = ErrorBody),
     ))]
 pub async fn delete(
     State(state): State<AppState>,
@@ -374,18 +414,14 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let job = own_job(&state, &account, &id).await?;
-    if job.status == status::PROCESSING {
-        return Err(ApiError::conflict(
-            "job is processing; it can be deleted once it ends",
-        ));
-    }
     if !state.db.delete_job(&account.id, &id).await? {
         return Err(ApiError::conflict(
-            "job is processing; it can be deleted once it ends",
+            "job is processing; cancel it, or delete it once it ends",
         ));
     }
-    state.storage.delete(&job.input_key).await?;
-    state.storage.delete(&job.output_key).await?;
+    for key in [job.input_key, job.output_key, errors_key(&job.id)] {
+        state.storage.delete(&key).await?;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -92,6 +92,7 @@ pub fn routes(state: Option<&AppState>) -> OpenApiRouter<AppState> {
         .routes(routes!(batch::create, batch::list))
         .routes(routes!(batch::get, batch::delete))
         .routes(routes!(batch::start))
+        .routes(routes!(batch::cancel))
         .routes(routes!(batch::results))
         .routes(routes!(models::list))
         .routes(routes!(classifiers::create, classifiers::list))

@@ -1,8 +1,9 @@
-//! The streaming batch worker. Every instance runs one: it claims a processing job
+//! The streaming batch worker. Every instance runs one: it claims an active job
 //! nobody holds (just started, or whose worker's lease expired), streams the input
 //! from the last checkpoint, scores chunks (rayon-parallel parsing and row building,
-//! batched ONNX inference) while reading the next one and renewing its lease, appends
-//! results and commits a checkpoint after each part.
+//! ONNX inference) while reading the next one and renewing its lease, appends rows to
+//! the results (and error rows to the errors object) and commits a checkpoint after
+//! each part. A cancel asked on any instance is seen at the next lease renewal.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -12,14 +13,15 @@ use serde_json::{json, Map, Value};
 use tokio::io::BufReader;
 use tokio::sync::Notify;
 
+use super::errors_key;
 use super::lines::{parse_line, LineReader, RawLine};
 use super::sample::Sampler;
-use crate::db::batch::{Checkpoint, Claimed, JobRow};
+use crate::db::batch::{status, Checkpoint, Claimed, JobRow, Lease};
 use crate::db::Db;
 use crate::engine::{
-    AdaptationReport, Adapted, AdaptedLabels, ClassificationSpec, Engine, LabelScorer, LabelVectors,
+    AdaptationReport, Adapted, AdaptedLabels, ClassificationSpec, Engine, LabelScorer,
 };
-use crate::storage::{Storage, StorageError};
+use crate::storage::{ByteStream, OutputState, Storage, StorageError};
 
 /// Lines scored per engine call. The engine sorts a call's texts by length before
 /// batching them, so larger chunks pad less: 512 lines of 20-80 word tickets run 4% more
@@ -55,6 +57,9 @@ enum JobError {
     /// Another worker holds the job now (our lease expired); leave it alone.
     #[error("lease lost")]
     LeaseLost,
+    /// Cancel was asked before any line was scored.
+    #[error("cancel asked")]
+    CancelAsked,
     /// A passing fault (database, storage); the job is retried after the lease expires.
     #[error("{0}")]
     Transient(String),
@@ -105,7 +110,7 @@ impl Worker {
                     }
                     tracing::info!(job = %id, resumed, "processing batch job");
                     match self.process(&engine, job).await {
-                        Ok(()) => tracing::info!(job = %id, "batch job finished"),
+                        Ok(ending) => tracing::info!(job = %id, ?ending, "batch job ended"),
                         Err(JobError::Fatal(message)) => {
                             tracing::warn!(job = %id, %message, "batch job failed");
                             if let Err(err) =
@@ -133,121 +138,39 @@ impl Worker {
         }
     }
 
-    async fn process(&self, engine: &Arc<Engine>, job: JobRow) -> Result<(), JobError> {
-        let spec: ClassificationSpec = serde_json::from_str(&job.config)
-            .map_err(|err| JobError::Fatal(format!("stored job config is unreadable: {err}")))?;
-        let labels = {
-            let (engine, set) = (engine.clone(), spec.labels.clone());
-            tokio::task::spawn_blocking(move || engine.label_vectors(&set))
-                .await
-                .map_err(|err| JobError::Transient(err.to_string()))?
-                .map_err(|err| JobError::Fatal(err.to_string()))?
-        };
-        // The upload form stays valid after start: refuse a file replaced under the job.
-        let size = self.storage.size(&job.input_key).await?;
-        if size != job.input_bytes.map(|bytes| bytes as u64) {
-            return Err(JobError::Fatal(
-                "the input file changed after the job started; upload it again and restart the job"
-                    .to_string(),
-            ));
+    /// Runs one claimed job to its end in four steps: prepare (outputs, label vectors),
+    /// score a chunk, flush (write rows, checkpoint) while there is input, finish. Each
+    /// lease renewal may find the job taken over (stop at once: `LeaseLost`) or asked to
+    /// cancel (flush what is scored and end `cancelled`).
+    async fn process(&self, engine: &Arc<Engine>, job: JobRow) -> Result<Ending, JobError> {
+        let mut run = Run::open(self, engine, job).await?;
+        if run.job.status == status::CANCELLING {
+            return run.finish(Ending::Cancelled).await;
         }
-        let scorer = self
-            .prepare_labels(engine, &job, &spec, labels, size.unwrap_or(0))
-            .await?;
-
-        let mut state = match &job.cp_output_state {
-            Some(saved) => serde_json::from_str(saved).map_err(|err| {
-                JobError::Fatal(format!("stored output state is unreadable: {err}"))
-            })?,
-            None => self.storage.start_output(&job.output_key).await?,
+        let scorer = match run.prepare_labels().await {
+            Err(JobError::CancelAsked) => return run.finish(Ending::Cancelled).await,
+            other => other?,
         };
-        let input = self
-            .storage
-            .read_from(&job.input_key, job.cp_input_offset as u64)
-            .await?;
-        let mut reader = LineReader::new(
-            BufReader::with_capacity(READ_BUFFER, input),
-            job.cp_input_offset as u64,
-            job.cp_line,
-        );
-        let mut counts = Counts {
-            completed: job.cp_completed,
-            failed: job.cp_failed,
-            tokens: job.cp_tokens,
-        };
-        let mut pending: Vec<u8> = Vec::new();
-        let min_part = self.storage.min_part_bytes();
+        let mut reader = run.input().await?;
         let mut next = read_chunk(&mut reader).await?;
-        loop {
+        while !next.lines.is_empty() {
             let chunk = std::mem::take(&mut next);
-            let at_end = chunk.lines.is_empty();
-            if !at_end {
-                let (engine, scorer, spec) = (engine.clone(), scorer.clone(), spec.clone());
-                let lines = chunk.lines;
-                let scoring = tokio::task::spawn_blocking(move || {
-                    score_chunk(&engine, scorer.as_ref(), &spec, lines)
-                });
-                // The next chunk is read while this one is scored.
-                let (scored, read) = tokio::join!(
-                    self.renewing_lease(&job.id, counts, scoring),
-                    read_chunk(&mut reader)
-                );
-                let (rows, chunk_counts) = scored??;
-                crate::metrics::lines_scored(chunk_counts.completed, chunk_counts.failed);
-                next = read?;
-                pending.extend_from_slice(&rows);
-                counts.completed += chunk_counts.completed;
-                counts.failed += chunk_counts.failed;
-                counts.tokens += chunk_counts.tokens;
-            }
-            if (pending.len() >= min_part && !pending.is_empty()) || (at_end && !pending.is_empty())
-            {
-                self.storage
-                    .append_output(&job.output_key, &mut state, std::mem::take(&mut pending))
-                    .await?;
-                let checkpoint = Checkpoint {
-                    input_offset: chunk.end_offset as i64,
-                    line: chunk.end_line,
-                    completed: counts.completed,
-                    failed: counts.failed,
-                    tokens: counts.tokens,
-                    output_state: serde_json::to_string(&state).expect("serialisable"),
-                };
-                if !self
-                    .db
-                    .checkpoint(&job.id, &self.owner, self.lease_ms(), &checkpoint)
-                    .await?
-                {
-                    return Err(JobError::LeaseLost);
-                }
-            } else if !at_end {
-                self.renew_lease(&job.id, counts).await?;
-            }
-            if at_end {
-                break;
+            // The next chunk is read while this one is scored.
+            let (scored, read) =
+                tokio::join!(run.score(&scorer, chunk.lines), read_chunk(&mut reader));
+            run.add(scored?, chunk.end_offset, chunk.end_line);
+            next = read?;
+            if run.flush(false).await? == Lease::CancelAsked {
+                return run.finish(Ending::Cancelled).await;
             }
         }
-        self.storage.finish_output(&job.output_key, &state).await?;
-        let error = match (counts.completed, counts.failed) {
-            (0, 0) => Some("the input has no lines".to_string()),
-            (0, failed) => Some(format!(
-                "every line failed ({failed} lines); see the results for each error"
-            )),
-            _ => None,
-        };
-        if let Some(message) = error {
-            return Err(JobError::Fatal(message));
-        }
-        if !self.db.finish_job(&job.id, &self.owner, None).await? {
-            return Err(JobError::LeaseLost);
-        }
-        Ok(())
+        run.finish(Ending::RanToEnd).await
     }
 
     /// Extends the job's lease, showing `counts` as its progress; `LeaseLost` when
     /// another worker holds the job now.
-    async fn renew_lease(&self, job_id: &str, counts: Counts) -> Result<(), JobError> {
-        if !self
+    async fn renew_lease(&self, job_id: &str, counts: Counts) -> Result<Lease, JobError> {
+        let lease = self
             .db
             .heartbeat(
                 job_id,
@@ -256,16 +179,14 @@ impl Worker {
                 counts.completed,
                 counts.failed,
             )
-            .await?
-        {
-            return Err(JobError::LeaseLost);
-        }
+            .await?;
         crate::metrics::lease_renewed();
-        Ok(())
+        checked(lease)
     }
 
-    /// Waits for a scoring task, renewing the lease meanwhile, so that a slow chunk
-    /// (long texts, a slow machine) never lets another worker take the job over.
+    /// Waits for a blocking task, renewing the lease meanwhile, so that a slow chunk
+    /// (long texts, a slow machine) never lets another worker take the job over. A
+    /// cancel asked meanwhile is seen at the next renewal after the task.
     async fn renewing_lease<T>(
         &self,
         job_id: &str,
@@ -278,26 +199,152 @@ impl Worker {
         loop {
             tokio::select! {
                 done = &mut task => return done.map_err(|err| JobError::Transient(err.to_string())),
-                _ = beat.tick() => self.renew_lease(job_id, counts).await?,
+                _ = beat.tick() => { self.renew_lease(job_id, counts).await?; }
             }
         }
     }
+}
 
-    /// The label vectors a job scores with. On its first run: one streaming pass that
+/// `LeaseLost` as an error, so that every step stops on it with `?`.
+fn checked(lease: Lease) -> Result<Lease, JobError> {
+    match lease {
+        Lease::Lost => Err(JobError::LeaseLost),
+        held => Ok(held),
+    }
+}
+
+/// How a run ended, when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// Every line was read (the job completes, or is cancelled if that was asked
+    /// meanwhile).
+    RanToEnd,
+    /// Cancel was asked; the rows scored so far are the results.
+    Cancelled,
+}
+
+/// An object being written part by part: results, or the error rows alone.
+struct Output {
+    key: String,
+    state: OutputState,
+    /// Rows not yet written (writes wait for the storage's smallest part).
+    pending: Vec<u8>,
+}
+
+impl Output {
+    /// The object as the last checkpoint left it, or a new one.
+    async fn open(
+        storage: &Storage,
+        key: String,
+        saved_state: Option<&str>,
+        saved_pending: Option<&str>,
+    ) -> Result<Self, JobError> {
+        let state = match saved_state {
+            Some(saved) => serde_json::from_str(saved).map_err(|err| {
+                JobError::Fatal(format!("stored output state of {key} is unreadable: {err}"))
+            })?,
+            None => storage.start_output(&key).await?,
+        };
+        Ok(Self {
+            key,
+            state,
+            pending: saved_pending
+                .map(|rows| rows.as_bytes().to_vec())
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Writes the pending rows as a part when they fill one (or `all`).
+    async fn write(&mut self, storage: &Storage, all: bool) -> Result<(), JobError> {
+        if !self.pending.is_empty() && (all || self.pending.len() >= storage.min_part_bytes()) {
+            let rows = std::mem::take(&mut self.pending);
+            storage
+                .append_output(&self.key, &mut self.state, rows)
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn saved_state(&self) -> String {
+        serde_json::to_string(&self.state).expect("serialisable")
+    }
+}
+
+/// One job as this worker runs it: what every step shares.
+struct Run<'w> {
+    worker: &'w Worker,
+    engine: Arc<Engine>,
+    job: JobRow,
+    spec: ClassificationSpec,
+    results: Output,
+    errors: Output,
+    /// Counters and input position of the rows scored so far (checkpointed at a flush).
+    counts: Counts,
+    input_offset: u64,
+    input_line: i64,
+}
+
+impl<'w> Run<'w> {
+    /// Reads the job's config and checkpoint and opens its outputs.
+    async fn open(worker: &'w Worker, engine: &Arc<Engine>, job: JobRow) -> Result<Self, JobError> {
+        let spec: ClassificationSpec = serde_json::from_str(&job.config)
+            .map_err(|err| JobError::Fatal(format!("stored job config is unreadable: {err}")))?;
+        let storage = &worker.storage;
+        let results = Output::open(
+            storage,
+            job.output_key.clone(),
+            job.cp_output_state.as_deref(),
+            None,
+        )
+        .await?;
+        let errors = Output::open(
+            storage,
+            errors_key(&job.id),
+            job.cp_errors_state.as_deref(),
+            job.cp_errors_pending.as_deref(),
+        )
+        .await?;
+        Ok(Self {
+            worker,
+            engine: engine.clone(),
+            counts: Counts {
+                completed: job.cp_completed,
+                failed: job.cp_failed,
+                tokens: job.cp_tokens,
+            },
+            input_offset: job.cp_input_offset as u64,
+            input_line: job.cp_line,
+            spec,
+            results,
+            errors,
+            job,
+        })
+    }
+
+    /// The label vectors the job scores with. On its first run: one streaming pass that
     /// counts the lines and samples them, the adaptation fitted on the sample (when the
     /// spec asks for it), and both stored before any line is scored. On a resumed run:
     /// the stored vectors, so every line is scored as an uninterrupted run would.
-    async fn prepare_labels(
-        &self,
-        engine: &Arc<Engine>,
-        job: &JobRow,
-        spec: &ClassificationSpec,
-        labels: LabelVectors,
-        file_bytes: u64,
-    ) -> Result<Arc<dyn LabelScorer>, JobError> {
+    async fn prepare_labels(&self) -> Result<Arc<dyn LabelScorer>, JobError> {
+        let (worker, job) = (self.worker, &self.job);
+        let labels = {
+            let (engine, set) = (self.engine.clone(), self.spec.labels.clone());
+            tokio::task::spawn_blocking(move || engine.label_vectors(&set))
+                .await
+                .map_err(|err| JobError::Transient(err.to_string()))?
+                .map_err(|err| JobError::Fatal(err.to_string()))?
+        };
+        // The upload form stays valid after start: refuse a file replaced under the job.
+        let size = worker.storage.size(&job.input_key).await?;
+        if size != job.input_bytes.map(|bytes| bytes as u64) {
+            return Err(JobError::Fatal(
+                "the input file changed after the job started; upload it again and restart the job"
+                    .to_string(),
+            ));
+        }
         if job.requests_total.is_some() {
             // Stored with the line count in one update: present exactly when it applied.
-            return Ok(match self.db.adapted_labels(&job.id).await? {
+            return Ok(match worker.db.adapted_labels(&job.id).await? {
                 None => Arc::new(labels),
                 Some(stored) => {
                     let adapted: AdaptedLabels = serde_json::from_str(&stored).map_err(|err| {
@@ -309,18 +356,18 @@ impl Worker {
                 }
             });
         }
-        let (total, sample) = self
-            .survey(job, spec.adapt.then(|| Sampler::new(file_bytes)))
-            .await?;
+        let sampler = self.spec.adapt.then(|| Sampler::new(size.unwrap_or(0)));
+        let (total, sample) = self.survey(sampler).await?;
         let adapted = match sample {
             None => Adapted {
                 report: AdaptationReport::off(),
                 labels: None,
             },
             Some(sample) => {
-                let (engine, labels) = (engine.clone(), labels.clone());
+                let (engine, labels) = (self.engine.clone(), labels.clone());
                 let fitting = tokio::task::spawn_blocking(move || engine.adapt(&sample, &labels));
-                self.renewing_lease(&job.id, Counts::default(), fitting)
+                worker
+                    .renewing_lease(&job.id, Counts::default(), fitting)
                     .await?
                     .map_err(|err| JobError::Fatal(format!("inference failed: {err}")))?
             }
@@ -330,9 +377,9 @@ impl Worker {
             .labels
             .as_ref()
             .map(|labels| serde_json::to_string(labels).expect("serialisable"));
-        if !self
+        if !worker
             .db
-            .set_survey(&job.id, &self.owner, total, &report, stored.as_deref())
+            .set_survey(&job.id, &worker.owner, total, &report, stored.as_deref())
             .await?
         {
             return Err(JobError::LeaseLost);
@@ -348,33 +395,143 @@ impl Worker {
     /// lines and, given a sampler, picks the lines adaptation is fitted on.
     async fn survey(
         &self,
-        job: &JobRow,
         mut sampler: Option<Sampler>,
     ) -> Result<(i64, Option<Vec<String>>), JobError> {
-        let input = self.storage.read_from(&job.input_key, 0).await?;
+        let (worker, job) = (self.worker, &self.job);
+        let input = worker.storage.read_from(&job.input_key, 0).await?;
         let mut reader = LineReader::new(BufReader::with_capacity(READ_BUFFER, input), 0, 0);
         let mut total = 0i64;
         let mut last_beat = std::time::Instant::now();
         loop {
             let start = reader.offset;
-            let Some(line) = reader
-                .next_line()
-                .await
-                .map_err(|err| JobError::Fatal(format!("input file could not be read: {err}")))?
-            else {
+            let Some(line) = next_line(&mut reader).await? else {
                 break;
             };
             total += 1;
             if let Some(sampler) = sampler.as_mut() {
                 sampler.offer(start, &line);
             }
-            if last_beat.elapsed() > self.lease / 4 {
-                self.renew_lease(&job.id, Counts::default()).await?;
+            if last_beat.elapsed() > worker.lease / 4 {
+                if worker.renew_lease(&job.id, Counts::default()).await? == Lease::CancelAsked {
+                    return Err(JobError::CancelAsked);
+                }
                 last_beat = std::time::Instant::now();
             }
         }
         Ok((total, sampler.map(|s| s.finish(total as usize))))
     }
+
+    /// The input from the checkpoint on.
+    async fn input(&self) -> Result<LineReader<BufReader<ByteStream>>, JobError> {
+        let input = self
+            .worker
+            .storage
+            .read_from(&self.job.input_key, self.input_offset)
+            .await?;
+        Ok(LineReader::new(
+            BufReader::with_capacity(READ_BUFFER, input),
+            self.input_offset,
+            self.input_line,
+        ))
+    }
+
+    /// Scores one chunk off the async threads, renewing the lease meanwhile.
+    async fn score(
+        &self,
+        scorer: &Arc<dyn LabelScorer>,
+        lines: Vec<RawLine>,
+    ) -> Result<ScoredChunk, JobError> {
+        let (engine, scorer, spec) = (self.engine.clone(), scorer.clone(), self.spec.clone());
+        let scoring = tokio::task::spawn_blocking(move || {
+            score_chunk(&engine, scorer.as_ref(), &spec, lines)
+        });
+        self.worker
+            .renewing_lease(&self.job.id, self.counts, scoring)
+            .await?
+    }
+
+    /// Takes a scored chunk's rows and counts; the input now stands after it.
+    fn add(&mut self, chunk: ScoredChunk, end_offset: u64, end_line: i64) {
+        crate::metrics::lines_scored(chunk.counts.completed, chunk.counts.failed);
+        self.results.pending.extend_from_slice(&chunk.rows);
+        self.errors.pending.extend_from_slice(&chunk.error_rows);
+        self.counts.completed += chunk.counts.completed;
+        self.counts.failed += chunk.counts.failed;
+        self.counts.tokens += chunk.counts.tokens;
+        self.input_offset = end_offset;
+        self.input_line = end_line;
+    }
+
+    /// Writes the results when a part is full (or `all`) and commits a checkpoint with
+    /// them; otherwise only renews the lease. Says whether cancel was asked.
+    async fn flush(&mut self, all: bool) -> Result<Lease, JobError> {
+        let worker = self.worker;
+        let storage = &worker.storage;
+        let due = !self.results.pending.is_empty()
+            && (all || self.results.pending.len() >= storage.min_part_bytes());
+        if !due {
+            return worker.renew_lease(&self.job.id, self.counts).await;
+        }
+        self.results.write(storage, true).await?;
+        self.errors.write(storage, all).await?;
+        let checkpoint = Checkpoint {
+            input_offset: self.input_offset as i64,
+            line: self.input_line,
+            completed: self.counts.completed,
+            failed: self.counts.failed,
+            tokens: self.counts.tokens,
+            output_state: self.results.saved_state(),
+            errors_state: self.errors.saved_state(),
+            errors_pending: String::from_utf8(self.errors.pending.clone())
+                .expect("rows are JSON text"),
+        };
+        let lease = worker
+            .db
+            .checkpoint(&self.job.id, &worker.owner, worker.lease_ms(), &checkpoint)
+            .await?;
+        checked(lease)
+    }
+
+    /// Writes every row left, makes both objects whole and ends the job. A job that
+    /// ran to its end with nothing scored fails instead, saying why.
+    async fn finish(mut self, ending: Ending) -> Result<Ending, JobError> {
+        self.flush(true).await?;
+        let storage = &self.worker.storage;
+        storage
+            .finish_output(&self.results.key, &self.results.state)
+            .await?;
+        storage
+            .finish_output(&self.errors.key, &self.errors.state)
+            .await?;
+        if ending == Ending::RanToEnd {
+            let nothing_scored = match (self.counts.completed, self.counts.failed) {
+                (0, 0) => Some("the input has no lines".to_string()),
+                (0, failed) => Some(format!(
+                    "every line failed ({failed} lines); see the results for each error"
+                )),
+                _ => None,
+            };
+            if let Some(message) = nothing_scored {
+                return Err(JobError::Fatal(message));
+            }
+        }
+        let worker = self.worker;
+        if !worker
+            .db
+            .finish_job(&self.job.id, &worker.owner, None)
+            .await?
+        {
+            return Err(JobError::LeaseLost);
+        }
+        Ok(ending)
+    }
+}
+
+/// A scored chunk: every row in input order, the error rows again on their own.
+struct ScoredChunk {
+    rows: Vec<u8>,
+    error_rows: Vec<u8>,
+    counts: Counts,
 }
 
 /// Lines read together, and where the input stands after them (the checkpoint
@@ -392,11 +549,7 @@ async fn read_chunk<R: tokio::io::AsyncBufRead + Unpin>(
     let mut lines = Vec::with_capacity(CHUNK_LINES);
     let mut bytes = 0usize;
     while lines.len() < CHUNK_LINES && bytes < CHUNK_BYTES {
-        match reader
-            .next_line()
-            .await
-            .map_err(|err| JobError::Fatal(format!("input file could not be read: {err}")))?
-        {
+        match next_line(reader).await? {
             Some(line) => {
                 bytes += line.bytes.as_ref().map_or(0, Vec::len);
                 lines.push(line);
@@ -411,13 +564,23 @@ async fn read_chunk<R: tokio::io::AsyncBufRead + Unpin>(
     })
 }
 
+/// The input's next non-blank line; an unreadable input fails the job.
+async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut LineReader<R>,
+) -> Result<Option<RawLine>, JobError> {
+    reader
+        .next_line()
+        .await
+        .map_err(|err| JobError::Fatal(format!("input file could not be read: {err}")))
+}
+
 /// Parses, embeds and scores one chunk; returns its NDJSON rows in input order.
 fn score_chunk(
     engine: &Engine,
     labels: &dyn LabelScorer,
     spec: &ClassificationSpec,
     chunk: Vec<RawLine>,
-) -> Result<(Vec<u8>, Counts), JobError> {
+) -> Result<ScoredChunk, JobError> {
     let parsed: Vec<_> = chunk.par_iter().map(parse_line).collect();
     let texts: Vec<&str> = parsed
         .iter()
@@ -463,13 +626,19 @@ fn score_chunk(
             (bytes, counts)
         })
         .collect();
-    let mut out = Vec::with_capacity(rows.iter().map(|(r, _)| r.len()).sum());
-    let mut totals = Counts::default();
+    let mut scored = ScoredChunk {
+        rows: Vec::with_capacity(rows.iter().map(|(r, _)| r.len()).sum()),
+        error_rows: Vec::new(),
+        counts: Counts::default(),
+    };
     for (row, counts) in rows {
-        out.extend_from_slice(&row);
-        totals.completed += counts.completed;
-        totals.failed += counts.failed;
-        totals.tokens += counts.tokens;
+        scored.rows.extend_from_slice(&row);
+        if counts.failed > 0 {
+            scored.error_rows.extend_from_slice(&row);
+        }
+        scored.counts.completed += counts.completed;
+        scored.counts.failed += counts.failed;
+        scored.counts.tokens += counts.tokens;
     }
-    Ok((out, totals))
+    Ok(scored)
 }

@@ -13,7 +13,9 @@ pub mod status {
     pub const CANCELLING: &str = "cancelling";
     pub const CANCELLED: &str = "cancelled";
     /// Every status, for reports that list each one (zero included).
-    pub const ALL: &[&str] = &[PENDING, PROCESSING, CANCELLING, COMPLETED, FAILED, CANCELLED];
+    pub const ALL: &[&str] = &[
+        PENDING, PROCESSING, CANCELLING, COMPLETED, FAILED, CANCELLED,
+    ];
     /// States a job does not leave by itself; `completed_at` says when it got there.
     pub const ENDED: &[&str] = &[COMPLETED, FAILED, CANCELLED];
 }
@@ -42,6 +44,8 @@ pub struct JobRow {
     pub cp_failed: i64,
     pub cp_tokens: i64,
     pub cp_output_state: Option<String>,
+    pub cp_errors_state: Option<String>,
+    pub cp_errors_pending: Option<String>,
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub completed_at: Option<i64>,
@@ -53,7 +57,7 @@ pub struct JobRow {
 
 const COLUMNS: &str = "id, account_id, status, config, metadata, input_key, output_key, upload_expires_at, \
     input_bytes, requests_total, requests_completed, requests_failed, estimated_tokens, actual_tokens, error, \
-    cp_input_offset, cp_line, cp_completed, cp_failed, cp_tokens, cp_output_state, created_at, started_at, completed_at, \
+    cp_input_offset, cp_line, cp_completed, cp_failed, cp_tokens, cp_output_state, cp_errors_state, cp_errors_pending, created_at, started_at, completed_at, \
     classifier_name, classifier_version, adaptation";
 
 /// A job a worker has just claimed.
@@ -97,7 +101,42 @@ pub struct Checkpoint {
     pub completed: i64,
     pub failed: i64,
     pub tokens: i64,
+    /// The results object's upload state (JSON `OutputState`).
     pub output_state: String,
+    /// The errors object's upload state (JSON `OutputState`).
+    pub errors_state: String,
+    /// Error rows not yet written to the errors object (below the storage's part size).
+    pub errors_pending: String,
+}
+
+/// Whether a worker still holds a job, as each lease renewal finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lease {
+    Held,
+    /// Still held, and cancel was asked: stop at the end of this chunk.
+    CancelAsked,
+    /// Another worker holds the job now (this one's lease expired).
+    Lost,
+}
+
+impl Lease {
+    fn of(row: Option<(String,)>) -> Self {
+        match row {
+            None => Lease::Lost,
+            Some((state,)) if state == status::CANCELLING => Lease::CancelAsked,
+            Some(_) => Lease::Held,
+        }
+    }
+}
+
+/// How a cancel request ended.
+#[derive(Debug)]
+pub enum CancelOutcome {
+    /// The job is cancelled, or cancelling until its worker's next chunk.
+    Stopping(JobRow),
+    /// It had already ended this way (completed or failed) and stays so.
+    AlreadyEnded(String),
+    NotFound,
 }
 
 impl Db {
@@ -181,7 +220,7 @@ impl Db {
             "UPDATE batch_jobs SET status = $1, started_at = $2, input_bytes = $3, estimated_tokens = $4, \
              requests_total = NULL, adaptation = NULL, adapted_labels = NULL, requests_completed = 0, requests_failed = 0, actual_tokens = NULL, \
              error = NULL, completed_at = NULL, cp_input_offset = 0, cp_line = 0, cp_completed = 0, \
-             cp_failed = 0, cp_tokens = 0, cp_output_state = NULL, lease_owner = NULL, lease_expires_at = NULL \
+             cp_failed = 0, cp_tokens = 0, cp_output_state = NULL, cp_errors_state = NULL, cp_errors_pending = NULL, lease_owner = NULL, lease_expires_at = NULL \
              WHERE id = $5 AND account_id = $6 AND status IN ($7, $8)",
         )
         .bind(status::PROCESSING)
@@ -207,30 +246,66 @@ impl Db {
         }
     }
 
-    /// Deletes a job that is not processing; `Ok(false)` when it is processing.
+    /// Deletes a job that is not active (processing or cancelling); `Ok(false)` when it is.
     pub async fn delete_job(&self, account_id: &str, id: &str) -> Result<bool, DbError> {
         let done = sqlx::query(
-            "DELETE FROM batch_jobs WHERE id = $1 AND account_id = $2 AND status <> $3",
+            "DELETE FROM batch_jobs WHERE id = $1 AND account_id = $2 AND status NOT IN ($3, $4)",
         )
         .bind(id)
         .bind(account_id)
         .bind(status::PROCESSING)
+        .bind(status::CANCELLING)
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected() == 1)
     }
 
-    /// Takes one processing job nobody holds (just started, or its worker's lease
-    /// expired) for `owner`, for `lease_ms`.
+    /// Asks a job to stop: a pending one is cancelled at once, a processing one becomes
+    /// cancelling (its worker ends it at its next chunk). Asking again changes nothing.
+    pub async fn cancel_job(&self, account_id: &str, id: &str) -> Result<CancelOutcome, DbError> {
+        let now = now_ms();
+        let pending = sqlx::query(
+            "UPDATE batch_jobs SET status = $1, completed_at = $2 WHERE id = $3 AND account_id = $4 AND status = $5",
+        )
+        .bind(status::CANCELLED)
+        .bind(now)
+        .bind(id)
+        .bind(account_id)
+        .bind(status::PENDING)
+        .execute(self.pool())
+        .await?;
+        if pending.rows_affected() == 0 {
+            sqlx::query(
+                "UPDATE batch_jobs SET status = $1 WHERE id = $2 AND account_id = $3 AND status = $4",
+            )
+            .bind(status::CANCELLING)
+            .bind(id)
+            .bind(account_id)
+            .bind(status::PROCESSING)
+            .execute(self.pool())
+            .await?;
+        }
+        Ok(match self.job(account_id, id).await? {
+            None => CancelOutcome::NotFound,
+            Some(job) if job.status == status::CANCELLING || job.status == status::CANCELLED => {
+                CancelOutcome::Stopping(job)
+            }
+            Some(job) => CancelOutcome::AlreadyEnded(job.status),
+        })
+    }
+
+    /// Takes one active job nobody holds (just started, or its worker's lease expired)
+    /// for `owner`, for `lease_ms`. A cancelling one is taken too, so that it ends.
     pub async fn claim_job(&self, owner: &str, lease_ms: i64) -> Result<Option<Claimed>, DbError> {
         let now = now_ms();
         // A lease is only ever cleared by (re)starting or finishing a job, so a processing
         // job with one has been claimed before.
         let candidates: Vec<(String, Option<i64>)> = sqlx::query_as(
-            "SELECT id, lease_expires_at FROM batch_jobs WHERE status = $1 AND (lease_expires_at IS NULL OR lease_expires_at < $2) \
-             ORDER BY started_at LIMIT 4",
+            "SELECT id, lease_expires_at FROM batch_jobs WHERE status IN ($1, $2) \
+             AND (lease_expires_at IS NULL OR lease_expires_at < $3) ORDER BY started_at LIMIT 4",
         )
         .bind(status::PROCESSING)
+        .bind(status::CANCELLING)
         .bind(now)
         .fetch_all(self.pool())
         .await?;
@@ -238,12 +313,13 @@ impl Db {
             let claimed = sqlx::query(
                 "UPDATE batch_jobs SET lease_owner = $1, lease_expires_at = $2, \
                  requests_completed = cp_completed, requests_failed = cp_failed \
-                 WHERE id = $3 AND status = $4 AND (lease_expires_at IS NULL OR lease_expires_at < $5)",
+                 WHERE id = $3 AND status IN ($4, $5) AND (lease_expires_at IS NULL OR lease_expires_at < $6)",
             )
             .bind(owner)
             .bind(now + lease_ms)
             .bind(&id)
             .bind(status::PROCESSING)
+            .bind(status::CANCELLING)
             .bind(now)
             .execute(self.pool())
             .await?;
@@ -267,7 +343,7 @@ impl Db {
         )
     }
 
-    /// Extends the lease and shows progress; `false` when the lease was lost.
+    /// Extends the lease and shows progress.
     pub async fn heartbeat(
         &self,
         id: &str,
@@ -275,10 +351,10 @@ impl Db {
         lease_ms: i64,
         completed: i64,
         failed: i64,
-    ) -> Result<bool, DbError> {
-        let done = sqlx::query(
+    ) -> Result<Lease, DbError> {
+        let row: Option<(String,)> = sqlx::query_as(
             "UPDATE batch_jobs SET lease_expires_at = $1, requests_completed = $2, requests_failed = $3 \
-             WHERE id = $4 AND lease_owner = $5 AND status = $6",
+             WHERE id = $4 AND lease_owner = $5 AND status IN ($6, $7) RETURNING status",
         )
         .bind(now_ms() + lease_ms)
         .bind(completed)
@@ -286,9 +362,10 @@ impl Db {
         .bind(id)
         .bind(owner)
         .bind(status::PROCESSING)
-        .execute(self.pool())
+        .bind(status::CANCELLING)
+        .fetch_optional(self.pool())
         .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(Lease::of(row))
     }
 
     /// Records what the worker's first pass found, before any line is scored: the
@@ -327,18 +404,19 @@ impl Db {
         Ok(row.and_then(|(labels,)| labels))
     }
 
-    /// Commits a checkpoint (and extends the lease); `false` when the lease was lost.
+    /// Commits a checkpoint (and extends the lease).
     pub async fn checkpoint(
         &self,
         id: &str,
         owner: &str,
         lease_ms: i64,
         cp: &Checkpoint,
-    ) -> Result<bool, DbError> {
-        let done = sqlx::query(
+    ) -> Result<Lease, DbError> {
+        let row: Option<(String,)> = sqlx::query_as(
             "UPDATE batch_jobs SET cp_input_offset = $1, cp_line = $2, cp_completed = $3, cp_failed = $4, \
-             cp_tokens = $5, cp_output_state = $6, requests_completed = $3, requests_failed = $4, \
-             lease_expires_at = $7 WHERE id = $8 AND lease_owner = $9 AND status = $10",
+             cp_tokens = $5, cp_output_state = $6, cp_errors_state = $7, cp_errors_pending = $8, \
+             requests_completed = $3, requests_failed = $4, lease_expires_at = $9 \
+             WHERE id = $10 AND lease_owner = $11 AND status IN ($12, $13) RETURNING status",
         )
         .bind(cp.input_offset)
         .bind(cp.line)
@@ -346,32 +424,40 @@ impl Db {
         .bind(cp.failed)
         .bind(cp.tokens)
         .bind(&cp.output_state)
+        .bind(&cp.errors_state)
+        .bind(&cp.errors_pending)
         .bind(now_ms() + lease_ms)
         .bind(id)
         .bind(owner)
         .bind(status::PROCESSING)
-        .execute(self.pool())
+        .bind(status::CANCELLING)
+        .fetch_optional(self.pool())
         .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(Lease::of(row))
     }
 
-    /// Ends a job as completed (`error` None) or failed, releasing its lease.
+    /// Ends a job, releasing its lease: `completed`, or `failed` with `error`; a job
+    /// asked to cancel ends `cancelled` whichever way its run ended. `false` when the
+    /// lease was lost.
     pub async fn finish_job(
         &self,
         id: &str,
         owner: &str,
         error: Option<&str>,
     ) -> Result<bool, DbError> {
-        let (new_status, tokens) = match error {
+        let (ran_to, tokens) = match error {
             None => (status::COMPLETED, "cp_tokens"),
             Some(_) => (status::FAILED, "NULL"),
         };
         let done = sqlx::query(&format!(
-            "UPDATE batch_jobs SET status = $1, error = $2, completed_at = $3, actual_tokens = {tokens}, \
-             requests_completed = cp_completed, requests_failed = cp_failed, lease_owner = NULL, \
-             lease_expires_at = NULL WHERE id = $4 AND lease_owner = $5 AND status = $6"
+            "UPDATE batch_jobs SET status = CASE status WHEN $1 THEN $2 ELSE $3 END, error = $4, \
+             completed_at = $5, actual_tokens = {tokens}, requests_completed = cp_completed, \
+             requests_failed = cp_failed, lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = $6 AND lease_owner = $7 AND status IN ($8, $1)"
         ))
-        .bind(new_status)
+        .bind(status::CANCELLING)
+        .bind(status::CANCELLED)
+        .bind(ran_to)
         .bind(error)
         .bind(now_ms())
         .bind(id)

@@ -342,12 +342,13 @@ impl Server {
             )
             .await;
         assert_eq!(status, 200, "{results}");
-        let body = self
-            .client
-            .get(results["url"].as_str().expect("url"))
-            .send()
+        self.download_rows(results["url"].as_str().expect("url"))
             .await
-            .expect("download");
+    }
+
+    /// The NDJSON rows at a (signed) download URL.
+    pub async fn download_rows(&self, url: &str) -> Vec<serde_json::Value> {
+        let body = self.client.get(url).send().await.expect("download");
         assert_eq!(body.status(), 200);
         let text = body.text().await.expect("results body");
         text.lines()
