@@ -412,6 +412,33 @@ async fn ctrl_c_while_following_leaves_the_job_running() {
         .ok()
         .json();
     assert_eq!(job["status"], "processing", "{job}");
+
+    // `batch cancel` stops it; following it then ends with exit code 3, and the rows
+    // scored before the cancel download.
+    let cancelled = zeroshot(&server, &["batch", "cancel", id])
+        .await
+        .ok()
+        .json();
+    assert!(
+        ["cancelling", "cancelled"].contains(&cancelled["status"].as_str().unwrap()),
+        "{cancelled}"
+    );
+    let waited = zeroshot(&server, &["batch", "wait", id]).await;
+    assert_eq!(waited.code, 3, "{waited:#?}");
+    assert!(
+        waited.stderr.trim_end().ends_with(&format!(
+            "error: job {id} was cancelled (`zeroshot batch results {id}` downloads the rows scored before that)"
+        )),
+        "{waited:#?}"
+    );
+    let job = zeroshot(&server, &["batch", "status", id])
+        .await
+        .ok()
+        .json();
+    let scored = job["requests_completed"].as_i64().unwrap() as usize;
+    assert!(scored < 20_000, "{job}");
+    let results = zeroshot(&server, &["batch", "results", id]).await.ok();
+    assert_eq!(check_rows(&results.stdout, scored).len(), scored);
 }
 
 /// Pretty JSON without its `latency_ms` line, which differs from run to run.

@@ -462,14 +462,15 @@ impl<'w> Run<'w> {
         self.input_line = end_line;
     }
 
-    /// Writes the results when a part is full (or `all`) and commits a checkpoint with
-    /// them; otherwise only renews the lease. Says whether cancel was asked.
+    /// Writes the results when a part is full (or everything pending, error rows
+    /// included, when `all`) and commits a checkpoint with them; otherwise only renews
+    /// the lease. Says whether cancel was asked.
     async fn flush(&mut self, all: bool) -> Result<Lease, JobError> {
         let worker = self.worker;
         let storage = &worker.storage;
-        let due = !self.results.pending.is_empty()
-            && (all || self.results.pending.len() >= storage.min_part_bytes());
-        if !due {
+        let part_full = !self.results.pending.is_empty()
+            && self.results.pending.len() >= storage.min_part_bytes();
+        if !(all || part_full) {
             return worker.renew_lease(&self.job.id, self.counts).await;
         }
         self.results.write(storage, true).await?;
