@@ -47,6 +47,7 @@ async fn description_covers_every_route_with_auth_limits_and_errors() {
         ("GET", "/v1/batch/{id}"),
         ("DELETE", "/v1/batch/{id}"),
         ("POST", "/v1/batch/{id}/start"),
+        ("POST", "/v1/batch/{id}/cancel"),
         ("GET", "/v1/batch/{id}/results"),
         ("GET", "/v1/models"),
         ("POST", "/v1/classifiers"),
