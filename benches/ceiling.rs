@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use zeroshot::config::ModelArgs;
-use zeroshot::engine::padding_bounded_batches;
+use zeroshot::engine::padding_bounded_runs;
 
 fn main() {
     // `cargo bench` adds `--bench`; the file is the first other argument.
@@ -39,19 +39,19 @@ fn main() {
     let tokens: usize = encodings.iter().map(|e| e.get_ids().len()).sum();
 
     let lengths: Vec<usize> = encodings.iter().map(|e| e.get_ids().len()).collect();
-    let batches = padding_bounded_batches(&lengths);
+    let batches = padding_bounded_runs(&lengths);
 
     // Warm-up outside the clock: ONNX Runtime's first runs allocate. The engine's first
     // batch, not the first 32 texts: 32 texts of 2,048 tokens in one run would hold
     // gigabytes of attention scores that no real run does.
     if let Some(first) = batches.first() {
         let first: Vec<_> = encodings[first.clone()].iter().collect();
-        encoder.run_batch(&first).expect("inference");
+        encoder.run_encoded(&first).expect("inference");
     }
     let started = Instant::now();
     for range in batches {
         let batch: Vec<_> = encodings[range].iter().collect();
-        std::hint::black_box(encoder.run_batch(&batch).expect("inference"));
+        std::hint::black_box(encoder.run_encoded(&batch).expect("inference"));
     }
     let seconds = started.elapsed().as_secs_f64();
     println!(

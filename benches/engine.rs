@@ -50,7 +50,7 @@ fn engine_benches(c: &mut Criterion) {
         b.iter(|| {
             engine
                 .encoder()
-                .run_batch(black_box(&encoded))
+                .run_encoded(black_box(&encoded))
                 .expect("infer")
         })
     });

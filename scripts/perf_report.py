@@ -268,7 +268,7 @@ def load(texts, seconds, rounds, tmp):
     results = {"batched": [], "unbatched": []}
     with contextlib.ExitStack() as stack:
         servers = {}
-        for name, extra in [("batched", []), ("unbatched", ["--max-batch-texts", "1"])]:
+        for name, extra in [("batched", []), ("unbatched", ["--max-run-texts", "1"])]:
             server_tmp = stack.enter_context(tempfile.TemporaryDirectory())
             base, key, _ = stack.enter_context(local_server(server_tmp, extra))
             oha(base, key, bodies, 4, 2)  # warm up

@@ -407,12 +407,22 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub batch: BatchArgs,
     /// `/v1/classify`: texts per coalesced engine call at most.
-    #[arg(long, env = "ZEROSHOT_MAX_BATCH_TEXTS", default_value_t = 64)]
-    pub max_batch_texts: usize,
+    #[arg(
+        long,
+        alias = "max-batch-texts",
+        env = "ZEROSHOT_MAX_RUN_TEXTS",
+        default_value_t = 64
+    )]
+    pub max_run_texts: usize,
     /// `/v1/classify`: how long a request waits for others to share its engine call,
     /// beyond those already queued (which always join).
-    #[arg(long, env = "ZEROSHOT_MAX_BATCH_WAIT_MS", default_value_t = 0)]
-    pub max_batch_wait_ms: u64,
+    #[arg(
+        long,
+        alias = "max-batch-wait-ms",
+        env = "ZEROSHOT_MAX_RUN_WAIT_MS",
+        default_value_t = 0
+    )]
+    pub max_run_wait_ms: u64,
     /// `/v1/classify`: requests waiting for inference at most; more get 503 `overloaded`.
     #[arg(long, env = "ZEROSHOT_MAX_QUEUED_REQUESTS", default_value_t = 256)]
     pub max_queued_requests: usize,

@@ -16,7 +16,7 @@ use zeroshot::config::{
     ServeArgs, StorageArgs, StorageKind,
 };
 use zeroshot::db::{Db, DbError};
-use zeroshot::engine::batcher::{Batcher, BatcherLimits};
+use zeroshot::engine::queue::{InferenceQueue, QueueLimits};
 use zeroshot::engine::Engine;
 use zeroshot::eval;
 use zeroshot::remote;
@@ -120,12 +120,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let storage = Arc::new(open_storage(&args.storage, &format!("http://{address}")).await?);
 
     let engine = Arc::new(OnceLock::new());
-    let batcher = Arc::new(OnceLock::new());
+    let queue = Arc::new(OnceLock::new());
     let wake_workers = Arc::new(tokio::sync::Notify::new());
     let state = AppState {
         db: db.clone(),
         engine: engine.clone(),
-        batcher: batcher.clone(),
+        queue: queue.clone(),
         max_body_bytes: args.max_body_bytes,
         storage: storage.clone(),
         wake_workers: wake_workers.clone(),
@@ -157,12 +157,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let loaded = loading.await.context("model loader panicked")??;
     tracing::info!(model = loaded.model_name(), "model loaded; ready");
     let loaded = Arc::new(loaded);
-    let limits = BatcherLimits {
-        max_batch_texts: args.max_batch_texts.max(1),
-        max_wait: Duration::from_millis(args.max_batch_wait_ms),
+    let limits = QueueLimits {
+        max_run_texts: args.max_run_texts.max(1),
+        max_wait: Duration::from_millis(args.max_run_wait_ms),
         max_queued: args.max_queued_requests.max(1),
     };
-    let _ = batcher.set(Batcher::start(loaded.clone(), limits));
+    let _ = queue.set(InferenceQueue::start(loaded.clone(), limits));
     let _ = engine.set(loaded);
     server.await.context("server task panicked")??;
     Ok(())

@@ -21,7 +21,7 @@ const HTTP_DURATION: &str = "zeroshot_http_request_duration_seconds";
 const INFERENCE_TEXTS: &str = "zeroshot_inference_batch_texts";
 const INFERENCE_DURATION: &str = "zeroshot_inference_duration_seconds";
 const TOKENS_EMBEDDED: &str = "zeroshot_tokens_embedded_total";
-const QUEUE_DEPTH: &str = "zeroshot_batcher_queue_depth";
+const QUEUE_DEPTH: &str = "zeroshot_inference_queue_depth";
 const BATCH_JOBS: &str = "zeroshot_batch_jobs";
 const BATCH_LINES: &str = "zeroshot_batch_lines_scored_total";
 const LEASE_RENEWALS: &str = "zeroshot_batch_lease_renewals_total";
@@ -73,7 +73,7 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
     );
     describe_gauge!(
         QUEUE_DEPTH,
-        "/v1/classify requests waiting for the dynamic batcher"
+        "/v1/classify requests waiting in the inference queue"
     );
     describe_gauge!(
         BATCH_JOBS,
@@ -139,12 +139,12 @@ pub fn inference(texts: usize, tokens: usize, latency: Duration) {
     counter!(TOKENS_EMBEDDED).increment(tokens as u64);
 }
 
-/// A request joined the batcher's queue.
+/// A request joined the inference queue.
 pub fn request_queued() {
     gauge!(QUEUE_DEPTH).increment(1.0);
 }
 
-/// A request left the batcher's queue (taken into a batch, or refused).
+/// A request left the inference queue (taken into a run, or refused).
 pub fn request_dequeued() {
     gauge!(QUEUE_DEPTH).decrement(1.0);
 }

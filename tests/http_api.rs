@@ -641,7 +641,7 @@ async fn a_full_inference_queue_answers_503_not_500() {
     let database_url = common::fresh_database(Backend::Sqlite).await;
     let server = Server::start_with(
         &database_url,
-        &["--max-queued-requests", "1", "--max-batch-texts", "64"],
+        &["--max-queued-requests", "1", "--max-run-texts", "64"],
     )
     .await;
     let texts: Vec<String> = (0..64)

@@ -209,7 +209,7 @@ async fn http_and_inference_metrics() {
     );
     assert!(value(&before, tokens, &[]).unwrap() > 0.0);
     assert_eq!(
-        value(&after, "zeroshot_batcher_queue_depth", &[]),
+        value(&after, "zeroshot_inference_queue_depth", &[]),
         Some(0.0),
         "every queued request was taken"
     );

@@ -1,4 +1,4 @@
-//! `POST /v1/classify`: validate, embed (through the dynamic batcher), score, shape
+//! `POST /v1/classify`: validate, embed (through the inference queue), score, shape
 //! the answer. The CLI's [`run`] shares the validation and shaping, so both print
 //! identical JSON.
 
@@ -109,7 +109,7 @@ pub async fn handle(
     Extension(account): Extension<Account>,
     ApiJson(request): ApiJson<ClassifyRequest>,
 ) -> Result<Json<ClassifyResponse>, ApiError> {
-    // The texts join the dynamic batcher's next engine call; label vectors not saved
+    // The texts join the inference queue's next engine call; label vectors not saved
     // or cached are computed on the blocking pool.
     let started = Instant::now();
     let texts: Vec<String> = texts_of(&request)?
@@ -119,7 +119,7 @@ pub async fn handle(
         .collect();
     let Resolved { spec, saved } = request.spec_fields().resolve(&state, &account).await?;
     let engine = state.engine()?;
-    let batcher = state.batcher()?;
+    let queue = state.queue()?;
     let (labels, classifier) = match saved {
         Some(saved) => (
             saved.vectors,
@@ -133,7 +133,7 @@ pub async fn handle(
             (labels, None)
         }
     };
-    let embeddings = batcher.embed(texts).await?;
+    let embeddings = queue.embed(texts).await?;
     Ok(Json(respond(
         &engine,
         &request,
@@ -145,7 +145,7 @@ pub async fn handle(
     )))
 }
 
-/// Classifies a request in the calling thread, without the batcher (the CLI).
+/// Classifies a request in the calling thread, without the inference queue (the CLI).
 pub fn run(engine: &Engine, request: &ClassifyRequest) -> Result<ClassifyResponse, ApiError> {
     let started = Instant::now();
     let (texts, _) = texts_of(request)?;

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use crate::classifiers::ClassifierError;
 use crate::db::DbError;
-use crate::engine::batcher::BatchError;
+use crate::engine::queue::QueueError;
 use crate::engine::{EngineError, LabelError};
 use crate::storage::local::PolicyError;
 use crate::storage::StorageError;
@@ -225,11 +225,11 @@ impl From<StorageError> for ApiError {
     }
 }
 
-impl From<BatchError> for ApiError {
-    fn from(err: BatchError) -> Self {
+impl From<QueueError> for ApiError {
+    fn from(err: QueueError) -> Self {
         match err {
-            BatchError::Overloaded => ApiError::overloaded(),
-            BatchError::Engine(err) => err.into(),
+            QueueError::Overloaded => ApiError::overloaded(),
+            QueueError::Engine(err) => err.into(),
         }
     }
 }

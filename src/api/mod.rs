@@ -34,7 +34,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::db::Db;
-use crate::engine::batcher::Batcher;
+use crate::engine::queue::InferenceQueue;
 use crate::engine::Engine;
 use crate::storage::Storage;
 
@@ -50,7 +50,7 @@ pub struct AppState {
     /// Set once the model has loaded; until then `/readyz` and `/v1` answer 503.
     pub engine: Arc<OnceLock<Arc<Engine>>>,
     /// Coalesces concurrent `/v1/classify` calls; set with the engine.
-    pub batcher: Arc<OnceLock<Batcher>>,
+    pub queue: Arc<OnceLock<InferenceQueue>>,
     pub max_body_bytes: usize,
     pub storage: Arc<Storage>,
     /// Wakes this instance's batch worker when a job starts.
@@ -73,9 +73,9 @@ pub struct BatchSettings {
 }
 
 impl AppState {
-    /// The dynamic batcher, or 503 while the model loads.
-    pub fn batcher(&self) -> Result<Batcher, ApiError> {
-        self.batcher.get().cloned().ok_or_else(ApiError::not_ready)
+    /// The inference queue, or 503 while the model loads.
+    pub fn queue(&self) -> Result<InferenceQueue, ApiError> {
+        self.queue.get().cloned().ok_or_else(ApiError::not_ready)
     }
 
     /// The engine, or 503 while it loads.

@@ -133,7 +133,7 @@ impl Lease {
 #[derive(Debug)]
 pub enum CancelOutcome {
     /// The job is cancelled, or cancelling until its worker's next chunk.
-    Stopping(JobRow),
+    Stopping(Box<JobRow>),
     /// It had already ended this way (completed or failed) and stays so.
     AlreadyEnded(String),
     NotFound,
@@ -288,7 +288,7 @@ impl Db {
         Ok(match self.job(account_id, id).await? {
             None => CancelOutcome::NotFound,
             Some(job) if job.status == status::CANCELLING || job.status == status::CANCELLED => {
-                CancelOutcome::Stopping(job)
+                CancelOutcome::Stopping(Box::new(job))
             }
             Some(job) => CancelOutcome::AlreadyEnded(job.status),
         })

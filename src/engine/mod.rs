@@ -1,11 +1,11 @@
 //! The classification engine: tokenize, run the model, score. No HTTP, no database.
 
 pub mod adapt;
-pub mod batcher;
 mod head;
 mod labels;
 mod manifest;
 mod model;
+pub mod queue;
 pub mod runtime;
 mod score;
 
@@ -20,7 +20,7 @@ use serde::Serialize;
 pub use adapt::{AdaptationReport, Adapted, AdaptedLabels};
 pub use labels::{Label, LabelError, LabelSet, Mode};
 pub use manifest::{Calibration, Manifest, Pooling};
-pub use model::{padding_bounded_batches, Device, Embedding, EmbeddingModel};
+pub use model::{padding_bounded_runs, Device, Embedding, EmbeddingModel};
 pub use score::probabilities;
 
 use labels::label_sentences;

@@ -15,14 +15,14 @@ use tokenizers::{Encoding, Tokenizer, TruncationParams};
 use super::manifest::{Manifest, Pooling};
 use super::EngineError;
 
-/// Texts per ONNX run. Texts are sorted by length first, so a batch pads little.
-const MAX_BATCH: usize = 32;
-/// Padding tokens a batch may add, as a share of its real tokens.
+/// Texts per ONNX run. Texts are sorted by length first, so a run pads little.
+const MAX_RUN_TEXTS: usize = 32;
+/// Padding tokens a run may add, as a share of its real tokens.
 const MAX_PADDING: f64 = 0.1;
 /// Tokens per ONNX run, padding included: 16 texts at 256 tokens. Attention memory
-/// grows with batch × length², so this bounds ONNX Runtime's arena for long texts
+/// grows with texts × length², so this bounds ONNX Runtime's arena for long texts
 /// while leaving 32 tickets of 20-80 words in one run.
-const MAX_BATCH_TOKENS: usize = 4096;
+const MAX_RUN_TOKENS: usize = 4096;
 /// Bytes per token of `max_tokens` kept before tokenizing a long text (see `tokenize`).
 const CUT_BYTES_PER_TOKEN: usize = 16;
 
@@ -47,7 +47,7 @@ pub struct Embedding {
     pub truncated: bool,
 }
 
-/// A loaded sentence-embedding model. Inference runs one batch at a time through a
+/// A loaded sentence-embedding model. Inference does one run at a time through a
 /// mutex: ONNX Runtime already spreads one run over its intra-op threads.
 pub struct EmbeddingModel {
     manifest: Manifest,
@@ -68,7 +68,7 @@ impl EmbeddingModel {
         let manifest = Manifest::load(dir)?;
         let mut tokenizer = Tokenizer::from_file(manifest.file_path(dir, "tokenizer"))
             .map_err(|err| EngineError::ModelLoad(format!("tokenizer: {err}")))?;
-        // Shipped tokenizers often bake in fixed padding; we pad per batch ourselves.
+        // Shipped tokenizers often bake in fixed padding; we pad per run ourselves.
         tokenizer.with_padding(None);
         tokenizer
             .with_truncation(Some(TruncationParams {
@@ -88,7 +88,7 @@ impl EmbeddingModel {
         let session = Session::builder(runtime)
             .and_then(|builder| Ok(builder.with_intra_threads(intra_threads)?))
             .and_then(|builder| Ok(builder.with_execution_providers(providers)?))
-            // Shapes change with every batch, so memory patterns (planned per shape) do
+            // Shapes change with every run, so memory patterns (planned per shape) do
             // not pay; measured on a 3,000-line job: peak RSS 394-457 MB without them,
             // 426-448 MB with them, throughput unchanged.
             .and_then(|builder| Ok(builder.with_memory_pattern(false)?))
@@ -134,10 +134,10 @@ impl EmbeddingModel {
             .collect();
 
         let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); encodings.len()];
-        for range in padding_bounded_batches(&lengths) {
+        for range in padding_bounded_runs(&lengths) {
             let chunk = &order[range];
-            let batch: Vec<&Encoding> = chunk.iter().map(|&i| &encodings[i]).collect();
-            for (&i, vector) in chunk.iter().zip(self.run_batch(&batch)?) {
+            let run: Vec<&Encoding> = chunk.iter().map(|&i| &encodings[i]).collect();
+            for (&i, vector) in chunk.iter().zip(self.run_encoded(&run)?) {
                 vectors[i] = vector;
             }
         }
@@ -182,16 +182,16 @@ impl EmbeddingModel {
         Ok(encodings)
     }
 
-    /// Pads one batch to its longest member, runs the graph and pools (one ONNX run);
+    /// Pads one run's texts to the longest, runs the graph and pools (one ONNX run);
     /// public so the benches can time inference apart from tokenization.
-    pub fn run_batch(&self, batch: &[&Encoding]) -> Result<Vec<Vec<f32>>, EngineError> {
+    pub fn run_encoded(&self, texts: &[&Encoding]) -> Result<Vec<Vec<f32>>, EngineError> {
         let started = std::time::Instant::now();
-        let rows = batch.len();
-        let cols = batch.iter().map(|e| e.get_ids().len()).max().unwrap_or(0);
+        let rows = texts.len();
+        let cols = texts.iter().map(|e| e.get_ids().len()).max().unwrap_or(0);
         let mut ids = Array2::<i64>::zeros((rows, cols));
         let mut mask = Array2::<i64>::zeros((rows, cols));
         let mut type_ids = Array2::<i64>::zeros((rows, cols));
-        for (row, encoding) in batch.iter().enumerate() {
+        for (row, encoding) in texts.iter().enumerate() {
             for (col, ((&id, &m), &t)) in encoding
                 .get_ids()
                 .iter()
@@ -232,7 +232,7 @@ impl EmbeddingModel {
             })?
             .try_extract_array::<f32>()?;
         let pooled = self.pool(hidden, &mask)?;
-        let tokens = batch.iter().map(|e| e.get_ids().len()).sum();
+        let tokens = texts.iter().map(|e| e.get_ids().len()).sum();
         crate::metrics::inference(rows, tokens, started.elapsed());
         Ok(pooled)
     }
@@ -273,31 +273,31 @@ impl EmbeddingModel {
     }
 }
 
-/// Splits texts sorted by token count into ONNX batches of at most [`MAX_BATCH`] texts
-/// and [`MAX_BATCH_TOKENS`] tokens whose padding stays within [`MAX_PADDING`] of their
+/// Splits texts sorted by token count into ONNX runs of at most [`MAX_RUN_TEXTS`] texts
+/// and [`MAX_RUN_TOKENS`] tokens whose padding stays within [`MAX_PADDING`] of their
 /// real tokens. Thousands of batch-job
-/// lines sort into near-equal neighbours and fill whole batches; a few concurrent
-/// `/v1/classify` texts of mixed lengths run in smaller batches instead of paying for
+/// lines sort into near-equal neighbours and fill whole runs; a few concurrent
+/// `/v1/classify` texts of mixed lengths run in smaller runs instead of paying for
 /// padding (measured with `scripts/perf_report.py`, README "Performance").
-pub fn padding_bounded_batches(sorted_lengths: &[usize]) -> Vec<std::ops::Range<usize>> {
-    let mut batches = Vec::new();
+pub fn padding_bounded_runs(sorted_lengths: &[usize]) -> Vec<std::ops::Range<usize>> {
+    let mut runs = Vec::new();
     let (mut start, mut real) = (0, 0);
     for (i, &length) in sorted_lengths.iter().enumerate() {
         let count = i - start + 1;
         let padded = length * count;
-        if count > MAX_BATCH
-            || padded > MAX_BATCH_TOKENS
+        if count > MAX_RUN_TEXTS
+            || padded > MAX_RUN_TOKENS
             || padded as f64 > (real + length) as f64 * (1.0 + MAX_PADDING)
         {
-            batches.push(start..i);
+            runs.push(start..i);
             (start, real) = (i, 0);
         }
         real += length;
     }
     if start < sorted_lengths.len() {
-        batches.push(start..sorted_lengths.len());
+        runs.push(start..sorted_lengths.len());
     }
-    batches
+    runs
 }
 
 /// The text up to the last whitespace at or before `limit` bytes; the whole text when
@@ -329,19 +329,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn near_equal_lengths_fill_whole_batches() {
+    fn near_equal_lengths_fill_whole_runs() {
         let lengths = vec![40; 70];
-        assert_eq!(
-            padding_bounded_batches(&lengths),
-            vec![0..32, 32..64, 64..70]
-        );
+        assert_eq!(padding_bounded_runs(&lengths), vec![0..32, 32..64, 64..70]);
     }
 
     #[test]
     fn mixed_lengths_split_where_padding_would_exceed_the_bound() {
         // 20, 21, 22 pad to 22 x 3 = 66 for 63 real tokens (5%); adding 40 would pad to
         // 160 for 103 (55%), and 40, 41 pad 2% again.
-        let batches = padding_bounded_batches(&[20, 21, 22, 40, 41, 100]);
+        let batches = padding_bounded_runs(&[20, 21, 22, 40, 41, 100]);
         assert_eq!(batches, vec![0..3, 3..5, 5..6]);
         for range in batches {
             let slice = &[20, 21, 22, 40, 41, 100][range];
@@ -352,8 +349,8 @@ mod tests {
     }
 
     #[test]
-    fn long_texts_run_in_smaller_batches() {
-        let batches = padding_bounded_batches(&[256; 40]);
+    fn long_texts_run_in_smaller_runs() {
+        let batches = padding_bounded_runs(&[256; 40]);
         assert_eq!(batches, vec![0..16, 16..32, 32..40]);
     }
 
@@ -368,6 +365,6 @@ mod tests {
 
     #[test]
     fn no_texts_no_batches() {
-        assert!(padding_bounded_batches(&[]).is_empty());
+        assert!(padding_bounded_runs(&[]).is_empty());
     }
 }
