@@ -54,6 +54,9 @@ pub enum ClientError {
     /// Writing downloaded results.
     #[error("writing the results: {0}")]
     Write(std::io::Error),
+    /// The job was created with its items inline: it has no upload form.
+    #[error("job {0} takes no upload (its input was sent inline)")]
+    NoUploadForm(String),
 }
 
 /// `{"error": {"type", "message", "param"}}`'s inner object.
@@ -256,8 +259,10 @@ impl Client {
             length,
         )
         .file_name(name);
-        let form = job
-            .upload_fields
+        let (Some(url), Some(fields)) = (&job.upload_url, &job.upload_fields) else {
+            return Err(ClientError::NoUploadForm(job.job.job_id.clone()));
+        };
+        let form = fields
             .iter()
             .fold(reqwest::multipart::Form::new(), |form, (name, value)| {
                 form.text(name.clone(), value.clone())
@@ -266,7 +271,7 @@ impl Client {
         // No API key: the signed form is the authorisation, and S3 must not see the key.
         let response = self
             .http
-            .post(&job.upload_url)
+            .post(url)
             .multipart(form)
             .send()
             .await?;

@@ -50,6 +50,9 @@ pub enum RemoteError {
     /// A followed job ended `failed`.
     #[error("job {id} failed: {message}")]
     JobFailed { id: String, message: String },
+    /// A followed job was cancelled; its rows scored before that can still be downloaded.
+    #[error("job {id} was cancelled (`zeroshot batch results {id}` downloads the rows scored before that)")]
+    JobCancelled { id: String },
     /// Ctrl-C while following a job; the job itself goes on.
     #[error(
         "interrupted; job {id} goes on on the server (`zeroshot batch wait {id}` follows it again)"
@@ -62,7 +65,7 @@ impl RemoteError {
     /// (clap's usage errors are 2).
     pub fn exit_code(&self) -> u8 {
         match self {
-            RemoteError::JobFailed { .. } => 3,
+            RemoteError::JobFailed { .. } | RemoteError::JobCancelled { .. } => 3,
             RemoteError::Interrupted { .. } => 130,
             _ => 1,
         }
@@ -278,8 +281,11 @@ async fn follow(client: &Client, id: &str) -> Result<Job, RemoteError> {
                             message: job.error.unwrap_or_else(|| "no reason given".into()),
                         })
                     }
+                    JobStatus::Cancelled => {
+                        return Err(RemoteError::JobCancelled { id: id.to_string() })
+                    }
                     JobStatus::Pending => return Err(RemoteError::Pending { id: id.to_string() }),
-                    JobStatus::Processing => {}
+                    JobStatus::Processing | JobStatus::Cancelling => {}
                 }
             }
             // The server's answer is final; the network may come back.
@@ -328,7 +334,10 @@ impl JobDisplay {
 
     /// Shows a poll's answer; an ended job's line stays.
     fn show(&mut self, job: &Job) {
-        let ended = matches!(job.status, JobStatus::Completed | JobStatus::Failed);
+        let ended = matches!(
+            job.status,
+            JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled
+        );
         if let Some(bar) = &self.bar {
             if ended {
                 bar.finish_and_clear();
