@@ -269,12 +269,7 @@ impl Client {
             })
             .part("file", file_part);
         // No API key: the signed form is the authorisation, and S3 must not see the key.
-        let response = self
-            .http
-            .post(url)
-            .multipart(form)
-            .send()
-            .await?;
+        let response = self.http.post(url).multipart(form).send().await?;
         checked(response).await?;
         Ok(())
     }

@@ -489,7 +489,12 @@ pub struct BatchArgs {
     #[arg(long, env = "ZEROSHOT_RETENTION_DAYS", default_value_t = 30)]
     pub retention_days: u32,
     /// Seconds between two looks for jobs past retention.
-    #[arg(long, env = "ZEROSHOT_RETENTION_SWEEP_SECS", default_value_t = 3600, hide = true)]
+    #[arg(
+        long,
+        env = "ZEROSHOT_RETENTION_SWEEP_SECS",
+        default_value_t = 3600,
+        hide = true
+    )]
     pub retention_sweep_secs: u64,
 }
 

@@ -1,8 +1,8 @@
 //! Inline items on `POST /v1/batch`, against the real binary and model: SQLite with
 //! local storage, and Postgres with S3 (SeaweedFS).
 
-mod common;
 mod batch_store;
+mod common;
 
 use std::time::Duration;
 
@@ -56,9 +56,7 @@ async fn create(server: &Server, body: &Value, key: Option<&str>) -> (u16, bool,
 }
 
 async fn job_ids(server: &Server) -> Vec<String> {
-    let (status, listed) = server
-        .call(Method::GET, "/v1/batch?limit=100", None)
-        .await;
+    let (status, listed) = server.call(Method::GET, "/v1/batch?limit=100", None).await;
     assert_eq!(status, 200, "{listed}");
     listed["data"]
         .as_array()
@@ -97,8 +95,16 @@ async fn items_are_input_lines_checked_like_a_file(backend: Backend, kind: Kind)
     assert_eq!(status, 201, "{job}");
     assert_eq!(job["status"], "pending");
     assert_eq!(job["expired"], false);
-    for field in ["upload_url", "upload_fields", "expires_at", "max_upload_bytes"] {
-        assert!(job[field].is_null(), "no upload form for inline items: {job}");
+    for field in [
+        "upload_url",
+        "upload_fields",
+        "expires_at",
+        "max_upload_bytes",
+    ] {
+        assert!(
+            job[field].is_null(),
+            "no upload form for inline items: {job}"
+        );
     }
     let id = job["job_id"].as_str().unwrap();
 
@@ -121,7 +127,10 @@ async fn items_are_input_lines_checked_like_a_file(backend: Backend, kind: Kind)
     let ids: Vec<&Value> = rows.iter().map(|r| &r["id"]).collect();
     assert_eq!(ids, [&json!("a"), &json!("b"), &json!(3), &json!("d")]);
     for scored in [&rows[0], &rows[3]] {
-        assert!(LABELS.contains(&scored["label"].as_str().unwrap()), "{scored}");
+        assert!(
+            LABELS.contains(&scored["label"].as_str().unwrap()),
+            "{scored}"
+        );
         assert_eq!(scored["scores"].as_object().unwrap().len(), 3);
     }
     assert_eq!(rows[1]["error"]["code"], "empty_text");
@@ -204,7 +213,11 @@ async fn start_true_runs_the_job_in_the_same_call(backend: Backend, kind: Kind) 
     assert_eq!(refused["error"]["type"], "conflict");
     assert_eq!(job_ids(&server).await, before, "no job created");
     let (_, busy_now) = server
-        .call(Method::GET, &format!("/v1/batch/{}", busy["job_id"].as_str().unwrap()), None)
+        .call(
+            Method::GET,
+            &format!("/v1/batch/{}", busy["job_id"].as_str().unwrap()),
+            None,
+        )
         .await;
     assert_eq!(
         busy_now["status"], "processing",
@@ -280,7 +293,10 @@ async fn limits_and_the_larger_body_of_this_route(backend: Backend, kind: Kind) 
     let three_mib = "x".repeat(3 << 20);
     for (path, body) in [
         ("/v1/classify", json!({"labels": LABELS, "text": three_mib})),
-        ("/v1/classifiers", json!({"name": "big", "labels": LABELS, "description": three_mib})),
+        (
+            "/v1/classifiers",
+            json!({"name": "big", "labels": LABELS, "description": three_mib}),
+        ),
     ] {
         let resp = server
             .client

@@ -92,15 +92,17 @@ async fn age(server: &Server, id: &str, column: &str, days: i64) {
 
 async fn expired_jobs_lose_their_files_and_keep_their_rows(backend: Backend, kind: Kind) {
     let store = Store::new(kind, "zs-retention").await;
-    let server = store
-        .serve(backend, &["--retention-sweep-secs", "1"])
-        .await;
+    let server = store.serve(backend, &["--retention-sweep-secs", "1"]).await;
     let old = inline_job(&server, true).await;
     let recent = inline_job(&server, true).await;
     let stale = inline_job(&server, false).await;
     let fresh = inline_job(&server, false).await;
     let (status, link) = server
-        .call(Method::GET, &format!("/v1/batch/{}/results", id(&old)), None)
+        .call(
+            Method::GET,
+            &format!("/v1/batch/{}/results", id(&old)),
+            None,
+        )
         .await;
     assert_eq!(status, 200, "{link}");
     let keys = |job: &Value| {
@@ -179,7 +181,11 @@ async fn expired_jobs_lose_their_files_and_keep_their_rows(backend: Backend, kin
     assert_eq!(server.download_results(id(&recent)).await.len(), 3);
     assert!(store.object(&keys(&fresh)[0]).await.is_some());
     let (status, started) = server
-        .call(Method::POST, &format!("/v1/batch/{}/start", id(&fresh)), None)
+        .call(
+            Method::POST,
+            &format!("/v1/batch/{}/start", id(&fresh)),
+            None,
+        )
         .await;
     assert_eq!(status, 202, "{started}");
     server

@@ -104,9 +104,7 @@ pub fn routes(state: Option<&AppState>) -> OpenApiRouter<AppState> {
     let (schemas, paths, batch_root) = routes!(batch::create, batch::list);
     // Outside it, the router's default limit (`--max-body-bytes`) holds.
     let batch_root = match state {
-        Some(state) => batch_root.layer(DefaultBodyLimit::max(
-            state.body_limit(LARGE_BODY_ROUTE),
-        )),
+        Some(state) => batch_root.layer(DefaultBodyLimit::max(state.body_limit(LARGE_BODY_ROUTE))),
         None => batch_root,
     };
     let mut v1 = OpenApiRouter::new()
