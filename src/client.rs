@@ -54,6 +54,9 @@ pub enum ClientError {
     /// Writing downloaded results.
     #[error("writing the results: {0}")]
     Write(std::io::Error),
+    /// The job was created with its items inline: it has no upload form.
+    #[error("job {0} takes no upload (its input was sent inline)")]
+    NoUploadForm(String),
 }
 
 /// `{"error": {"type", "message", "param"}}`'s inner object.
@@ -256,20 +259,17 @@ impl Client {
             length,
         )
         .file_name(name);
-        let form = job
-            .upload_fields
+        let (Some(url), Some(fields)) = (&job.upload_url, &job.upload_fields) else {
+            return Err(ClientError::NoUploadForm(job.job.job_id.clone()));
+        };
+        let form = fields
             .iter()
             .fold(reqwest::multipart::Form::new(), |form, (name, value)| {
                 form.text(name.clone(), value.clone())
             })
             .part("file", file_part);
         // No API key: the signed form is the authorisation, and S3 must not see the key.
-        let response = self
-            .http
-            .post(&job.upload_url)
-            .multipart(form)
-            .send()
-            .await?;
+        let response = self.http.post(url).multipart(form).send().await?;
         checked(response).await?;
         Ok(())
     }

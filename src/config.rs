@@ -496,6 +496,27 @@ pub struct BatchArgs {
     /// A job whose worker has not reported for this long is resumed by another worker.
     #[arg(long, env = "ZEROSHOT_BATCH_LEASE_SECS", default_value_t = 30)]
     pub batch_lease_secs: u64,
+    /// Days a job's input, results and error rows are kept after it ends (a job never
+    /// started: after it was created); then they are deleted and the job shows
+    /// `expired`. 0 keeps them forever.
+    #[arg(long, env = "ZEROSHOT_RETENTION_DAYS", default_value_t = 30)]
+    pub retention_days: u32,
+    /// Seconds between two looks for jobs past retention.
+    #[arg(
+        long,
+        env = "ZEROSHOT_RETENTION_SWEEP_SECS",
+        default_value_t = 3600,
+        hide = true
+    )]
+    pub retention_sweep_secs: u64,
+}
+
+impl BatchArgs {
+    /// How long jobs' files are kept; `None`: forever.
+    pub fn retention(&self) -> Option<std::time::Duration> {
+        (self.retention_days > 0)
+            .then(|| std::time::Duration::from_secs(u64::from(self.retention_days) * 86_400))
+    }
 }
 
 #[derive(Debug, Clone, Args)]

@@ -9,6 +9,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use zeroshot::api::{self, classify, AppState, BatchSettings};
+use zeroshot::batch::retention::Sweeper;
 use zeroshot::batch::Worker;
 use zeroshot::classifiers;
 use zeroshot::config::{
@@ -138,6 +139,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics,
         cors_origins: args.cors_origin.clone(),
     };
+    if let Some(retention) = args.batch.retention() {
+        tokio::spawn(
+            Sweeper {
+                db: db.clone(),
+                storage: storage.clone(),
+                retention,
+                interval: Duration::from_secs(args.batch.retention_sweep_secs.max(1)),
+            }
+            .run(),
+        );
+    }
     tokio::spawn(
         Worker {
             db,

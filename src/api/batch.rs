@@ -1,5 +1,5 @@
-//! `/v1/batch`: create a job (with a signed upload form), start it, watch it, fetch
-//! its results, delete it. All scoped to the caller's account: another account's job
+//! `/v1/batch`: create a job (with a signed upload form, or its items inline), start
+//! it, watch it, fetch its results, delete it. All scoped to the caller's account: another account's job
 //! is a 404.
 
 use std::collections::BTreeMap;
@@ -10,8 +10,10 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::inline::{check_items, InlineItem};
 use super::spec::{Resolved, SpecFields};
 use super::{ApiError, ApiJson, AppState, ErrorBody};
+use crate::batch::inline::write_items;
 use crate::batch::{errors_key, estimate_tokens, input_key, output_key};
 use crate::db::batch::{status, CancelOutcome, JobRow, NewJob, StartOutcome};
 use crate::db::{now_ms, rfc3339, Account};
@@ -50,6 +52,15 @@ pub struct CreateRequest {
     pub adapt: Option<bool>,
     /// Up to 16 entries: keys of 1-64 characters, values of up to 512.
     pub metadata: Option<BTreeMap<String, String>>,
+    /// The input itself instead of an upload: 1-50,000 objects, each one input line
+    /// (`{"id": ..., "text": ...}`), checked when the job runs like a file's lines. The
+    /// whole body may be up to 64 MiB. The job is created ready to start.
+    #[schema(min_items = 1, max_items = 50000)]
+    pub items: Option<Vec<InlineItem>>,
+    /// With `items`: start the job in this call, as `POST /v1/batch/{id}/start` would.
+    /// When it cannot start (another job of the account is processing), nothing is
+    /// created and the answer is that 409.
+    pub start: Option<bool>,
 }
 
 /// A job's state. `failed` jobs may be started again (from the start of the file).
@@ -121,6 +132,9 @@ pub struct Job {
     pub created_at: String,
     pub started_at: Option<String>,
     pub completed_at: Option<String>,
+    /// Retention (`--retention-days` after the job ended) deleted its input and
+    /// results; the job stays listed, its results answer 410.
+    pub expired: bool,
 }
 
 impl Job {
@@ -130,19 +144,20 @@ impl Job {
     }
 }
 
-/// A new job and the form that uploads its input (an S3-style presigned POST).
+/// A new job and the form that uploads its input (an S3-style presigned POST). A job
+/// created with `items` has its input already: the upload fields are null.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CreatedJob {
     #[serde(flatten)]
     pub job: Job,
     /// POST a `multipart/form-data` body here: every `upload_fields` entry, then `file`.
-    pub upload_url: String,
-    pub upload_fields: BTreeMap<String, String>,
+    pub upload_url: Option<String>,
+    pub upload_fields: Option<BTreeMap<String, String>>,
     /// Where the input is stored.
     pub input_key: String,
     /// When the upload form stops being accepted (RFC 3339).
-    pub expires_at: String,
-    pub max_upload_bytes: u64,
+    pub expires_at: Option<String>,
+    pub max_upload_bytes: Option<u64>,
 }
 
 /// Time-limited downloads of a completed (or cancelled) job's results.
@@ -193,11 +208,13 @@ fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Creates a pending job and the form that uploads its input.
+/// Creates a pending job and the form that uploads its input, or a job whose input
+/// is the request's `items` (started at once with `"start": true`).
 #[utoipa::path(post, path = "/batch", operation_id = "create_batch", tag = "batch",
     request_body = CreateRequest,
     responses(
-        (status = 201, description = "Created; upload the file, then start it", body = CreatedJob,
+        (status = 201, description = "Created; upload the file, then start it (with `items`: \
+            start it, or it is processing already with `start`)", body = CreatedJob,
             links(
                 ("GetBatch" = (operation_id = "get_batch", parameters(("id" = "$response.body#/job_id")))),
                 ("StartBatch" = (operation_id = "start_batch", parameters(("id" = "$response.body#/job_id")))),
@@ -206,7 +223,9 @@ fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), ApiError> {
                 ("CancelBatch" = (operation_id = "cancel_batch", parameters(("id" = "$response.body#/job_id")))),
             )),
         (status = 404, description = "The saved classifier does not exist", body = ErrorBody),
-        (status = 409, description = "A request with this Idempotency-Key is still running", body = ErrorBody),
+        (status = 409, description = "A request with this Idempotency-Key is still running, \
+            or `start` and another job of the account is processing (nothing was created)", body = ErrorBody),
+        (status = 413, description = "The body is larger than 64 MiB (or `--max-body-bytes`, if larger)", body = ErrorBody),
     ))]
 pub async fn create(
     State(state): State<AppState>,
@@ -228,14 +247,31 @@ pub async fn create(
     .await?;
     let metadata = request.metadata.unwrap_or_default();
     check_metadata(&metadata)?;
+    if let Some(items) = &request.items {
+        check_items(items)?;
+    } else if request.start == Some(true) {
+        return Err(ApiError::validation(
+            "start",
+            "start needs items; a job whose file is uploaded starts with POST /v1/batch/{id}/start",
+        ));
+    }
 
     let id = format!("batch_{}", uuid::Uuid::new_v4().simple());
     let input = input_key(&id);
-    let form = state
-        .storage
-        .presign_upload(&input, state.batch.max_upload_bytes, state.batch.upload_ttl)
-        .await?;
-    let job = state
+    // Inline items are stored before the job exists, so it is never seen without them.
+    let form = match &request.items {
+        Some(items) => {
+            write_items(&state.storage, &input, items).await?;
+            None
+        }
+        None => Some(
+            state
+                .storage
+                .presign_upload(&input, state.batch.max_upload_bytes, state.batch.upload_ttl)
+                .await?,
+        ),
+    };
+    let created = state
         .db
         .create_job(&NewJob {
             id: &id,
@@ -244,19 +280,39 @@ pub async fn create(
             metadata: &serde_json::to_string(&metadata).expect("serialisable"),
             input_key: &input,
             output_key: &output_key(&id),
-            upload_expires_at: form.expires_at,
+            // Inline: no form, none to accept.
+            upload_expires_at: form.as_ref().map_or_else(now_ms, |form| form.expires_at),
             classifier: saved.as_ref().map(|c| (c.name.as_str(), c.version)),
         })
-        .await?;
+        .await;
+    let started = match created {
+        Ok(job) if request.start == Some(true) => start_job(&state, &account, &job).await,
+        Ok(job) => view(&job),
+        Err(err) => Err(err.into()),
+    };
+    let job = match started {
+        Ok(job) => job,
+        Err(err) => {
+            // Nothing is kept of a request that failed, so that it can be sent again.
+            if form.is_none() {
+                state.db.delete_job(&account.id, &id).await?;
+                state.storage.delete(&input).await?;
+            }
+            return Err(err);
+        }
+    };
     Ok((
         StatusCode::CREATED,
         Json(CreatedJob {
-            job: view(&job)?,
-            upload_url: form.url,
-            upload_fields: form.fields,
+            job,
+            upload_url: form.as_ref().map(|form| form.url.clone()),
+            expires_at: form.as_ref().map(|form| rfc3339(form.expires_at)),
+            upload_fields: form.map(|form| form.fields),
             input_key: input,
-            expires_at: rfc3339(form.expires_at),
-            max_upload_bytes: state.batch.max_upload_bytes,
+            max_upload_bytes: request
+                .items
+                .is_none()
+                .then_some(state.batch.max_upload_bytes),
         }),
     ))
 }
@@ -276,6 +332,7 @@ async fn own_job(state: &AppState, account: &Account, id: &str) -> Result<JobRow
         (status = 202, description = "Processing", body = Job),
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 409, description = "Not pending or failed, or another job of the account is processing", body = ErrorBody),
+        (status = 410, description = "Retention deleted its input (`expired`)", body = ErrorBody),
         (status = 422, description = "No file was uploaded for it", body = ErrorBody),
     ))]
 pub async fn start(
@@ -284,6 +341,28 @@ pub async fn start(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
     let job = own_job(&state, &account, &id).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(start_job(&state, &account, &job).await?),
+    ))
+}
+
+/// The 410 of a job retention expired at `at` (ms).
+fn expired(at: i64) -> ApiError {
+    ApiError::expired(format!(
+        "the input and results of this job were deleted at {} (--retention-days after it \
+         ended); the job itself stays",
+        rfc3339(at)
+    ))
+}
+
+/// Starts a pending job whose input is stored, or restarts a failed one: for `start`
+/// and for `create` with `"start": true`.
+async fn start_job(state: &AppState, account: &Account, job: &JobRow) -> Result<Job, ApiError> {
+    let id = &job.id;
+    if let Some(at) = job.expired_at {
+        return Err(expired(at));
+    }
     if job.status != status::PENDING && job.status != status::FAILED {
         return Err(ApiError::conflict(format!(
             "job is {}; only pending or failed jobs start",
@@ -298,7 +377,7 @@ pub async fn start(
     })?;
     match state
         .db
-        .start_job(&account.id, &id, size as i64, estimate_tokens(size))
+        .start_job(&account.id, id, size as i64, estimate_tokens(size))
         .await?
     {
         StartOutcome::Started => {}
@@ -312,11 +391,11 @@ pub async fn start(
                 "another batch job of this account is processing; one active job per account",
             ))
         }
+        StartOutcome::Expired(at) => return Err(expired(at)),
         StartOutcome::NotFound => return Err(ApiError::not_found(format!("no batch job {id:?}"))),
     }
     state.wake_workers.notify_one();
-    let job = own_job(&state, &account, &id).await?;
-    Ok((StatusCode::ACCEPTED, Json(view(&job)?)))
+    view(&own_job(state, account, id).await?)
 }
 
 /// One job's status and progress.
@@ -342,6 +421,7 @@ pub async fn get(
         (status = 200, description = "Where to download the results", body = ResultsLink),
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 409, description = "The job has no results yet (or never will: failed, or cancelled before it started)", body = ErrorBody),
+        (status = 410, description = "Retention deleted the results (`expired`); the message says when", body = ErrorBody),
     ))]
 pub async fn results(
     State(state): State<AppState>,
@@ -349,6 +429,9 @@ pub async fn results(
     Path(id): Path<String>,
 ) -> Result<Json<ResultsLink>, ApiError> {
     let job = own_job(&state, &account, &id).await?;
+    if let Some(at) = job.expired_at {
+        return Err(expired(at));
+    }
     let has_results = job.status == status::COMPLETED
         || (job.status == status::CANCELLED && job.started_at.is_some());
     if !has_results {
@@ -544,5 +627,6 @@ fn view(job: &JobRow) -> Result<Job, ApiError> {
         created_at: rfc3339(job.created_at),
         started_at: job.started_at.map(rfc3339),
         completed_at: job.completed_at.map(rfc3339),
+        expired: job.expired_at.is_some(),
     })
 }

@@ -31,6 +31,8 @@ pub enum ErrorType {
     MethodNotAllowed,
     /// 409: the resource is not in a state that allows this.
     Conflict,
+    /// 410: retention deleted the job's input and results (`--retention-days`).
+    Expired,
     /// 413.
     PayloadTooLarge,
     /// 415.
@@ -118,6 +120,11 @@ impl ApiError {
     /// 409: the resource is not in a state that allows this.
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, ErrorType::Conflict, message)
+    }
+
+    /// 410: retention deleted what was asked for; the message says when.
+    pub fn expired(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::GONE, ErrorType::Expired, message)
     }
 
     /// 404.

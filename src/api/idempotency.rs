@@ -39,12 +39,12 @@ pub async fn idempotent(
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let applies = req.method() == Method::POST
-        && req
-            .extensions()
-            .get::<MatchedPath>()
-            .is_some_and(|path| ROUTES.contains(&path.as_str()));
-    let Some(key) = req.headers().get(&IDEMPOTENCY_KEY).filter(|_| applies) else {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_string())
+        .filter(|path| req.method() == Method::POST && ROUTES.contains(&path.as_str()));
+    let (Some(route), Some(key)) = (route, req.headers().get(&IDEMPOTENCY_KEY)) else {
         return Ok(next.run(req).await);
     };
     let key = valid_key(key)?;
@@ -55,9 +55,10 @@ pub async fn idempotent(
         .ok_or_else(|| ApiError::internal("idempotency check ran before authentication"))?;
 
     let (parts, body) = req.into_parts();
-    let bytes = to_bytes(body, state.max_body_bytes)
+    let limit = state.body_limit(&route);
+    let bytes = to_bytes(body, limit)
         .await
-        .map_err(|_| ApiError::payload_too_large(state.max_body_bytes))?;
+        .map_err(|_| ApiError::payload_too_large(limit))?;
     let mut hash = Sha256::new();
     hash.update(parts.method.as_str());
     hash.update([0]);

@@ -2,7 +2,7 @@
 //! fault (`serde_path_to_error` tracks where deserialization stopped).
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, MatchedPath, Request};
 use axum::http::{header, StatusCode};
 use serde::de::DeserializeOwned;
 
@@ -28,9 +28,14 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         if !is_json {
             return Err(ApiError::unsupported_media_type());
         }
+        // The route's own limit (it is the one `Bytes` applies), for the message.
+        let limit = req
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or(state.max_body_bytes, |path| state.body_limit(path.as_str()));
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::payload_too_large(state.max_body_bytes)
+                ApiError::payload_too_large(limit)
             } else {
                 ApiError::invalid_request(format!("could not read the body: {rejection}"))
             }

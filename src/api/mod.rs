@@ -7,6 +7,7 @@ pub mod classify;
 pub mod cors;
 mod error;
 mod idempotency;
+mod inline;
 mod json;
 pub mod models;
 pub mod observe;
@@ -72,7 +73,20 @@ pub struct BatchSettings {
     pub download_ttl: Duration,
 }
 
+/// The route whose POST takes inline batch items, and so a larger body.
+const LARGE_BODY_ROUTE: &str = "/v1/batch";
+
 impl AppState {
+    /// The largest body a request to the route `path` may send: `--max-body-bytes`, or
+    /// 64 MiB (if that is more) for `POST /v1/batch` and its inline items.
+    pub fn body_limit(&self, path: &str) -> usize {
+        if path == LARGE_BODY_ROUTE {
+            self.max_body_bytes.max(inline::MAX_BODY_BYTES)
+        } else {
+            self.max_body_bytes
+        }
+    }
+
     /// The inference queue, or 503 while the model loads.
     pub fn queue(&self) -> Result<InferenceQueue, ApiError> {
         self.queue.get().cloned().ok_or_else(ApiError::not_ready)
@@ -87,9 +101,15 @@ impl AppState {
 /// Every documented route: the router and its OpenAPI description come from this one
 /// list. Given the state, `/v1` checks API keys (the description alone needs none).
 pub fn routes(state: Option<&AppState>) -> OpenApiRouter<AppState> {
+    let (schemas, paths, batch_root) = routes!(batch::create, batch::list);
+    // Outside it, the router's default limit (`--max-body-bytes`) holds.
+    let batch_root = match state {
+        Some(state) => batch_root.layer(DefaultBodyLimit::max(state.body_limit(LARGE_BODY_ROUTE))),
+        None => batch_root,
+    };
     let mut v1 = OpenApiRouter::new()
         .routes(routes!(classify::handle))
-        .routes(routes!(batch::create, batch::list))
+        .routes((schemas, paths, batch_root))
         .routes(routes!(batch::get, batch::delete))
         .routes(routes!(batch::start))
         .routes(routes!(batch::cancel))

@@ -1,7 +1,9 @@
 //! Batch jobs: NDJSON input parsing and the streaming worker. The job lifecycle's HTTP
 //! side is in `api::batch`, its rows in `db::batch`.
 
+pub mod inline;
 pub mod lines;
+pub mod retention;
 pub mod sample;
 pub mod worker;
 

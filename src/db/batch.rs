@@ -53,12 +53,14 @@ pub struct JobRow {
     pub classifier_version: Option<i64>,
     /// What adaptation did (JSON `AdaptationReport`), set with `requests_total`.
     pub adaptation: Option<String>,
+    /// When retention deleted its input and results; the row stays.
+    pub expired_at: Option<i64>,
 }
 
 const COLUMNS: &str = "id, account_id, status, config, metadata, input_key, output_key, upload_expires_at, \
     input_bytes, requests_total, requests_completed, requests_failed, estimated_tokens, actual_tokens, error, \
     cp_input_offset, cp_line, cp_completed, cp_failed, cp_tokens, cp_output_state, cp_errors_state, cp_errors_pending, created_at, started_at, completed_at, \
-    classifier_name, classifier_version, adaptation";
+    classifier_name, classifier_version, adaptation, expired_at";
 
 /// A job a worker has just claimed.
 #[derive(Debug)]
@@ -90,6 +92,8 @@ pub enum StartOutcome {
     WrongStatus(String),
     /// Another job of the account is processing.
     AnotherActive,
+    /// Retention deleted its input at this time (ms).
+    Expired(i64),
     NotFound,
 }
 
@@ -208,7 +212,8 @@ impl Db {
     }
 
     /// Moves a pending or failed job to processing, from scratch. The partial unique
-    /// index refuses a second processing job of the same account, whichever instance asks.
+    /// index refuses a second processing job of the same account, whichever instance asks;
+    /// an expired job (its input deleted) does not start.
     pub async fn start_job(
         &self,
         account_id: &str,
@@ -221,7 +226,7 @@ impl Db {
              requests_total = NULL, adaptation = NULL, adapted_labels = NULL, requests_completed = 0, requests_failed = 0, actual_tokens = NULL, \
              error = NULL, completed_at = NULL, cp_input_offset = 0, cp_line = 0, cp_completed = 0, \
              cp_failed = 0, cp_tokens = 0, cp_output_state = NULL, cp_errors_state = NULL, cp_errors_pending = NULL, lease_owner = NULL, lease_expires_at = NULL \
-             WHERE id = $5 AND account_id = $6 AND status IN ($7, $8)",
+             WHERE id = $5 AND account_id = $6 AND status IN ($7, $8) AND expired_at IS NULL",
         )
         .bind(status::PROCESSING)
         .bind(now_ms())
@@ -236,6 +241,10 @@ impl Db {
         match result {
             Ok(done) if done.rows_affected() == 1 => Ok(StartOutcome::Started),
             Ok(_) => Ok(match self.job(account_id, id).await? {
+                Some(JobRow {
+                    expired_at: Some(at),
+                    ..
+                }) => StartOutcome::Expired(at),
                 Some(job) => StartOutcome::WrongStatus(job.status),
                 None => StartOutcome::NotFound,
             }),
