@@ -14,7 +14,7 @@ use crate::classifiers::{Definition, DefinitionFileError};
 use crate::client::{
     ClassifyRequest, Client, ClientError, CreatedJob, Job, JobRequest, JobStatus, SpecRequest,
 };
-use crate::config::{BatchCommand, ClassifyArgs, ServerArgs, SubmitArgs};
+use crate::config::{BatchCommand, ClassifyArgs, ServerArgs, SubmitArgs, WebhooksCommand};
 
 /// How often a followed job is polled.
 const POLL: Duration = Duration::from_secs(1);
@@ -102,6 +102,17 @@ pub async fn batch(server: &ServerArgs, command: BatchCommand) -> Result<(), Rem
     }
 }
 
+/// `zeroshot webhooks ...`.
+pub async fn webhooks(server: &ServerArgs, command: WebhooksCommand) -> Result<(), RemoteError> {
+    let client = Client::new(&server.url, server.api_key.as_deref())?;
+    match command {
+        WebhooksCommand::Secret { rotate } => {
+            println!("{}", client.webhook_secret(rotate).await?.pretty());
+        }
+    }
+    Ok(())
+}
+
 /// `zeroshot classify --url`: the server's answer, printed as the local command prints.
 pub async fn classify(url: &str, args: &ClassifyArgs) -> Result<(), RemoteError> {
     let client = Client::new(url, args.api_key.as_deref())?;
@@ -146,6 +157,7 @@ fn job_request(args: &SubmitArgs) -> Result<JobRequest, RemoteError> {
     spec.threshold = args.spec.threshold.or(spec.threshold);
     request.adapt = args.adapt().or(request.adapt);
     request.metadata = args.metadata.iter().cloned().collect();
+    request.webhook_url = args.webhook_url.clone();
     Ok(request)
 }
 
@@ -278,8 +290,15 @@ async fn follow(client: &Client, id: &str) -> Result<Job, RemoteError> {
                             message: job.error.unwrap_or_else(|| "no reason given".into()),
                         })
                     }
+                    // Stopgap so the branch builds; the lead's cancel work replaces it.
+                    JobStatus::Cancelled => {
+                        return Err(RemoteError::JobFailed {
+                            id: id.to_string(),
+                            message: "the job was cancelled".into(),
+                        })
+                    }
                     JobStatus::Pending => return Err(RemoteError::Pending { id: id.to_string() }),
-                    JobStatus::Processing => {}
+                    JobStatus::Processing | JobStatus::Cancelling => {}
                 }
             }
             // The server's answer is final; the network may come back.

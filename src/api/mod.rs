@@ -14,6 +14,7 @@ pub mod openapi;
 mod playground;
 mod spec;
 mod uploads;
+pub mod webhooks;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -62,6 +63,8 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Origins whose pages may call the API from a browser (`--cors-origin`); empty: none.
     pub cors_origins: Vec<axum::http::HeaderValue>,
+    /// Which webhook URLs jobs may name (`--allow-private-webhooks`).
+    pub webhooks: crate::webhooks::Settings,
 }
 
 /// Limits and lifetimes of batch uploads and downloads.
@@ -93,6 +96,8 @@ pub fn routes(state: Option<&AppState>) -> OpenApiRouter<AppState> {
         .routes(routes!(batch::get, batch::delete))
         .routes(routes!(batch::start))
         .routes(routes!(batch::results))
+        .routes(routes!(webhooks::get_secret, webhooks::rotate_secret))
+        .routes(routes!(webhooks::deliveries))
         .routes(routes!(models::list))
         .routes(routes!(classifiers::create, classifiers::list))
         .routes(routes!(

@@ -13,7 +13,9 @@ pub mod status {
     pub const CANCELLING: &str = "cancelling";
     pub const CANCELLED: &str = "cancelled";
     /// Every status, for reports that list each one (zero included).
-    pub const ALL: &[&str] = &[PENDING, PROCESSING, CANCELLING, COMPLETED, FAILED, CANCELLED];
+    pub const ALL: &[&str] = &[
+        PENDING, PROCESSING, CANCELLING, COMPLETED, FAILED, CANCELLED,
+    ];
     /// States a job does not leave by itself; `completed_at` says when it got there.
     pub const ENDED: &[&str] = &[COMPLETED, FAILED, CANCELLED];
 }
@@ -49,12 +51,15 @@ pub struct JobRow {
     pub classifier_version: Option<i64>,
     /// What adaptation did (JSON `AdaptationReport`), set with `requests_total`.
     pub adaptation: Option<String>,
+    /// Told when the job ends (`crate::webhooks`).
+    pub webhook_url: Option<String>,
 }
 
-const COLUMNS: &str = "id, account_id, status, config, metadata, input_key, output_key, upload_expires_at, \
+/// Every [`JobRow`] column, for the queries that read whole jobs.
+pub(super) const COLUMNS: &str = "id, account_id, status, config, metadata, input_key, output_key, upload_expires_at, \
     input_bytes, requests_total, requests_completed, requests_failed, estimated_tokens, actual_tokens, error, \
     cp_input_offset, cp_line, cp_completed, cp_failed, cp_tokens, cp_output_state, created_at, started_at, completed_at, \
-    classifier_name, classifier_version, adaptation";
+    classifier_name, classifier_version, adaptation, webhook_url";
 
 /// A job a worker has just claimed.
 #[derive(Debug)]
@@ -76,6 +81,8 @@ pub struct NewJob<'a> {
     pub upload_expires_at: i64,
     /// The saved classifier (name, version) the config came from.
     pub classifier: Option<(&'a str, i64)>,
+    /// Where the job's end is announced.
+    pub webhook_url: Option<&'a str>,
 }
 
 /// How a start attempt ended.
@@ -105,8 +112,8 @@ impl Db {
     pub async fn create_job(&self, job: &NewJob<'_>) -> Result<JobRow, DbError> {
         sqlx::query(
             "INSERT INTO batch_jobs (id, account_id, status, config, metadata, input_key, output_key, \
-             upload_expires_at, created_at, classifier_name, classifier_version) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+             upload_expires_at, created_at, classifier_name, classifier_version, webhook_url) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(job.id)
         .bind(job.account_id)
@@ -119,6 +126,7 @@ impl Db {
         .bind(now_ms())
         .bind(job.classifier.map(|(name, _)| name))
         .bind(job.classifier.map(|(_, version)| version))
+        .bind(job.webhook_url)
         .execute(self.pool())
         .await?;
         self.job(job.account_id, job.id)

@@ -5,6 +5,7 @@ mod accounts;
 pub mod batch;
 pub mod classifiers;
 pub mod idempotency;
+pub mod webhooks;
 
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
