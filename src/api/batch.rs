@@ -271,7 +271,12 @@ pub async fn create(
     ))
 }
 
-async fn own_job(state: &AppState, account: &Account, id: &str) -> Result<JobRow, ApiError> {
+/// The caller's job `id`, or 404 (another account's job included).
+pub(super) async fn own_job(
+    state: &AppState,
+    account: &Account,
+    id: &str,
+) -> Result<JobRow, ApiError> {
     state
         .db
         .job(&account.id, id)

@@ -140,9 +140,7 @@ pub async fn deliveries(
     Extension(account): Extension<Account>,
     Path(id): Path<String>,
 ) -> Result<Json<DeliveryList>, ApiError> {
-    if state.db.job(&account.id, &id).await?.is_none() {
-        return Err(ApiError::not_found(format!("no batch job {id:?}")));
-    }
+    super::batch::own_job(&state, &account, &id).await?;
     let rows = state.db.job_deliveries(&account.id, &id).await?;
     Ok(Json(DeliveryList {
         data: rows.into_iter().map(Delivery::from).collect(),
