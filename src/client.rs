@@ -141,10 +141,13 @@ pub struct JobRequest {
     pub adapt: Option<bool>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
 }
 
 /// The server's own response types: the client reads what the server writes.
 pub use crate::api::batch::{CreatedJob, Job, JobList, JobStatus, ResultsLink};
+pub use crate::api::webhooks::WebhookSecret;
 
 /// One server, one API key.
 #[derive(Debug, Clone)]
@@ -330,6 +333,13 @@ impl Client {
     pub async fn cancel_job(&self, id: &str) -> Result<Answer<Job>, ClientError> {
         let url = self.url(&["v1", "batch", id, "cancel"]);
         self.call(Method::POST, url, None::<&()>).await
+    }
+
+    /// `GET /v1/webhooks/secret`, or with `rotate` `POST`: the webhook signing secret.
+    pub async fn webhook_secret(&self, rotate: bool) -> Result<Answer<WebhookSecret>, ClientError> {
+        let method = if rotate { Method::POST } else { Method::GET };
+        let url = self.url(&["v1", "webhooks", "secret"]);
+        self.call(method, url, None::<&()>).await
     }
 
     /// `DELETE /v1/batch/{id}`: the job, its input and its results.

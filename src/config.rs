@@ -61,6 +61,23 @@ pub enum Command {
         #[command(subcommand)]
         command: BatchCommand,
     },
+    /// Webhooks on a zeroshot server: the account's signing secret.
+    Webhooks {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(subcommand)]
+        command: WebhooksCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// Print the account's webhook signing secret; --rotate replaces it (the previous
+    /// one keeps signing for 24 hours) or makes the first.
+    Secret {
+        #[arg(long)]
+        rotate: bool,
+    },
 }
 
 /// Which zeroshot server the client commands talk to, and with which key.
@@ -162,6 +179,9 @@ pub struct SubmitArgs {
     /// Job metadata as `key=value`; repeat for more.
     #[arg(long, value_parser = key_value)]
     pub metadata: Vec<(String, String)>,
+    /// Tell this URL when the job ends (a signed `batch.completed`/`failed`/`cancelled`).
+    #[arg(long)]
+    pub webhook_url: Option<String>,
     /// Follow the job with a progress display until it ends, then download the results.
     #[arg(long)]
     pub wait: bool,
@@ -406,6 +426,8 @@ pub struct ServeArgs {
     pub storage: StorageArgs,
     #[command(flatten)]
     pub batch: BatchArgs,
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
     /// `/v1/classify`: texts per coalesced engine call at most.
     #[arg(
         long,
@@ -516,6 +538,39 @@ impl BatchArgs {
     pub fn retention(&self) -> Option<std::time::Duration> {
         (self.retention_days > 0)
             .then(|| std::time::Duration::from_secs(u64::from(self.retention_days) * 86_400))
+    }
+}
+
+/// Webhook delivery.
+#[derive(Debug, Clone, Args)]
+pub struct WebhookArgs {
+    /// Let webhooks reach loopback, private, link-local and metadata addresses (for
+    /// local use and tests; never on a server others can create jobs on).
+    #[arg(long, env = "ZEROSHOT_ALLOW_PRIVATE_WEBHOOKS")]
+    pub allow_private_webhooks: bool,
+    /// Delay before a failed webhook delivery's first retry, in seconds; the next ones
+    /// wait 6, 24, 120, 360, 720, 1440, then 2880 times it, for up to 24 hours.
+    #[arg(long, env = "ZEROSHOT_WEBHOOK_RETRY_BASE_SECS", default_value_t = 5.0, value_parser = positive_secs)]
+    pub webhook_retry_base_secs: f64,
+}
+
+impl WebhookArgs {
+    /// The settings the API and the dispatcher read.
+    pub fn settings(&self) -> crate::webhooks::Settings {
+        crate::webhooks::Settings {
+            allow_private: self.allow_private_webhooks,
+            retry_base: std::time::Duration::from_secs_f64(self.webhook_retry_base_secs),
+        }
+    }
+}
+
+/// A number of seconds above zero and at most a day.
+fn positive_secs(arg: &str) -> Result<f64, String> {
+    match arg.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs <= 86_400.0 => Ok(secs),
+        _ => Err(format!(
+            "expected seconds above 0 and at most 86400, got {arg:?}"
+        )),
     }
 }
 

@@ -10,6 +10,7 @@
 //! - [`config`]: command-line flags with environment fallbacks.
 //! - [`metrics`]: the Prometheus metrics and the calls that record them.
 //! - [`client`]: a typed client of the HTTP API; [`remote`]: the CLI commands using it.
+//! - [`webhooks`]: signed notices of batch jobs ending, delivered with retries.
 
 pub mod api;
 pub mod batch;
@@ -22,3 +23,4 @@ pub mod eval;
 pub mod metrics;
 pub mod remote;
 pub mod storage;
+pub mod webhooks;

@@ -74,6 +74,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Classifiers { command } => manage_classifiers(command).await,
         Command::Eval(args) => tokio::task::spawn_blocking(move || evaluate(args)).await?,
         Command::Batch { server, command } => Ok(remote::batch(&server, command).await?),
+        Command::Webhooks { server, command } => Ok(remote::webhooks(&server, command).await?),
     }
 }
 
@@ -138,6 +139,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         docs_ui_dir: args.docs_ui_dir(),
         metrics,
         cors_origins: args.cors_origin.clone(),
+        webhooks: args.webhooks.settings(),
     };
     if let Some(retention) = args.batch.retention() {
         tokio::spawn(
@@ -150,6 +152,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .run(),
         );
     }
+    // Webhooks go out on their own task: a slow receiver never holds the worker up.
+    tokio::spawn(
+        zeroshot::webhooks::Dispatcher {
+            db: db.clone(),
+            owner: format!("webhooks_{}", uuid::Uuid::new_v4().simple()),
+            settings: args.webhooks.settings(),
+        }
+        .run(),
+    );
     tokio::spawn(
         Worker {
             db,

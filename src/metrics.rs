@@ -26,6 +26,7 @@ const BATCH_JOBS: &str = "zeroshot_batch_jobs";
 const BATCH_LINES: &str = "zeroshot_batch_lines_scored_total";
 const LEASE_RENEWALS: &str = "zeroshot_batch_lease_renewals_total";
 const JOB_RESUMES: &str = "zeroshot_batch_job_resumes_total";
+const WEBHOOK_ATTEMPTS: &str = "zeroshot_webhook_attempts_total";
 
 /// Seconds, from a cached-label `/v1/classify` of one short text (about a millisecond)
 /// to a long batch chunk's ONNX run on a slow machine.
@@ -98,6 +99,13 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
     counter!(BATCH_LINES, "outcome" => "error").absolute(0);
     counter!(LEASE_RENEWALS).absolute(0);
     counter!(JOB_RESUMES).absolute(0);
+    describe_counter!(
+        WEBHOOK_ATTEMPTS,
+        "Webhook delivery attempts by this instance, by outcome (delivered, retry, failed)"
+    );
+    for outcome in ["delivered", "retry", "failed"] {
+        counter!(WEBHOOK_ATTEMPTS, "outcome" => outcome).absolute(0);
+    }
 
     let upkeep = handle.clone();
     tokio::spawn(async move {
@@ -163,4 +171,10 @@ pub fn lease_renewed() {
 /// This worker took over a job whose previous worker stopped reporting.
 pub fn job_resumed() {
     counter!(JOB_RESUMES).increment(1);
+}
+
+/// A webhook delivery attempt ended: `delivered`, `retry` (tried again later) or
+/// `failed` (given up).
+pub fn webhook_attempt(outcome: &'static str) {
+    counter!(WEBHOOK_ATTEMPTS, "outcome" => outcome).increment(1);
 }

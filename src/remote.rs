@@ -14,7 +14,7 @@ use crate::classifiers::{Definition, DefinitionFileError};
 use crate::client::{
     ClassifyRequest, Client, ClientError, CreatedJob, Job, JobRequest, JobStatus, SpecRequest,
 };
-use crate::config::{BatchCommand, ClassifyArgs, ServerArgs, SubmitArgs};
+use crate::config::{BatchCommand, ClassifyArgs, ServerArgs, SubmitArgs, WebhooksCommand};
 
 /// How often a followed job is polled.
 const POLL: Duration = Duration::from_secs(1);
@@ -109,6 +109,17 @@ pub async fn batch(server: &ServerArgs, command: BatchCommand) -> Result<(), Rem
     }
 }
 
+/// `zeroshot webhooks ...`.
+pub async fn webhooks(server: &ServerArgs, command: WebhooksCommand) -> Result<(), RemoteError> {
+    let client = Client::new(&server.url, server.api_key.as_deref())?;
+    match command {
+        WebhooksCommand::Secret { rotate } => {
+            println!("{}", client.webhook_secret(rotate).await?.pretty());
+        }
+    }
+    Ok(())
+}
+
 /// `zeroshot classify --url`: the server's answer, printed as the local command prints.
 pub async fn classify(url: &str, args: &ClassifyArgs) -> Result<(), RemoteError> {
     let client = Client::new(url, args.api_key.as_deref())?;
@@ -153,6 +164,7 @@ fn job_request(args: &SubmitArgs) -> Result<JobRequest, RemoteError> {
     spec.threshold = args.spec.threshold.or(spec.threshold);
     request.adapt = args.adapt().or(request.adapt);
     request.metadata = args.metadata.iter().cloned().collect();
+    request.webhook_url = args.webhook_url.clone();
     Ok(request)
 }
 

@@ -18,6 +18,7 @@ use crate::batch::{errors_key, estimate_tokens, input_key, output_key};
 use crate::db::batch::{status, CancelOutcome, JobRow, NewJob, StartOutcome};
 use crate::db::{now_ms, rfc3339, Account};
 use crate::engine::{AdaptationReport, ClassificationSpec, Mode};
+use crate::webhooks::{self, address::check_url};
 
 /// Most metadata entries, and their sizes.
 const MAX_METADATA_ENTRIES: usize = 16;
@@ -61,6 +62,11 @@ pub struct CreateRequest {
     /// When it cannot start (another job of the account is processing), nothing is
     /// created and the answer is that 409.
     pub start: Option<bool>,
+    /// Told when the job ends (`batch.completed`, `batch.failed`, `batch.cancelled`),
+    /// signed with the account's webhook secret: an absolute http(s) URL without user
+    /// name or password, to a public address.
+    #[schema(max_length = 2048, pattern = "^https?://")]
+    pub webhook_url: Option<String>,
 }
 
 /// A job's state. `failed` jobs may be started again (from the start of the file).
@@ -118,6 +124,8 @@ pub struct Job {
     pub adaptation: Option<AdaptationReport>,
     pub labels: Vec<String>,
     pub metadata: BTreeMap<String, String>,
+    /// Where the job's end is announced.
+    pub webhook_url: Option<String>,
     /// Lines of the input, once counted.
     pub requests_total: Option<i64>,
     pub requests_completed: i64,
@@ -255,6 +263,12 @@ pub async fn create(
             "start needs items; a job whose file is uploaded starts with POST /v1/batch/{id}/start",
         ));
     }
+    if let Some(url) = &request.webhook_url {
+        check_url(url, state.webhooks.allow_private)
+            .map_err(|err| ApiError::validation("webhook_url", err.to_string()))?;
+        // Made now, so it can be read before the first event is signed with it.
+        webhooks::secret(&state.db, &account.id).await?;
+    }
 
     let id = format!("batch_{}", uuid::Uuid::new_v4().simple());
     let input = input_key(&id);
@@ -283,6 +297,7 @@ pub async fn create(
             // Inline: no form, none to accept.
             upload_expires_at: form.as_ref().map_or_else(now_ms, |form| form.expires_at),
             classifier: saved.as_ref().map(|c| (c.name.as_str(), c.version)),
+            webhook_url: request.webhook_url.as_deref(),
         })
         .await;
     let started = match created {
@@ -317,7 +332,12 @@ pub async fn create(
     ))
 }
 
-async fn own_job(state: &AppState, account: &Account, id: &str) -> Result<JobRow, ApiError> {
+/// The caller's job `id`, or 404 (another account's job included).
+pub(super) async fn own_job(
+    state: &AppState,
+    account: &Account,
+    id: &str,
+) -> Result<JobRow, ApiError> {
     state
         .db
         .job(&account.id, id)
@@ -595,8 +615,8 @@ fn progress(job: &JobRow) -> Progress {
     }
 }
 
-/// The job as the API shows it.
-fn view(job: &JobRow) -> Result<Job, ApiError> {
+/// The job as the API shows it (and as webhook events carry it).
+pub(crate) fn view(job: &JobRow) -> Result<Job, ApiError> {
     let spec: ClassificationSpec = serde_json::from_str(&job.config)
         .map_err(|err| ApiError::internal(format!("job {} config: {err}", job.id)))?;
     Ok(Job {
@@ -616,6 +636,7 @@ fn view(job: &JobRow) -> Result<Job, ApiError> {
             .and_then(|report| serde_json::from_str(report).ok()),
         labels: spec.labels.names().map(str::to_string).collect(),
         metadata: serde_json::from_str(&job.metadata).unwrap_or_default(),
+        webhook_url: job.webhook_url.clone(),
         requests_total: job.requests_total,
         requests_completed: job.requests_completed,
         requests_failed: job.requests_failed,

@@ -15,6 +15,7 @@ pub mod openapi;
 mod playground;
 mod spec;
 mod uploads;
+pub mod webhooks;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -63,6 +64,8 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Origins whose pages may call the API from a browser (`--cors-origin`); empty: none.
     pub cors_origins: Vec<axum::http::HeaderValue>,
+    /// Which webhook URLs jobs may name (`--allow-private-webhooks`).
+    pub webhooks: crate::webhooks::Settings,
 }
 
 /// Limits and lifetimes of batch uploads and downloads.
@@ -114,6 +117,8 @@ pub fn routes(state: Option<&AppState>) -> OpenApiRouter<AppState> {
         .routes(routes!(batch::start))
         .routes(routes!(batch::cancel))
         .routes(routes!(batch::results))
+        .routes(routes!(webhooks::get_secret, webhooks::rotate_secret))
+        .routes(routes!(webhooks::deliveries))
         .routes(routes!(models::list))
         .routes(routes!(classifiers::create, classifiers::list))
         .routes(routes!(

@@ -32,11 +32,14 @@ use super::{idempotency, uploads, ApiError, AppState};
     // Routed with a wildcard or a per-route body limit, so added here rather than by
     // `routes!`.
     paths(uploads::upload, uploads::download),
-    components(schemas(ErrorBody, ErrorDetail, ErrorType)),
+    // The webhook body is no response of this API; listed so clients can generate it.
+    components(schemas(ErrorBody, ErrorDetail, ErrorType, crate::webhooks::Event)),
     tags(
         (name = "classify", description = "Classify texts now"),
         (name = "batch", description = "Classify a file of up to 5 GB in the background"),
         (name = "classifiers", description = "Saved, versioned label sets"),
+        (name = "webhooks", description = "Signed notices of batch jobs ending: the signing \
+            secret, and each job's deliveries"),
         (name = "models", description = "The model this instance serves"),
         (name = "storage", description = "Presigned upload and download of local storage \
             (S3 serves these itself)"),

@@ -55,12 +55,15 @@ pub struct JobRow {
     pub adaptation: Option<String>,
     /// When retention deleted its input and results; the row stays.
     pub expired_at: Option<i64>,
+    /// Told when the job ends (`crate::webhooks`).
+    pub webhook_url: Option<String>,
 }
 
-const COLUMNS: &str = "id, account_id, status, config, metadata, input_key, output_key, upload_expires_at, \
+/// Every [`JobRow`] column, for the queries that read whole jobs.
+pub(super) const COLUMNS: &str = "id, account_id, status, config, metadata, input_key, output_key, upload_expires_at, \
     input_bytes, requests_total, requests_completed, requests_failed, estimated_tokens, actual_tokens, error, \
     cp_input_offset, cp_line, cp_completed, cp_failed, cp_tokens, cp_output_state, cp_errors_state, cp_errors_pending, created_at, started_at, completed_at, \
-    classifier_name, classifier_version, adaptation, expired_at";
+    classifier_name, classifier_version, adaptation, expired_at, webhook_url";
 
 /// A job a worker has just claimed.
 #[derive(Debug)]
@@ -82,6 +85,8 @@ pub struct NewJob<'a> {
     pub upload_expires_at: i64,
     /// The saved classifier (name, version) the config came from.
     pub classifier: Option<(&'a str, i64)>,
+    /// Where the job's end is announced.
+    pub webhook_url: Option<&'a str>,
 }
 
 /// How a start attempt ended.
@@ -148,8 +153,8 @@ impl Db {
     pub async fn create_job(&self, job: &NewJob<'_>) -> Result<JobRow, DbError> {
         sqlx::query(
             "INSERT INTO batch_jobs (id, account_id, status, config, metadata, input_key, output_key, \
-             upload_expires_at, created_at, classifier_name, classifier_version) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+             upload_expires_at, created_at, classifier_name, classifier_version, webhook_url) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(job.id)
         .bind(job.account_id)
@@ -162,6 +167,7 @@ impl Db {
         .bind(now_ms())
         .bind(job.classifier.map(|(name, _)| name))
         .bind(job.classifier.map(|(_, version)| version))
+        .bind(job.webhook_url)
         .execute(self.pool())
         .await?;
         self.job(job.account_id, job.id)

@@ -6,6 +6,7 @@ pub mod batch;
 pub mod classifiers;
 pub mod idempotency;
 pub mod retention;
+pub mod webhooks;
 
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
