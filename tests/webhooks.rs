@@ -298,6 +298,26 @@ async fn endings_are_announced_once_and_signed(backend: Backend) {
     })
     .await;
     assert_eq!(listed["data"][0]["id"], fourth.id.as_str(), "newest first");
+
+    // A cancelled job: batch.cancelled.
+    let (status, pending) = server
+        .post(
+            "/v1/batch",
+            &json!({"labels": ["billing", "shipping"], "webhook_url": hook}),
+        )
+        .await;
+    assert_eq!(status, 201, "{pending}");
+    let cancelled = pending["job_id"].as_str().unwrap();
+    let (status, _) = server
+        .call(Method::POST, &format!("/v1/batch/{cancelled}/cancel"), None)
+        .await;
+    assert_eq!(status, 202);
+    let fifth = receiver.wait_for(5).await[4].clone();
+    let event = fifth.json();
+    assert_eq!(event["type"], "batch.cancelled");
+    assert_eq!(event["data"]["status"], "cancelled");
+    assert_eq!(event["data"], job(&server, cancelled).await);
+    assert_eq!(fifth.verified_by(&new_secret), [true, false]);
 }
 
 async fn failed_attempts_are_retried_across_a_restart(backend: Backend) {

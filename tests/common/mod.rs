@@ -205,7 +205,12 @@ impl Server {
             base,
             key,
             database_url: database_url.to_string(),
-            client: reqwest::Client::new(),
+            // A fresh connection per request: a server that refuses a body unread (413)
+            // closes its connection, and a pooled one could be picked as it closes.
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("HTTP client"),
             startup,
             logs,
         };
