@@ -285,7 +285,7 @@
     const error = $('batch-job-error');
     error.hidden = !job.error;
     error.textContent = job.error || '';
-    if (job.status !== 'completed') $('batch-download').hidden = true;
+    if (!['completed', 'cancelled'].includes(job.status)) $('batch-download').hidden = true;
   }
 
   async function showDownload(id) {
@@ -309,12 +309,13 @@
       }
       if (ticket !== watching) return;
       renderJob(job, job.status === 'pending' ? step : '');
-      if (job.status === 'completed') {
+      // A cancelled job that had started keeps the rows scored before the cancel.
+      if (job.status === 'completed' || (job.status === 'cancelled' && job.started_at)) {
         await showDownload(id).catch((err) => showError($('batch-form'), err));
         loadJobs();
         return;
       }
-      if (job.status === 'failed' || (job.status === 'pending' && !step)) {
+      if (['failed', 'cancelled'].includes(job.status) || (job.status === 'pending' && !step)) {
         loadJobs();
         return;
       }
