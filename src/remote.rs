@@ -272,14 +272,14 @@ async fn follow(client: &Client, id: &str) -> Result<Job, RemoteError> {
                 display.show(&job);
                 match job.status {
                     JobStatus::Completed => return Ok(job),
-                    JobStatus::Failed => {
+                    JobStatus::Failed | JobStatus::Cancelled => {
                         return Err(RemoteError::JobFailed {
                             id: id.to_string(),
                             message: job.error.unwrap_or_else(|| "no reason given".into()),
                         })
                     }
                     JobStatus::Pending => return Err(RemoteError::Pending { id: id.to_string() }),
-                    JobStatus::Processing => {}
+                    JobStatus::Processing | JobStatus::Cancelling => {}
                 }
             }
             // The server's answer is final; the network may come back.
