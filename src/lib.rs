@@ -10,9 +10,12 @@
 //! - [`config`]: command-line flags with environment fallbacks.
 //! - [`metrics`]: the Prometheus metrics and the calls that record them.
 //! - [`client`]: a typed client of the HTTP API; [`remote`]: the CLI commands using it.
+//! - [`calendar`]: UTC days, which usage is counted by; [`usage`]: the CLI's `usage`
+//!   and `accounts` commands.
 
 pub mod api;
 pub mod batch;
+pub mod calendar;
 pub mod classifiers;
 pub mod client;
 pub mod config;
@@ -22,3 +25,4 @@ pub mod eval;
 pub mod metrics;
 pub mod remote;
 pub mod storage;
+pub mod usage;

@@ -1,4 +1,4 @@
-//! The `zeroshot` command: `serve`, `keys`, `classify`.
+//! The `zeroshot` command: `serve`, `keys`, `classify`, and the rest (`--help`).
 
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
@@ -21,6 +21,7 @@ use zeroshot::engine::Engine;
 use zeroshot::eval;
 use zeroshot::remote;
 use zeroshot::storage::{LocalStore, S3Config, S3Store, Storage};
+use zeroshot::usage;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -73,6 +74,10 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Classifiers { command } => manage_classifiers(command).await,
         Command::Eval(args) => tokio::task::spawn_blocking(move || evaluate(args)).await?,
         Command::Batch { server, command } => Ok(remote::batch(&server, command).await?),
+        Command::Usage { server, range } => Ok(usage::report(&server, &range).await?),
+        Command::Accounts { command } => {
+            usage::accounts(&Db::connect(&command.db().database_url).await?, command).await
+        }
     }
 }
 
@@ -137,6 +142,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         docs_ui_dir: args.docs_ui_dir(),
         metrics,
         cors_origins: args.cors_origin.clone(),
+        rate_limiter: Default::default(),
     };
     tokio::spawn(
         Worker {

@@ -291,9 +291,11 @@ pub async fn start(
             "no file was uploaded for this job; POST it to upload_url first",
         )
     })?;
+    let estimated_tokens = estimate_tokens(size);
+    super::quota::admit_batch(&state, &account, estimated_tokens).await?;
     match state
         .db
-        .start_job(&account.id, &id, size as i64, estimate_tokens(size))
+        .start_job(&account.id, &id, size as i64, estimated_tokens)
         .await?
     {
         StartOutcome::Started => {}

@@ -12,8 +12,10 @@ pub mod models;
 pub mod observe;
 pub mod openapi;
 mod playground;
+mod quota;
 mod spec;
 mod uploads;
+pub mod usage;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -40,6 +42,7 @@ use crate::storage::Storage;
 
 pub use error::{ApiError, ErrorBody};
 pub use json::ApiJson;
+pub use quota::RateLimiter;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -62,6 +65,8 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Origins whose pages may call the API from a browser (`--cors-origin`); empty: none.
     pub cors_origins: Vec<axum::http::HeaderValue>,
+    /// Accounts' requests per second on `/v1/classify`, counted in this process.
+    pub rate_limiter: Arc<RateLimiter>,
 }
 
 /// Limits and lifetimes of batch uploads and downloads.
@@ -94,6 +99,7 @@ pub fn routes(state: Option<&AppState>) -> OpenApiRouter<AppState> {
         .routes(routes!(batch::start))
         .routes(routes!(batch::results))
         .routes(routes!(models::list))
+        .routes(routes!(usage::get))
         .routes(routes!(classifiers::create, classifiers::list))
         .routes(routes!(
             classifiers::get,

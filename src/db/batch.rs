@@ -327,7 +327,8 @@ impl Db {
         Ok(row.and_then(|(labels,)| labels))
     }
 
-    /// Commits a checkpoint (and extends the lease); `false` when the lease was lost.
+    /// Commits a checkpoint (and extends the lease) with the usage it adds; `false`
+    /// when the lease was lost.
     pub async fn checkpoint(
         &self,
         id: &str,
@@ -335,6 +336,8 @@ impl Db {
         lease_ms: i64,
         cp: &Checkpoint,
     ) -> Result<bool, DbError> {
+        let mut tx = self.pool().begin().await?;
+        super::usage::add_checkpoint_usage(&mut tx, id, owner, cp.completed, cp.tokens).await?;
         let done = sqlx::query(
             "UPDATE batch_jobs SET cp_input_offset = $1, cp_line = $2, cp_completed = $3, cp_failed = $4, \
              cp_tokens = $5, cp_output_state = $6, requests_completed = $3, requests_failed = $4, \
@@ -350,9 +353,13 @@ impl Db {
         .bind(id)
         .bind(owner)
         .bind(status::PROCESSING)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            return Ok(false); // the usage is rolled back with it
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Ends a job as completed (`error` None) or failed, releasing its lease.

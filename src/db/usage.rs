@@ -1,0 +1,132 @@
+//! Usage counters: one row per account, UTC day and source, added to where the work
+//! is done (a successful `/v1/classify` call; a batch checkpoint, in its transaction).
+//! The upsert adds in the database, so instances sharing it never lose an update.
+
+use sqlx::AnyConnection;
+
+use super::{Db, DbError};
+use crate::calendar::Day;
+
+/// Where tokens were spent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Classify,
+    Batch,
+}
+
+impl Source {
+    /// As stored in `usage_daily.source`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Classify => "classify",
+            Source::Batch => "batch",
+        }
+    }
+}
+
+/// One day's counters of one source, as stored.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct UsageRow {
+    /// `YYYY-MM-DD`, UTC.
+    pub day: String,
+    /// [`Source::as_str`].
+    pub source: String,
+    /// `/v1/classify` calls; 0 for batch.
+    pub requests: i64,
+    pub texts: i64,
+    pub tokens: i64,
+}
+
+/// Adds to one day's counters of an account: `VALUES` and `ON CONFLICT` together, so
+/// the statements below only choose where the numbers come from.
+const ADD: &str = "ON CONFLICT (account_id, day, source) DO UPDATE SET \
+    requests = usage_daily.requests + excluded.requests, \
+    texts = usage_daily.texts + excluded.texts, \
+    tokens = usage_daily.tokens + excluded.tokens";
+
+/// Counts what a batch checkpoint adds over the job's stored one (completed lines and
+/// tokens), on the day it commits. Run inside the checkpoint's transaction, before its
+/// update: lines scored again after a resume were never checkpointed, so they are
+/// counted once. Reads the stored values in the same statement that writes, so SQLite
+/// takes its write lock at once (a read first could not upgrade under a busy writer).
+/// The caller's update decides the rest (lease, status): if it changes nothing, the
+/// transaction is rolled back with this.
+pub(super) async fn add_checkpoint_usage(
+    conn: &mut AnyConnection,
+    job_id: &str,
+    owner: &str,
+    completed: i64,
+    tokens: i64,
+) -> Result<(), DbError> {
+    // SQLite needs the WHERE to tell this SELECT's end from ON CONFLICT's start.
+    sqlx::query(&format!(
+        "INSERT INTO usage_daily (account_id, day, source, requests, texts, tokens) \
+         SELECT account_id, $1, $2, 0, $3 - cp_completed, $4 - cp_tokens FROM batch_jobs \
+         WHERE id = $5 AND lease_owner = $6 AND (cp_completed <> $3 OR cp_tokens <> $4) {ADD}"
+    ))
+    .bind(Day::today().to_string())
+    .bind(Source::Batch.as_str())
+    .bind(completed)
+    .bind(tokens)
+    .bind(job_id)
+    .bind(owner)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+impl Db {
+    /// Counts one successful `/v1/classify` call of `texts` texts and `tokens` tokens,
+    /// today.
+    pub async fn add_classify_usage(
+        &self,
+        account_id: &str,
+        texts: i64,
+        tokens: i64,
+    ) -> Result<(), DbError> {
+        sqlx::query(&format!(
+            "INSERT INTO usage_daily (account_id, day, source, requests, texts, tokens) \
+             VALUES ($1, $2, $3, 1, $4, $5) {ADD}"
+        ))
+        .bind(account_id)
+        .bind(Day::today().to_string())
+        .bind(Source::Classify.as_str())
+        .bind(texts)
+        .bind(tokens)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// An account's counters from `from` to `to` (both included), by day then source.
+    pub async fn usage(
+        &self,
+        account_id: &str,
+        from: Day,
+        to: Day,
+    ) -> Result<Vec<UsageRow>, DbError> {
+        Ok(sqlx::query_as::<_, UsageRow>(
+            "SELECT day, source, requests, texts, tokens FROM usage_daily \
+             WHERE account_id = $1 AND day >= $2 AND day <= $3 ORDER BY day, source",
+        )
+        .bind(account_id)
+        .bind(from.to_string())
+        .bind(to.to_string())
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// Tokens an account used (classify and batch) from `from` through today.
+    pub async fn tokens_since(&self, account_id: &str, from: Day) -> Result<i64, DbError> {
+        // Postgres sums BIGINTs as NUMERIC, which the `Any` driver does not read.
+        let (tokens,): (i64,) = sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(tokens), 0) AS BIGINT) FROM usage_daily \
+             WHERE account_id = $1 AND day >= $2",
+        )
+        .bind(account_id)
+        .bind(from.to_string())
+        .fetch_one(self.pool())
+        .await?;
+        Ok(tokens)
+    }
+}
