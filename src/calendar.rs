@@ -113,7 +113,13 @@ mod tests {
     fn days_round_trip_and_invalid_ones_are_refused() {
         assert_eq!(Day::from_ms(0).to_string(), "1970-01-01");
         assert_eq!(Day::from_ms(-1).to_string(), "1969-12-31");
-        for text in ["2000-02-29", "2024-12-31", "0000-01-01", "9999-12-31", "2026-03-01"] {
+        for text in [
+            "2000-02-29",
+            "2024-12-31",
+            "0000-01-01",
+            "9999-12-31",
+            "2026-03-01",
+        ] {
             assert_eq!(Day::parse(text).unwrap().to_string(), text);
         }
         for bad in [

@@ -61,7 +61,13 @@ pub fn table(report: &UsageReport) -> String {
         String::new(),
     ]));
     out.push_str(&row([
-        "date", "requests", "texts", "tokens", "texts", "tokens", "all tokens",
+        "date",
+        "requests",
+        "texts",
+        "tokens",
+        "texts",
+        "tokens",
+        "all tokens",
     ]
     .map(str::to_string)));
     for day in &report.data {
@@ -77,7 +83,9 @@ pub fn table(report: &UsageReport) -> String {
         .map_or("none".to_string(), |rps| format!("{rps} requests/s"));
     let quota = limits
         .monthly_token_quota
-        .map_or("none".to_string(), |quota| format!("{} tokens", thousands(quota)));
+        .map_or("none".to_string(), |quota| {
+            format!("{} tokens", thousands(quota))
+        });
     out.push_str(&format!(
         "\nlimits: /v1/classify rate {rps}; monthly quota {quota}; used this month {} tokens\n",
         thousands(limits.month_to_date_tokens)

@@ -99,11 +99,7 @@ fn tickets(n: usize) -> (Vec<u8>, usize) {
 /// Creates a job (without adaptation, for speed) and uploads `input`; its id.
 async fn upload_job(server: &Server, key: &str, input: Vec<u8>) -> String {
     let (status, job) = server
-        .post_as(
-            key,
-            "/v1/batch",
-            &json!({"labels": LABELS, "adapt": false}),
-        )
+        .post_as(key, "/v1/batch", &json!({"labels": LABELS, "adapt": false}))
         .await;
     assert_eq!(status, 201, "{job}");
     assert_eq!(server.upload(&job, input).await / 100, 2);
@@ -128,7 +124,10 @@ async fn classify_and_batch_usage_per_day(backend: Backend) {
     // Three successful calls (one text, three texts, a saved classifier) and two that
     // fail: only the successes count, with the tokens they answered with.
     let (status, one) = server
-        .post("/v1/classify", &json!({"text": TICKETS[0], "labels": LABELS}))
+        .post(
+            "/v1/classify",
+            &json!({"text": TICKETS[0], "labels": LABELS}),
+        )
         .await;
     assert_eq!(status, 200, "{one}");
     let (status, three) = server
@@ -213,17 +212,20 @@ async fn classify_and_batch_usage_per_day(backend: Backend) {
         ("?to=yesterday", "to"),
         ("?from=2024-1-01&to=2024-01-31", "from"),
         ("?from=2024-03-02&to=2024-03-01", "from"),
-        ("?from=2023-01-01&to=2024-01-01", "to"),
+        ("?from=2023-01-01&to=2024-01-02", "to"),
     ] {
         let (status, refused) = usage(&server, &key, query).await;
         assert_eq!(status, 422, "{query}: {refused}");
         assert_eq!(refused["error"]["type"], "validation_error");
         assert_eq!(refused["error"]["param"], param, "{query}");
     }
-    let (status, _) = usage(&server, &key, "?from=2023-01-01&to=2023-12-31").await;
-    assert_eq!(status, 200, "365 days are fine");
-    let (status, _) = usage(&server, &key, "?from=2024-01-01&to=2024-12-31").await;
-    assert_eq!(status, 200, "366 days (a leap year) are fine");
+    for query in [
+        "?from=2023-01-01&to=2024-01-01",
+        "?from=2024-01-01&to=2024-12-31",
+    ] {
+        let (status, _) = usage(&server, &key, query).await;
+        assert_eq!(status, 200, "{query}: 366 days are fine");
+    }
     let (status, unknown) = usage(&server, &key, "?since=2024-01-01").await;
     assert_eq!(status, 400, "{unknown}");
 
@@ -261,7 +263,10 @@ async fn classify_and_batch_usage_per_day(backend: Backend) {
         ],
         "{table}"
     );
-    let totals = table.lines().find(|line| line.starts_with("total")).unwrap();
+    let totals = table
+        .lines()
+        .find(|line| line.starts_with("total"))
+        .unwrap();
     assert_eq!(
         totals.split_whitespace().skip(1).collect::<Vec<_>>(),
         cells[1..],
@@ -279,7 +284,10 @@ async fn classify_and_batch_usage_per_day(backend: Backend) {
         .unwrap();
     assert_eq!(refused.status.code(), Some(1));
     let message = String::from_utf8_lossy(&refused.stderr);
-    assert!(message.contains("validation_error, param from"), "{message}");
+    assert!(
+        message.contains("validation_error, param from"),
+        "{message}"
+    );
 }
 
 async fn rate_limit_and_monthly_quota(backend: Backend) {
@@ -294,7 +302,14 @@ async fn rate_limit_and_monthly_quota(backend: Backend) {
     assert_eq!(shown["monthly_token_quota"], Value::Null);
     let set = accounts(
         &server,
-        &["limits", "limited", "--rps", "2", "--monthly-tokens", "5000"],
+        &[
+            "limits",
+            "limited",
+            "--rps",
+            "2",
+            "--monthly-tokens",
+            "5000",
+        ],
     );
     assert_eq!(set["rps_limit"], 2);
     assert_eq!(set["monthly_token_quota"], 5000);
@@ -316,9 +331,15 @@ async fn rate_limit_and_monthly_quota(backend: Backend) {
             async move { send(&server, &key, Method::POST, "/v1/classify", Some(&body)).await }
         }))
     };
+    let began = Instant::now();
     let answers = burst(key.clone()).await;
+    // Two at once, and two more a second for as long as the burst took to arrive.
+    let refilled = (began.elapsed().as_secs_f64() * 2.0).ceil() as usize;
     let passed = answers.iter().filter(|(status, ..)| *status == 200).count();
-    assert!((2..=3).contains(&passed), "{passed} of 10 passed");
+    assert!(
+        passed >= 2 && passed <= 2 + refilled && passed < 10,
+        "{passed} of 10 passed"
+    );
     for (status, retry_after, answer) in &answers {
         if *status != 200 {
             assert_eq!(*status, 429, "{answer}");
@@ -411,8 +432,8 @@ async fn resumed_job_counts_each_line_once(backend: Backend) {
     ];
     let server = Server::start_with(&database_url, &flags).await;
     let key = server.key.clone();
-    // Three chunks of 2,048 lines, a checkpoint after each (local storage).
-    let n = 6_000;
+    // Chunks of 2,048 lines, a checkpoint after each (local storage).
+    let n = 4_500;
     let (input, bad) = tickets(n);
     let id = upload_job(&server, &key, input).await;
     let (status, _) = server
@@ -443,7 +464,11 @@ async fn resumed_job_counts_each_line_once(backend: Backend) {
     let counted = db.usage(&row.account_id, today, today).await.unwrap();
     assert_eq!(counted.len(), 1, "{counted:?}");
     assert_eq!(
-        (counted[0].source.as_str(), counted[0].texts, counted[0].tokens),
+        (
+            counted[0].source.as_str(),
+            counted[0].texts,
+            counted[0].tokens
+        ),
         ("batch", row.cp_completed, row.cp_tokens)
     );
 
@@ -480,14 +505,26 @@ async fn overload_keeps_503_with_retry_after() {
     let body = json!({"texts": texts, "labels": LABELS});
     let answers = futures_util::future::join_all((0..12).map(|_| {
         let (server, body) = (server.clone(), body.clone());
-        async move { send(&server, &server.key, Method::POST, "/v1/classify", Some(&body)).await }
+        async move {
+            send(
+                &server,
+                &server.key,
+                Method::POST,
+                "/v1/classify",
+                Some(&body),
+            )
+            .await
+        }
     }))
     .await;
     let overloaded: Vec<_> = answers
         .iter()
         .filter(|(status, ..)| *status != 200)
         .collect();
-    assert!(!overloaded.is_empty(), "12 concurrent calls overflow a queue of 1");
+    assert!(
+        !overloaded.is_empty(),
+        "12 concurrent calls overflow a queue of 1"
+    );
     for (status, retry_after, answer) in overloaded {
         assert_eq!(*status, 503, "{answer}");
         assert_eq!(answer["error"]["type"], "overloaded");

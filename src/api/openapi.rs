@@ -13,10 +13,10 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use utoipa::openapi::path::{Operation, ParameterIn};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{Content, OpenApi, Ref, RefOr, ResponseBuilder};
 
 use super::error::{ErrorBody, ErrorDetail, ErrorType};
@@ -80,13 +80,9 @@ pub(super) fn apply_conventions(openapi: &mut OpenApi) {
         {
             authenticated(operation);
         }
-        for (method, route) in quota::ROUTES {
-            let operation = match method {
-                "post" => &mut item.post,
-                _ => &mut item.get,
-            };
-            if let Some(operation) = operation.as_mut().filter(|_| path == route) {
-                operation.responses.responses.insert(
+        if quota::ROUTES.contains(&path.as_str()) {
+            if let Some(post) = &mut item.post {
+                post.responses.responses.insert(
                     "429".to_string(),
                     retry_after(error_response(
                         "The account's requests per second (`rate_limited`) or monthly token \
@@ -156,7 +152,9 @@ fn authenticated(operation: &mut Operation) {
 
 /// Describes the `Retry-After` header an error response may carry.
 fn retry_after(mut response: utoipa::openapi::Response) -> utoipa::openapi::Response {
-    let seconds = ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1));
+    let seconds = ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(1));
     response.headers.insert(
         "Retry-After".to_string(),
         HeaderBuilder::new()

@@ -11,9 +11,8 @@ use super::{ApiError, AppState};
 use crate::calendar::Day;
 use crate::db::{now_ms, Account};
 
-/// The operations a 429 can come from (and whose description says so).
-pub(super) const ROUTES: [(&str, &str); 2] =
-    [("post", "/v1/classify"), ("post", "/v1/batch/{id}/start")];
+/// The routes whose POST can answer 429 (and whose description says so).
+pub(super) const ROUTES: [&str; 2] = ["/v1/classify", "/v1/batch/{id}/start"];
 /// Buckets kept before full ones (idle accounts) are dropped.
 const MAX_BUCKETS: usize = 10_000;
 /// A bucket untouched for this long is full (it refills at least its burst a second),
@@ -42,9 +41,10 @@ impl RateLimiter {
         if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(account_id) {
             buckets.retain(|_, bucket| now.saturating_duration_since(bucket.at) < FULL_AFTER);
         }
-        let bucket = buckets
-            .entry(account_id.to_string())
-            .or_insert(Bucket { tokens: rate, at: now });
+        let bucket = buckets.entry(account_id.to_string()).or_insert(Bucket {
+            tokens: rate,
+            at: now,
+        });
         // A lowered limit applies at once: the bucket never holds more than it allows.
         bucket.tokens = (bucket.tokens + bucket.refill(now, rate)).min(rate);
         bucket.at = now;

@@ -128,7 +128,10 @@ fn range(query: &UsageQuery, today: Day) -> Result<(Day, Day), ApiError> {
             .as_deref()
             .map(|text| {
                 Day::parse(text).ok_or_else(|| {
-                    ApiError::validation(field, format!("{field} must be a date YYYY-MM-DD, got {text:?}"))
+                    ApiError::validation(
+                        field,
+                        format!("{field} must be a date YYYY-MM-DD, got {text:?}"),
+                    )
                 })
             })
             .transpose()

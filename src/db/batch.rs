@@ -13,7 +13,9 @@ pub mod status {
     pub const CANCELLING: &str = "cancelling";
     pub const CANCELLED: &str = "cancelled";
     /// Every status, for reports that list each one (zero included).
-    pub const ALL: &[&str] = &[PENDING, PROCESSING, CANCELLING, COMPLETED, FAILED, CANCELLED];
+    pub const ALL: &[&str] = &[
+        PENDING, PROCESSING, CANCELLING, COMPLETED, FAILED, CANCELLED,
+    ];
     /// States a job does not leave by itself; `completed_at` says when it got there.
     pub const ENDED: &[&str] = &[COMPLETED, FAILED, CANCELLED];
 }
