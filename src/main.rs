@@ -23,6 +23,9 @@ use zeroshot::remote;
 use zeroshot::storage::{LocalStore, S3Config, S3Store, Storage};
 use zeroshot::usage;
 
+/// How often `/v1/classify` usage counted in memory is written to the database.
+const USAGE_WRITES: Duration = Duration::from_secs(1);
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
@@ -144,9 +147,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         cors_origins: args.cors_origin.clone(),
         rate_limiter: Default::default(),
     };
+    tokio::spawn(db.clone().write_classify_usage_every(USAGE_WRITES));
     tokio::spawn(
         Worker {
-            db,
+            db: db.clone(),
             storage,
             engine: engine.clone(),
             owner: format!("worker_{}", uuid::Uuid::new_v4().simple()),
@@ -171,6 +175,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let _ = batcher.set(Batcher::start(loaded.clone(), limits));
     let _ = engine.set(loaded);
     server.await.context("server task panicked")??;
+    db.write_classify_usage().await?;
     Ok(())
 }
 

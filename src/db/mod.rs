@@ -34,6 +34,8 @@ pub enum DbError {
 #[derive(Clone)]
 pub struct Db {
     pool: AnyPool,
+    /// `/v1/classify` usage not written yet, shared by every clone in the process.
+    classify_usage: std::sync::Arc<usage::Pending>,
 }
 
 impl Db {
@@ -70,7 +72,10 @@ impl Db {
                 .await?;
         }
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            classify_usage: Default::default(),
+        })
     }
 
     /// The underlying pool, for modules that own their own queries.
