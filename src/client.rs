@@ -147,6 +147,7 @@ pub struct JobRequest {
 
 /// The server's own response types: the client reads what the server writes.
 pub use crate::api::batch::{CreatedJob, Job, JobList, JobStatus, ResultsLink};
+pub use crate::api::usage::UsageReport;
 pub use crate::api::webhooks::WebhookSecret;
 
 /// One server, one API key.
@@ -340,6 +341,21 @@ impl Client {
         let method = if rotate { Method::POST } else { Method::GET };
         let url = self.url(&["v1", "webhooks", "secret"]);
         self.call(method, url, None::<&()>).await
+    }
+
+    /// `GET /v1/usage?from=&to=`: usage per day (the server's defaults for `None`).
+    pub async fn usage(
+        &self,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<Answer<UsageReport>, ClientError> {
+        let mut url = self.url(&["v1", "usage"]);
+        for (name, value) in [("from", from), ("to", to)] {
+            if let Some(value) = value {
+                url.query_pairs_mut().append_pair(name, value);
+            }
+        }
+        self.call(Method::GET, url, None::<&()>).await
     }
 
     /// `DELETE /v1/batch/{id}`: the job, its input and its results.

@@ -68,6 +68,69 @@ pub enum Command {
         #[command(subcommand)]
         command: WebhooksCommand,
     },
+    /// The account's texts and tokens per day on a zeroshot server, and its limits.
+    Usage {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        range: UsageArgs,
+    },
+    /// Accounts' limits: requests per second and monthly tokens (on the database).
+    Accounts {
+        #[command(subcommand)]
+        command: AccountsCommand,
+    },
+}
+
+/// `zeroshot usage`: which days, and how to print them.
+#[derive(Debug, Clone, Args)]
+pub struct UsageArgs {
+    /// First day, YYYY-MM-DD UTC [default: the first of --to's month].
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Last day, included, YYYY-MM-DD UTC [default: today]; at most 366 days.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Print the server's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountsCommand {
+    /// An account, its limits and the tokens it used this month.
+    Show {
+        account: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Sets or clears an account's limits (others stay as they are), then shows it.
+    Limits {
+        account: String,
+        /// `/v1/classify` requests per second (per server instance; bursts up to N).
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..), conflicts_with = "no_rps")]
+        rps: Option<i64>,
+        /// No requests-per-second limit.
+        #[arg(long)]
+        no_rps: bool,
+        /// Tokens per UTC calendar month, `/v1/classify` and batch together.
+        #[arg(long, value_parser = clap::value_parser!(i64).range(0..), conflicts_with = "no_monthly_tokens")]
+        monthly_tokens: Option<i64>,
+        /// No monthly token quota.
+        #[arg(long)]
+        no_monthly_tokens: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+impl AccountsCommand {
+    /// The database every accounts command works on.
+    pub fn db(&self) -> &DbArgs {
+        match self {
+            AccountsCommand::Show { db, .. } | AccountsCommand::Limits { db, .. } => db,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

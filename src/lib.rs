@@ -11,9 +11,12 @@
 //! - [`metrics`]: the Prometheus metrics and the calls that record them.
 //! - [`client`]: a typed client of the HTTP API; [`remote`]: the CLI commands using it.
 //! - [`webhooks`]: signed notices of batch jobs ending, delivered with retries.
+//! - [`calendar`]: UTC days, which usage is counted by; [`usage`]: the CLI's `usage`
+//!   and `accounts` commands.
 
 pub mod api;
 pub mod batch;
+pub mod calendar;
 pub mod classifiers;
 pub mod client;
 pub mod config;
@@ -23,4 +26,5 @@ pub mod eval;
 pub mod metrics;
 pub mod remote;
 pub mod storage;
+pub mod usage;
 pub mod webhooks;

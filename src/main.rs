@@ -1,4 +1,4 @@
-//! The `zeroshot` command: `serve`, `keys`, `classify`.
+//! The `zeroshot` command: `serve`, `keys`, `classify`, and the rest (`--help`).
 
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
@@ -22,6 +22,10 @@ use zeroshot::engine::Engine;
 use zeroshot::eval;
 use zeroshot::remote;
 use zeroshot::storage::{LocalStore, S3Config, S3Store, Storage};
+use zeroshot::usage;
+
+/// How often `/v1/classify` usage counted in memory is written to the database.
+const USAGE_WRITES: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -75,6 +79,10 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Eval(args) => tokio::task::spawn_blocking(move || evaluate(args)).await?,
         Command::Batch { server, command } => Ok(remote::batch(&server, command).await?),
         Command::Webhooks { server, command } => Ok(remote::webhooks(&server, command).await?),
+        Command::Usage { server, range } => Ok(usage::report(&server, &range).await?),
+        Command::Accounts { command } => {
+            usage::accounts(&Db::connect(&command.db().database_url).await?, command).await
+        }
     }
 }
 
@@ -140,6 +148,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics,
         cors_origins: args.cors_origin.clone(),
         webhooks: args.webhooks.settings(),
+        rate_limiter: Default::default(),
     };
     if let Some(retention) = args.batch.retention() {
         tokio::spawn(
@@ -161,9 +170,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         .run(),
     );
+    tokio::spawn(db.clone().write_classify_usage_every(USAGE_WRITES));
     tokio::spawn(
         Worker {
-            db,
+            db: db.clone(),
             storage,
             engine: engine.clone(),
             owner: format!("worker_{}", uuid::Uuid::new_v4().simple()),
@@ -188,6 +198,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let _ = queue.set(InferenceQueue::start(loaded.clone(), limits));
     let _ = engine.set(loaded);
     server.await.context("server task panicked")??;
+    db.write_classify_usage().await?;
     Ok(())
 }
 

@@ -53,6 +53,7 @@ async fn description_covers_every_route_with_auth_limits_and_errors() {
         ("GET", "/v1/webhooks/secret"),
         ("POST", "/v1/webhooks/secret"),
         ("GET", "/v1/models"),
+        ("GET", "/v1/usage"),
         ("POST", "/v1/classifiers"),
         ("GET", "/v1/classifiers"),
         ("GET", "/v1/classifiers/{name}"),
@@ -175,9 +176,23 @@ async fn description_covers_every_route_with_auth_limits_and_errors() {
         "overloaded",
         "not_ready",
         "internal_error",
+        "rate_limited",
+        "quota_exceeded",
     ] {
         assert!(types.contains(kind), "{kind} in {types:?}");
     }
+    // 429 where account limits apply, with Retry-After (as on every 503).
+    for path in ["/v1/classify", "/v1/batch/{id}/start"] {
+        let responses = &api["paths"][path]["post"]["responses"];
+        assert!(
+            responses["429"]["headers"]["Retry-After"].is_object(),
+            "{path}"
+        );
+        assert!(responses["503"]["headers"]["Retry-After"].is_object());
+    }
+    assert!(api["paths"]["/v1/batch"]["post"]["responses"]
+        .get("429")
+        .is_none());
     // Every `$ref` resolves.
     let text = api.to_string();
     for reference in text.split("\"#/components/schemas/").skip(1) {

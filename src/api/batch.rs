@@ -395,9 +395,11 @@ async fn start_job(state: &AppState, account: &Account, job: &JobRow) -> Result<
             "no file was uploaded for this job; POST it to upload_url first",
         )
     })?;
+    let estimated_tokens = estimate_tokens(size);
+    super::quota::admit_batch(state, account, estimated_tokens).await?;
     match state
         .db
-        .start_job(&account.id, id, size as i64, estimate_tokens(size))
+        .start_job(&account.id, id, size as i64, estimated_tokens)
         .await?
     {
         StartOutcome::Started => {}

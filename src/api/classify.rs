@@ -112,6 +112,7 @@ pub async fn handle(
     // The texts join the inference queue's next engine call; label vectors not saved
     // or cached are computed on the blocking pool.
     let started = Instant::now();
+    super::quota::admit_classify(&state, &account).await?;
     let texts: Vec<String> = texts_of(&request)?
         .0
         .into_iter()
@@ -134,6 +135,10 @@ pub async fn handle(
         }
     };
     let embeddings = queue.embed(texts).await?;
+    let tokens = embeddings.iter().map(|e| e.tokens as i64).sum();
+    state
+        .db
+        .add_classify_usage(&account.id, embeddings.len() as i64, tokens);
     Ok(Json(respond(
         &engine,
         &request,

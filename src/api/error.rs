@@ -1,7 +1,7 @@
 //! The one JSON error shape every endpoint answers with:
 //! `{"error": {"type": ..., "message": ..., "param": ...}}`.
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -37,7 +37,13 @@ pub enum ErrorType {
     PayloadTooLarge,
     /// 415.
     UnsupportedMediaType,
-    /// 503: the inference queue is full; retry shortly.
+    /// 429: the account's requests per second (`rps_limit`) are used up; retry after
+    /// `Retry-After` seconds.
+    RateLimited,
+    /// 429: the account's monthly token quota is used up (`Retry-After`: until the
+    /// next UTC month), or a batch job would go over it.
+    QuotaExceeded,
+    /// 503: the inference queue is full; retry after `Retry-After` seconds.
     Overloaded,
     /// 503: the model is still loading.
     NotReady,
@@ -70,6 +76,8 @@ pub struct ApiError {
     pub message: String,
     /// The request field at fault, when one is.
     pub param: Option<String>,
+    /// Seconds after which a retry may succeed (`Retry-After`), when known.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -79,7 +87,14 @@ impl ApiError {
             kind,
             message: message.into(),
             param: None,
+            retry_after: None,
         }
+    }
+
+    /// Sets `Retry-After` (whole seconds, at least 1).
+    fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds.max(1));
+        self
     }
 
     /// Names the request field at fault.
@@ -159,13 +174,36 @@ impl ApiError {
         )
     }
 
-    /// 503: more requests are waiting for inference than the queue holds.
+    /// 429: the account's requests per second are used up for `retry_after` seconds.
+    pub fn rate_limited(rps: i64, retry_after: u64) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorType::RateLimited,
+            format!("this account may make {rps} requests per second to /v1/classify; retry after {retry_after} s"),
+        )
+        .with_retry_after(retry_after)
+    }
+
+    /// 429: the account's monthly token quota does not allow this until `retry_after`
+    /// seconds from now (the next month).
+    pub fn quota_exceeded(message: impl Into<String>, retry_after: u64) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorType::QuotaExceeded,
+            message,
+        )
+        .with_retry_after(retry_after)
+    }
+
+    /// 503: more requests are waiting for inference than the queue holds; the queue
+    /// drains within about a second.
     pub fn overloaded() -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorType::Overloaded,
             "too many requests are waiting for inference; retry shortly",
         )
+        .with_retry_after(1)
     }
 
     /// 503: the model is still loading.
@@ -197,7 +235,13 @@ impl IntoResponse for ApiError {
                 param: self.param,
             },
         };
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }
 

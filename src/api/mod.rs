@@ -13,8 +13,10 @@ pub mod models;
 pub mod observe;
 pub mod openapi;
 mod playground;
+mod quota;
 mod spec;
 mod uploads;
+pub mod usage;
 pub mod webhooks;
 
 use std::sync::{Arc, OnceLock};
@@ -42,6 +44,7 @@ use crate::storage::Storage;
 
 pub use error::{ApiError, ErrorBody};
 pub use json::ApiJson;
+pub use quota::RateLimiter;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -66,6 +69,8 @@ pub struct AppState {
     pub cors_origins: Vec<axum::http::HeaderValue>,
     /// Which webhook URLs jobs may name (`--allow-private-webhooks`).
     pub webhooks: crate::webhooks::Settings,
+    /// Accounts' requests per second on `/v1/classify`, counted in this process.
+    pub rate_limiter: Arc<RateLimiter>,
 }
 
 /// Limits and lifetimes of batch uploads and downloads.
@@ -120,6 +125,7 @@ pub fn routes(state: Option<&AppState>) -> OpenApiRouter<AppState> {
         .routes(routes!(webhooks::get_secret, webhooks::rotate_secret))
         .routes(routes!(webhooks::deliveries))
         .routes(routes!(models::list))
+        .routes(routes!(usage::get))
         .routes(routes!(classifiers::create, classifiers::list))
         .routes(routes!(
             classifiers::get,

@@ -13,12 +13,14 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
+use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{Content, OpenApi, Ref, RefOr, ResponseBuilder};
 
 use super::error::{ErrorBody, ErrorDetail, ErrorType};
-use super::{idempotency, uploads, ApiError, AppState};
+use super::{idempotency, quota, uploads, ApiError, AppState};
 
 /// The parts of the description that are not in a handler's annotation.
 #[derive(utoipa::OpenApi)]
@@ -41,6 +43,7 @@ use super::{idempotency, uploads, ApiError, AppState};
         (name = "webhooks", description = "Signed notices of batch jobs ending: the signing \
             secret, and each job's deliveries"),
         (name = "models", description = "The model this instance serves"),
+        (name = "usage", description = "Texts and tokens used per day, and the account's limits"),
         (name = "storage", description = "Presigned upload and download of local storage \
             (S3 serves these itself)"),
         (name = "service", description = "Health, readiness and this description"),
@@ -79,6 +82,18 @@ pub(super) fn apply_conventions(openapi: &mut OpenApi) {
         .flatten()
         {
             authenticated(operation);
+        }
+        if quota::ROUTES.contains(&path.as_str()) {
+            if let Some(post) = &mut item.post {
+                post.responses.responses.insert(
+                    "429".to_string(),
+                    retry_after(error_response(
+                        "The account's requests per second (`rate_limited`) or monthly token \
+                         quota (`quota_exceeded`) are used up; retry after `Retry-After` seconds",
+                    ))
+                    .into(),
+                );
+            }
         }
         if idempotency::ROUTES.contains(&path.as_str()) {
             if let Some(post) = &mut item.post {
@@ -126,12 +141,32 @@ fn authenticated(operation: &mut Operation) {
         errors.push(("422", "A field is not acceptable; `param` names it"));
     }
     for (status, description) in errors {
+        let response = match status {
+            "503" => retry_after(error_response(description)),
+            _ => error_response(description),
+        };
         operation
             .responses
             .responses
             .entry(status.to_string())
-            .or_insert_with(|| error_response(description).into());
+            .or_insert_with(|| response.into());
     }
+}
+
+/// Describes the `Retry-After` header an error response may carry.
+fn retry_after(mut response: utoipa::openapi::Response) -> utoipa::openapi::Response {
+    let seconds = ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(1));
+    response.headers.insert(
+        "Retry-After".to_string(),
+        HeaderBuilder::new()
+            .schema(Some(seconds))
+            .description(Some("Whole seconds after which to retry"))
+            .build()
+            .into(),
+    );
+    response
 }
 
 fn error_response(description: &str) -> utoipa::openapi::Response {

@@ -16,7 +16,23 @@ pub struct Account {
     pub id: String,
     pub name: String,
     pub created_at: i64,
+    /// Loaded with the account on every request, so a change applies to the next one.
+    #[sqlx(flatten)]
+    #[serde(flatten)]
+    pub limits: Limits,
 }
+
+/// An account's limits; `None` is no limit.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, sqlx::FromRow)]
+pub struct Limits {
+    /// `/v1/classify` requests per second, per instance.
+    pub rps_limit: Option<i64>,
+    /// Tokens (classify and batch) per UTC calendar month.
+    pub monthly_token_quota: Option<i64>,
+}
+
+/// The columns an [`Account`] is read from, for queries that alias `accounts` as `a`.
+const ACCOUNT_COLUMNS: &str = "a.id, a.name, a.created_at, a.rps_limit, a.monthly_token_quota";
 
 /// A key as listed: never the secret itself.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -53,6 +69,7 @@ impl Db {
             id: new_id("acct"),
             name: name.to_string(),
             created_at: now_ms(),
+            limits: Limits::default(),
         };
         let inserted =
             sqlx::query("INSERT INTO accounts (id, name, created_at) VALUES ($1, $2, $3)")
@@ -72,9 +89,9 @@ impl Db {
 
     /// The account called `name`, if any.
     pub async fn account_by_name(&self, name: &str) -> Result<Option<Account>, DbError> {
-        Ok(sqlx::query_as::<_, Account>(
-            "SELECT id, name, created_at FROM accounts WHERE name = $1",
-        )
+        Ok(sqlx::query_as::<_, Account>(&format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.name = $1"
+        ))
         .bind(name)
         .fetch_optional(self.pool())
         .await?)
@@ -139,12 +156,28 @@ impl Db {
 
     /// The account a presented secret belongs to, unless unknown or revoked.
     pub async fn authenticate(&self, secret: &str) -> Result<Option<Account>, DbError> {
-        Ok(sqlx::query_as::<_, Account>(
-            "SELECT a.id, a.name, a.created_at FROM api_keys k JOIN accounts a ON a.id = k.account_id \
-             WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
-        )
+        Ok(sqlx::query_as::<_, Account>(&format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM api_keys k JOIN accounts a ON a.id = k.account_id \
+             WHERE k.key_hash = $1 AND k.revoked_at IS NULL"
+        ))
         .bind(hash_secret(secret))
         .fetch_optional(self.pool())
         .await?)
+    }
+
+    /// Replaces an account's limits (both, as given).
+    pub async fn set_limits(&self, account_id: &str, limits: &Limits) -> Result<(), DbError> {
+        let done = sqlx::query(
+            "UPDATE accounts SET rps_limit = $1, monthly_token_quota = $2 WHERE id = $3",
+        )
+        .bind(limits.rps_limit)
+        .bind(limits.monthly_token_quota)
+        .bind(account_id)
+        .execute(self.pool())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(DbError::NotFound(format!("no account {account_id:?}")));
+        }
+        Ok(())
     }
 }

@@ -419,7 +419,7 @@ impl Db {
         Ok(row.and_then(|(labels,)| labels))
     }
 
-    /// Commits a checkpoint (and extends the lease).
+    /// Commits a checkpoint (and extends the lease) with the usage it adds.
     pub async fn checkpoint(
         &self,
         id: &str,
@@ -427,6 +427,8 @@ impl Db {
         lease_ms: i64,
         cp: &Checkpoint,
     ) -> Result<Lease, DbError> {
+        let mut tx = self.pool().begin().await?;
+        super::usage::add_checkpoint_usage(&mut tx, id, owner, cp.completed, cp.tokens).await?;
         let row: Option<(String,)> = sqlx::query_as(
             "UPDATE batch_jobs SET cp_input_offset = $1, cp_line = $2, cp_completed = $3, cp_failed = $4, \
              cp_tokens = $5, cp_output_state = $6, cp_errors_state = $7, cp_errors_pending = $8, \
@@ -446,9 +448,13 @@ impl Db {
         .bind(owner)
         .bind(status::PROCESSING)
         .bind(status::CANCELLING)
-        .fetch_optional(self.pool())
+        .fetch_optional(&mut *tx)
         .await?;
-        Ok(Lease::of(row))
+        let lease = Lease::of(row);
+        if lease != Lease::Lost {
+            tx.commit().await?; // else the usage is rolled back with it
+        }
+        Ok(lease)
     }
 
     /// Ends a job, releasing its lease: `completed`, or `failed` with `error`; a job

@@ -6,6 +6,7 @@ pub mod batch;
 pub mod classifiers;
 pub mod idempotency;
 pub mod retention;
+pub mod usage;
 pub mod webhooks;
 
 use std::str::FromStr;
@@ -14,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sqlx::any::{install_default_drivers, AnyPoolOptions};
 use sqlx::AnyPool;
 
-pub use accounts::{Account, ApiKey, NewKey};
+pub use accounts::{Account, ApiKey, Limits, NewKey};
 
 /// Database failures; the API maps them to a 500 without leaking details.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,8 @@ pub enum DbError {
 #[derive(Clone)]
 pub struct Db {
     pool: AnyPool,
+    /// `/v1/classify` usage not written yet, shared by every clone in the process.
+    classify_usage: std::sync::Arc<usage::Pending>,
 }
 
 impl Db {
@@ -71,7 +74,10 @@ impl Db {
                 .await?;
         }
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            classify_usage: Default::default(),
+        })
     }
 
     /// The underlying pool, for modules that own their own queries.
@@ -90,20 +96,10 @@ pub fn now_ms() -> i64 {
 
 /// RFC 3339 UTC time from unix milliseconds.
 pub fn rfc3339(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let rem = ms.div_euclid(1000).rem_euclid(86_400);
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        "{}T{:02}:{:02}:{:02}.{:03}Z",
+        crate::calendar::Day::from_ms(ms),
         rem / 3600,
         rem % 3600 / 60,
         rem % 60,
