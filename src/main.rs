@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use zeroshot::api::{self, classify, AppState, BatchSettings};
@@ -171,7 +172,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .run(),
     );
     tokio::spawn(db.clone().write_classify_usage_every(USAGE_WRITES));
-    tokio::spawn(
+    // SIGTERM stops the HTTP server (in-flight requests finish) and the worker, which
+    // hands its job back at the next chunk boundary instead of holding its lease.
+    let stopping = CancellationToken::new();
+    let worker = tokio::spawn(
         Worker {
             db: db.clone(),
             storage,
@@ -179,13 +183,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             owner: format!("worker_{}", uuid::Uuid::new_v4().simple()),
             lease: Duration::from_secs(args.batch.batch_lease_secs.max(1)),
             wake: wake_workers,
+            stopping: stopping.clone(),
         }
         .run(),
     );
     println!("listening on http://{address}");
     let model = args.model.clone();
     let loading = tokio::task::spawn_blocking(move || load_engine(&model));
-    let server = tokio::spawn(api::serve(listener, state, api::shutdown_signal()));
+    let shutdown = {
+        let stopping = stopping.clone();
+        async move {
+            api::shutdown_signal().await;
+            stopping.cancel();
+        }
+    };
+    let server = tokio::spawn(api::serve(listener, state, shutdown));
 
     let loaded = loading.await.context("model loader panicked")??;
     tracing::info!(model = loaded.model_name(), "model loaded; ready");
@@ -198,6 +210,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let _ = queue.set(InferenceQueue::start(loaded.clone(), limits));
     let _ = engine.set(loaded);
     server.await.context("server task panicked")??;
+    worker.await.context("batch worker panicked")?;
     db.write_classify_usage().await?;
     Ok(())
 }

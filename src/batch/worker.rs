@@ -12,6 +12,7 @@ use rayon::prelude::*;
 use serde_json::{json, Map, Value};
 use tokio::io::BufReader;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use super::errors_key;
 use super::lines::{parse_line, LineReader, RawLine};
@@ -46,6 +47,9 @@ pub struct Worker {
     pub lease: Duration,
     /// Woken when a job is started, so it begins without waiting for the next poll.
     pub wake: Arc<Notify>,
+    /// Cancelled when the process is asked to stop (SIGTERM): the worker hands its job
+    /// back at the next chunk boundary and returns.
+    pub stopping: CancellationToken,
 }
 
 /// Why a job stopped before completing.
@@ -57,6 +61,10 @@ enum JobError {
     /// Another worker holds the job now (our lease expired); leave it alone.
     #[error("lease lost")]
     LeaseLost,
+    /// This process is stopping; the job goes back to the other workers as of its
+    /// last checkpoint.
+    #[error("stopping")]
+    Stopping,
     /// Cancel was asked before any line was scored.
     #[error("cancel asked")]
     CancelAsked,
@@ -95,9 +103,9 @@ impl Worker {
         self.lease.as_millis() as i64
     }
 
-    /// Runs until the process ends.
+    /// Runs until the process is asked to stop (then hands its job back first).
     pub async fn run(self) {
-        loop {
+        while !self.stopping.is_cancelled() {
             let Some(engine) = self.engine.get().cloned() else {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
@@ -119,6 +127,16 @@ impl Worker {
                                 tracing::error!(job = %id, error = %err, "could not mark job failed");
                             }
                         }
+                        Err(JobError::Stopping) => {
+                            match self.db.release_job(&id, &self.owner).await {
+                                Ok(_) => {
+                                    tracing::info!(job = %id, "stopping; batch job handed back at its last checkpoint")
+                                }
+                                Err(err) => {
+                                    tracing::error!(job = %id, error = %err, "could not hand the job back; it resumes when its lease expires")
+                                }
+                            }
+                        }
                         Err(err) => {
                             tracing::warn!(job = %id, error = %err, "batch job interrupted; will resume")
                         }
@@ -127,6 +145,7 @@ impl Worker {
                 Ok(None) => {
                     tokio::select! {
                         _ = self.wake.notified() => {}
+                        _ = self.stopping.cancelled() => {}
                         _ = tokio::time::sleep(POLL_INTERVAL) => {}
                     }
                 }
@@ -162,6 +181,10 @@ impl Worker {
             next = read?;
             if run.flush(false).await? == Lease::CancelAsked {
                 return run.finish(Ending::Cancelled).await;
+            }
+            // Rows scored since the last checkpoint are scored again by the next worker.
+            if self.stopping.is_cancelled() {
+                return Err(JobError::Stopping);
             }
         }
         run.finish(Ending::RanToEnd).await
@@ -410,6 +433,9 @@ impl<'w> Run<'w> {
             total += 1;
             if let Some(sampler) = sampler.as_mut() {
                 sampler.offer(start, &line);
+            }
+            if worker.stopping.is_cancelled() {
+                return Err(JobError::Stopping);
             }
             if last_beat.elapsed() > worker.lease / 4 {
                 if worker.renew_lease(&job.id, Counts::default()).await? == Lease::CancelAsked {

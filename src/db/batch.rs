@@ -457,6 +457,22 @@ impl Db {
         Ok(lease)
     }
 
+    /// Gives a job back as of its last checkpoint: its lease expires now, so any
+    /// instance's worker takes it over (as a resume) at its next poll. `false` when
+    /// another worker held it already.
+    pub async fn release_job(&self, id: &str, owner: &str) -> Result<bool, DbError> {
+        let done = sqlx::query(
+            "UPDATE batch_jobs SET lease_expires_at = 0 WHERE id = $1 AND lease_owner = $2 AND status IN ($3, $4)",
+        )
+        .bind(id)
+        .bind(owner)
+        .bind(status::PROCESSING)
+        .bind(status::CANCELLING)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Ends a job, releasing its lease: `completed`, or `failed` with `error`; a job
     /// asked to cancel ends `cancelled` whichever way its run ended. `false` when the
     /// lease was lost.
