@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Backend, Server};
 use reqwest::Method;
@@ -331,19 +331,7 @@ async fn resumes_after_kill(backend: Backend, store: Store) {
     assert_eq!(status, 202);
     // Let it write a few checkpoints, then kill -9 (the first pass, sampling and
     // fitting come before any line is scored).
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let (_, now) = server
-            .call(Method::GET, &format!("/v1/batch/{id}"), None)
-            .await;
-        let done = now["requests_completed"].as_i64().unwrap();
-        if done > kill_after {
-            assert!(done < n as i64, "killed too late to test resuming");
-            break;
-        }
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    server.wait_for_progress(&id, kill_after).await;
     drop(server); // SIGKILL
 
     let mut restarted = Server::start_with(&database_url, &flags).await;

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Backend, Server};
 use reqwest::Method;
@@ -51,21 +51,6 @@ async fn started_job(server: &Server, input: Vec<u8>) -> String {
     let (status, started) = call(server, Method::POST, &format!("/v1/batch/{id}/start")).await;
     assert_eq!(status, 202, "{started}");
     id
-}
-
-/// Polls until the job has scored more than `lines` lines; it must still be processing.
-async fn scored_some(server: &Server, id: &str, lines: i64) {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let (_, job) = call(server, Method::GET, &format!("/v1/batch/{id}")).await;
-        let done = job["requests_completed"].as_i64().unwrap();
-        if done > lines {
-            assert_eq!(job["status"], "processing", "{job}");
-            return;
-        }
-        assert!(Instant::now() < deadline, "{job}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A cancelled job's downloads: lines 1..=n exactly once, in order, every 100th an
@@ -150,7 +135,7 @@ async fn cancel_pending_processing_and_taken_over_sqlite_local() {
     // Processing, on the instance holding it: cancelling, then cancelled at its next
     // chunk; DELETE waits for that.
     let id = started_job(&server, big_input()).await;
-    scored_some(&server, &id, 2_000).await;
+    server.wait_for_progress(&id, 2_000).await;
     let (status, job) = call(&server, Method::POST, &format!("/v1/batch/{id}/cancel")).await;
     assert_eq!(status, 202, "{job}");
     assert!(
@@ -181,7 +166,7 @@ async fn cancel_pending_processing_and_taken_over_sqlite_local() {
     // Its worker dies (kill -9); the cancel is asked of the next instance, whose worker
     // takes the job over once the lease expires and ends it from its last checkpoint.
     let id = started_job(&server, big_input()).await;
-    scored_some(&server, &id, 2_000).await;
+    server.wait_for_progress(&id, 2_000).await;
     let key = server.key.clone();
     drop(server); // SIGKILL
     let mut next = Server::start_with(&database_url, &flags).await;
@@ -205,7 +190,7 @@ async fn cancel_on_another_instance_postgres_s3() {
     let flags: Vec<&str> = s3.iter().map(String::as_str).collect();
     let holder = Server::start_with(&database_url, &flags).await;
     let id = started_job(&holder, big_input()).await;
-    scored_some(&holder, &id, 1_000).await;
+    holder.wait_for_progress(&id, 1_000).await;
 
     // The second instance starts once the first holds the job, so only the first
     // scores it; the cancel is asked of the second.

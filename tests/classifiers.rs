@@ -336,22 +336,7 @@ async fn pinned_batch_job_keeps_its_version(backend: Backend) {
         .await;
     assert_eq!(done["classifier"], "ticket-router@v1");
     assert_eq!(done["labels"], json!(["billing", "technical_issue"]));
-    let (_, results) = server
-        .call(Method::GET, &format!("/v1/batch/{id}/results"), None)
-        .await;
-    let text = server
-        .client
-        .get(results["url"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let rows: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let rows = server.download_results(&id).await;
     assert_eq!(rows[0]["label"], "billing");
     assert_eq!(rows[1]["label"], "technical_issue");
     assert_eq!(

@@ -61,18 +61,7 @@ async fn sigterm_hands_the_job_to_another_instance() {
         .call(Method::POST, &format!("/v1/batch/{id}/start"), None)
         .await;
     assert_eq!(status, 202);
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let (_, now) = first
-            .call(Method::GET, &format!("/v1/batch/{id}"), None)
-            .await;
-        if now["requests_completed"].as_i64().unwrap() > 2_000 {
-            assert_eq!(now["status"], "processing", "{now}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "{now}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    first.wait_for_progress(&id, 2_000).await;
 
     // The second instance starts while the first holds the job, so it only waits.
     let mut second = Server::start_with(&database_url, &flags).await;

@@ -441,19 +441,7 @@ async fn resumed_job_counts_each_line_once(backend: Backend) {
         .await;
     assert_eq!(status, 202);
     // Kill -9 once the first checkpoint is in, while the next chunk is scored.
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let (_, now) = server
-            .call(Method::GET, &format!("/v1/batch/{id}"), None)
-            .await;
-        let done = now["requests_completed"].as_i64().unwrap();
-        if done > 0 {
-            assert!(now["status"] == "processing", "killed too late: {now}");
-            break;
-        }
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    server.wait_for_progress(&id, 0).await;
     drop(server); // SIGKILL
 
     // What was counted is exactly what was checkpointed.

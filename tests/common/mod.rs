@@ -337,6 +337,23 @@ impl Server {
         }
     }
 
+    /// Polls a processing job until it has scored more than `lines` lines; returns it
+    /// then, and panics if it is no longer processing (it ended too soon for the test).
+    pub async fn wait_for_progress(&self, id: &str, lines: i64) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let (_, job) = self
+                .call(reqwest::Method::GET, &format!("/v1/batch/{id}"), None)
+                .await;
+            if job["requests_completed"].as_i64().unwrap() > lines {
+                assert_eq!(job["status"], "processing", "ended too soon: {job}");
+                return job;
+            }
+            assert!(Instant::now() < deadline, "no progress: {job}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// A completed job's result rows, through its download URL.
     pub async fn download_results(&self, id: &str) -> Vec<serde_json::Value> {
         let (status, results) = self
