@@ -5,7 +5,10 @@
 #
 #   eval "$(scripts/seaweedfs.sh)"
 #
-# Idempotent: a SeaweedFS already answering on the port is reused. The server keeps
+# Idempotent: a SeaweedFS already answering on the port is reused; with --fresh, one
+# this script started is restarted on an empty data directory instead (every test
+# bucket is a collection with volumes of its own, so the volume slots of a long-lived
+# server run out after some hundred buckets). The server keeps
 # running in the background (own session, output in the log file below); stop it with
 # `kill "$(cat "$ZEROSHOT_TEST_S3_STATE/weed.pid")"`.
 #
@@ -38,6 +41,25 @@ server_header() {
     tr -d '\r' | sed -n 's/^[Ss]erver: //p' || true
 }
 
+# Stops the SeaweedFS this script started, waiting (up to 30 s) until it has exited and
+# freed its ports.
+stop_ours() {
+  local pid
+  pid=$(cat "$state/weed.pid")
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 120); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.25
+  done
+  kill -9 "$pid" 2>/dev/null || true
+  sleep 1
+}
+
+if [[ "${1:-}" == --fresh ]] && [[ -f "$state/weed.pid" ]] && kill -0 "$(cat "$state/weed.pid")" 2>/dev/null; then
+  log "restarting the SeaweedFS on $endpoint on an empty data directory"
+  stop_ours
+fi
+
 case "$(server_header)" in
   SeaweedFS*)
     log "reusing the SeaweedFS on $endpoint"
@@ -58,8 +80,7 @@ fi
 # A fresh data directory each start: tests use their own buckets, nothing is kept.
 if [[ -f "$state/weed.pid" ]] && kill -0 "$(cat "$state/weed.pid")" 2>/dev/null; then
   log "stopping unresponsive SeaweedFS (pid $(cat "$state/weed.pid"))"
-  kill "$(cat "$state/weed.pid")" || true
-  sleep 3
+  stop_ours
 fi
 rm -rf "$state"
 mkdir -p "$state/data"

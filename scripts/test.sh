@@ -30,9 +30,10 @@ fi
 psql -q -d "$ZEROSHOT_TEST_POSTGRES_URL" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'zs_test_%'" |
   while read -r db; do psql -q -d "$ZEROSHOT_TEST_POSTGRES_URL" -c "DROP DATABASE IF EXISTS $db" >/dev/null; done
 
-# SeaweedFS as the real S3 server of the S3 storage tests (reused when already running;
-# it stays up in the background afterwards, see scripts/seaweedfs.sh).
-eval "$(scripts/seaweedfs.sh)"
+# SeaweedFS as the real S3 server of the S3 storage tests, started on an empty data
+# directory for each run (it stays up in the background afterwards, see
+# scripts/seaweedfs.sh).
+eval "$(scripts/seaweedfs.sh --fresh)"
 
 # The parity test's reference, made on this machine (see scripts/parity_reference.py).
 export ZEROSHOT_PARITY_REFERENCE="${ZEROSHOT_CACHE:-$HOME/.cache/zeroshot}/parity.json"
