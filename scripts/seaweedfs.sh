@@ -10,7 +10,8 @@
 # bucket is a collection with volumes of its own, so the volume slots of a long-lived
 # server run out after some hundred buckets). The server keeps
 # running in the background (own session, output in the log file below); stop it with
-# `kill "$(cat "$ZEROSHOT_TEST_S3_STATE/weed.pid")"`.
+# `scripts/seaweedfs.sh --stop`. With --keep-data a stopped server starts again on the
+# data it had (the fault tests take their own server down and back up mid-job).
 #
 # ZEROSHOT_TEST_S3_PORT   S3 port (default 8333); the other components listen on
 #                         PORT+1..PORT+4 and their gRPC ports 10000 above, so
@@ -55,7 +56,14 @@ stop_ours() {
   sleep 1
 }
 
-if [[ "${1:-}" == --fresh ]] && [[ -f "$state/weed.pid" ]] && kill -0 "$(cat "$state/weed.pid")" 2>/dev/null; then
+running() { [[ -f "$state/weed.pid" ]] && kill -0 "$(cat "$state/weed.pid")" 2>/dev/null; }
+
+mode=${1:-}
+if [[ "$mode" == --stop ]]; then
+  if running; then stop_ours; fi
+  exit 0
+fi
+if [[ "$mode" == --fresh ]] && running; then
   log "restarting the SeaweedFS on $endpoint on an empty data directory"
   stop_ours
 fi
@@ -77,13 +85,16 @@ if [[ -z "${ZEROSHOT_WEED:-}" ]]; then
   eval "$(python3 scripts/setup.py --seaweedfs --print-env | grep '^export ZEROSHOT_WEED=')"
 fi
 
-# A fresh data directory each start: tests use their own buckets, nothing is kept.
-if [[ -f "$state/weed.pid" ]] && kill -0 "$(cat "$state/weed.pid")" 2>/dev/null; then
+if running; then
   log "stopping unresponsive SeaweedFS (pid $(cat "$state/weed.pid"))"
   stop_ours
 fi
-rm -rf "$state"
-mkdir -p "$state/data"
+# A fresh data directory each start (tests use their own buckets, nothing is kept),
+# unless asked to keep it.
+if [[ "$mode" != --keep-data ]] || [[ ! -d "$state/data" ]]; then
+  rm -rf "$state"
+  mkdir -p "$state/data"
+fi
 
 # One identity with every action: requests must be signed with its keys (anonymous
 # access is refused once any identity exists), so signatures are really checked.

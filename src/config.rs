@@ -581,6 +581,11 @@ pub struct BatchArgs {
     /// A job whose worker has not reported for this long is resumed by another worker.
     #[arg(long, env = "ZEROSHOT_BATCH_LEASE_SECS", default_value_t = 30)]
     pub batch_lease_secs: u64,
+    /// How long a batch job waits out an unreachable storage (retrying from its last
+    /// checkpoint with backoff) before it fails naming the cause; starting it again
+    /// runs it anew. A database outage is always waited out.
+    #[arg(long, env = "ZEROSHOT_STORAGE_RETRY_SECS", default_value_t = 300)]
+    pub storage_retry_secs: u64,
     /// Days a job's input, results and error rows are kept after it ends (a job never
     /// started: after it was created); then they are deleted and the job shows
     /// `expired`. 0 keeps them forever.

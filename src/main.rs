@@ -184,6 +184,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             lease: Duration::from_secs(args.batch.batch_lease_secs.max(1)),
             wake: wake_workers,
             stopping: stopping.clone(),
+            storage_retry: Duration::from_secs(args.batch.storage_retry_secs),
         }
         .run(),
     );

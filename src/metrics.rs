@@ -27,6 +27,7 @@ const BATCH_LINES: &str = "zeroshot_batch_lines_scored_total";
 const LEASE_RENEWALS: &str = "zeroshot_batch_lease_renewals_total";
 const JOB_RESUMES: &str = "zeroshot_batch_job_resumes_total";
 const WEBHOOK_ATTEMPTS: &str = "zeroshot_webhook_attempts_total";
+const DEPENDENCY_RETRIES: &str = "zeroshot_dependency_retries_total";
 
 /// Seconds, from a cached-label `/v1/classify` of one short text (about a millisecond)
 /// to a long batch chunk's ONNX run on a slow machine.
@@ -106,6 +107,13 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
     for outcome in ["delivered", "retry", "failed"] {
         counter!(WEBHOOK_ATTEMPTS, "outcome" => outcome).absolute(0);
     }
+    describe_counter!(
+        DEPENDENCY_RETRIES,
+        "Batch worker tries that met an unavailable dependency (storage or database) and were retried"
+    );
+    for dependency in ["storage", "database"] {
+        counter!(DEPENDENCY_RETRIES, "dependency" => dependency).absolute(0);
+    }
 
     let upkeep = handle.clone();
     tokio::spawn(async move {
@@ -177,4 +185,10 @@ pub fn job_resumed() {
 /// `failed` (given up).
 pub fn webhook_attempt(outcome: &'static str) {
     counter!(WEBHOOK_ATTEMPTS, "outcome" => outcome).increment(1);
+}
+
+/// A batch worker call that failed because `dependency` (`storage` or `database`) was
+/// unavailable, to be retried.
+pub fn dependency_retry(dependency: &'static str) {
+    counter!(DEPENDENCY_RETRIES, "dependency" => dependency).increment(1);
 }

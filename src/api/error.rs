@@ -47,6 +47,8 @@ pub enum ErrorType {
     Overloaded,
     /// 503: the model is still loading.
     NotReady,
+    /// 507: the server's storage has no room for the upload.
+    StorageFull,
     /// 500: details are in the server log.
     InternalError,
 }
@@ -140,6 +142,16 @@ impl ApiError {
     /// 410: retention deleted what was asked for; the message says when.
     pub fn expired(message: impl Into<String>) -> Self {
         Self::new(StatusCode::GONE, ErrorType::Expired, message)
+    }
+
+    /// 507: the storage refused the write for lack of space; an operator must free
+    /// some, so no `Retry-After`.
+    pub fn storage_full(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            ErrorType::StorageFull,
+            format!("the server's storage is full: {}", message.into()),
+        )
     }
 
     /// 404.
@@ -271,6 +283,7 @@ impl From<StorageError> for ApiError {
     fn from(err: StorageError) -> Self {
         match err {
             StorageError::NotFound(key) => ApiError::not_found(format!("no object {key:?}")),
+            StorageError::Full(message) => ApiError::storage_full(message),
             other => ApiError::internal(other),
         }
     }

@@ -49,6 +49,7 @@ pub struct UploadFormBody {
         (status = 403, description = "The policy's signature, key or expiry does not check out", body = super::ErrorBody),
         (status = 404, description = "This server stores inputs in S3", body = super::ErrorBody),
         (status = 500, description = "Storage failed", body = super::ErrorBody),
+        (status = 507, description = "No room left in the storage; nothing of the upload is kept", body = super::ErrorBody),
     ))]
 pub async fn upload(
     State(state): State<AppState>,

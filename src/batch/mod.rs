@@ -3,6 +3,7 @@
 
 pub mod inline;
 pub mod lines;
+pub mod outage;
 pub mod retention;
 pub mod sample;
 pub mod worker;

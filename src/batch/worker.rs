@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::errors_key;
 use super::lines::{parse_line, LineReader, RawLine};
+use super::outage::{Dependency, Fault, Next, Outages};
 use super::sample::Sampler;
 use crate::db::batch::{status, Checkpoint, Claimed, JobRow, Lease};
 use crate::db::Db;
@@ -50,6 +51,9 @@ pub struct Worker {
     /// Cancelled when the process is asked to stop (SIGTERM): the worker hands its job
     /// back at the next chunk boundary and returns.
     pub stopping: CancellationToken,
+    /// How long the storage may stay unreachable before a job is failed (a database
+    /// outage is waited out: without it a job can be neither continued nor failed).
+    pub storage_retry: Duration,
 }
 
 /// Why a job stopped before completing.
@@ -68,14 +72,24 @@ enum JobError {
     /// Cancel was asked before any line was scored.
     #[error("cancel asked")]
     CancelAsked,
-    /// A passing fault (database, storage); the job is retried after the lease expires.
-    #[error("{0}")]
-    Transient(String),
+    /// A passing fault of the database or the storage: the job is tried again from its
+    /// last checkpoint, with backoff.
+    #[error(transparent)]
+    Unavailable(#[from] Fault),
+}
+
+impl From<crate::db::DbError> for Fault {
+    fn from(err: crate::db::DbError) -> Self {
+        Fault {
+            dependency: Dependency::Database,
+            message: err.to_string(),
+        }
+    }
 }
 
 impl From<crate::db::DbError> for JobError {
     fn from(err: crate::db::DbError) -> Self {
-        JobError::Transient(err.to_string())
+        JobError::Unavailable(err.into())
     }
 }
 
@@ -85,7 +99,13 @@ impl From<StorageError> for JobError {
             StorageError::NotFound(key) => {
                 JobError::Fatal(format!("input file {key:?} is missing"))
             }
-            other => JobError::Transient(other.to_string()),
+            // Space is not freed by waiting; the job is failed and its partial outputs
+            // deleted, so it can be started again once there is room.
+            StorageError::Full(message) => JobError::Fatal(format!("storage is full: {message}")),
+            other => JobError::Unavailable(Fault {
+                dependency: Dependency::Storage,
+                message: other.to_string(),
+            }),
         }
     }
 }
@@ -105,6 +125,7 @@ impl Worker {
 
     /// Runs until the process is asked to stop (then hands its job back first).
     pub async fn run(self) {
+        let mut outages = Outages::new(self.storage_retry);
         while !self.stopping.is_cancelled() {
             let Some(engine) = self.engine.get().cloned() else {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -112,37 +133,15 @@ impl Worker {
             };
             match self.db.claim_job(&self.owner, self.lease_ms()).await {
                 Ok(Some(Claimed { job, resumed })) => {
-                    let id = job.id.clone();
+                    outages.recovered();
                     if resumed {
                         crate::metrics::job_resumed();
                     }
-                    tracing::info!(job = %id, resumed, "processing batch job");
-                    match self.process(&engine, job).await {
-                        Ok(ending) => tracing::info!(job = %id, ?ending, "batch job ended"),
-                        Err(JobError::Fatal(message)) => {
-                            tracing::warn!(job = %id, %message, "batch job failed");
-                            if let Err(err) =
-                                self.db.finish_job(&id, &self.owner, Some(&message)).await
-                            {
-                                tracing::error!(job = %id, error = %err, "could not mark job failed");
-                            }
-                        }
-                        Err(JobError::Stopping) => {
-                            match self.db.release_job(&id, &self.owner).await {
-                                Ok(_) => {
-                                    tracing::info!(job = %id, "stopping; batch job handed back at its last checkpoint")
-                                }
-                                Err(err) => {
-                                    tracing::error!(job = %id, error = %err, "could not hand the job back; it resumes when its lease expires")
-                                }
-                            }
-                        }
-                        Err(err) => {
-                            tracing::warn!(job = %id, error = %err, "batch job interrupted; will resume")
-                        }
-                    }
+                    tracing::info!(job = %job.id, resumed, "processing batch job");
+                    self.run_job(&engine, job, &mut outages).await;
                 }
                 Ok(None) => {
+                    outages.recovered();
                     tokio::select! {
                         _ = self.wake.notified() => {}
                         _ = self.stopping.cancelled() => {}
@@ -150,9 +149,93 @@ impl Worker {
                     }
                 }
                 Err(err) => {
-                    tracing::error!(error = %err, "claiming batch jobs failed");
-                    tokio::time::sleep(POLL_INTERVAL).await;
+                    if let Next::RetryAfter(delay) = outages.fault(&err.into()) {
+                        self.pause(delay.max(POLL_INTERVAL)).await;
+                    }
                 }
+            }
+        }
+    }
+
+    /// Runs a claimed job until it ends or leaves this worker. A passing fault is tried
+    /// again from the last checkpoint (keeping the lease) after a backoff, until the
+    /// storage has been away longer than its budget: then the job fails naming the cause.
+    async fn run_job(&self, engine: &Arc<Engine>, job: JobRow, outages: &mut Outages) {
+        let id = job.id.clone();
+        let mut job = job;
+        loop {
+            let mut fault = match self.process(engine, job, outages).await {
+                Ok(ending) => {
+                    outages.recovered();
+                    tracing::info!(job = %id, ?ending, "batch job ended");
+                    return;
+                }
+                Err(JobError::Fatal(message)) => return self.fail(&id, &message).await,
+                Err(JobError::Stopping) => return self.hand_back(&id).await,
+                Err(JobError::LeaseLost | JobError::CancelAsked) => {
+                    tracing::warn!(job = %id, "batch job taken over by another worker");
+                    return;
+                }
+                Err(JobError::Unavailable(fault)) => fault,
+            };
+            job = loop {
+                match outages.fault(&fault) {
+                    Next::GiveUp(message) => return self.fail(&id, &message).await,
+                    Next::RetryAfter(delay) => {
+                        if !self.pause(delay).await {
+                            return self.hand_back(&id).await;
+                        }
+                    }
+                }
+                match self.db.reclaim_job(&id, &self.owner, self.lease_ms()).await {
+                    Ok(Some(job)) => break job,
+                    Ok(None) => {
+                        tracing::info!(job = %id, "batch job ended or taken over while its dependencies were away");
+                        return;
+                    }
+                    Err(err) => fault = err.into(),
+                }
+            };
+        }
+    }
+
+    /// Waits `delay`; `false` when the process is asked to stop meanwhile.
+    async fn pause(&self, delay: Duration) -> bool {
+        tokio::select! {
+            _ = self.stopping.cancelled() => false,
+            _ = tokio::time::sleep(delay) => true,
+        }
+    }
+
+    /// Ends a job `failed` with `message`, and deletes its partial results and error
+    /// rows, so nothing truncated is ever offered and the space is freed.
+    async fn fail(&self, id: &str, message: &str) {
+        tracing::warn!(job = %id, %message, "batch job failed");
+        match self.db.finish_job(id, &self.owner, Some(message)).await {
+            Ok(true) => {
+                for key in [super::output_key(id), errors_key(id)] {
+                    if let Err(err) = self.storage.delete(&key).await {
+                        tracing::warn!(job = %id, %key, error = %err, "could not delete a failed job's partial output; a restart replaces it");
+                    }
+                }
+            }
+            Ok(false) => {
+                tracing::warn!(job = %id, "batch job taken over before it could be marked failed")
+            }
+            Err(err) => {
+                tracing::error!(job = %id, error = %err, "could not mark job failed; it resumes when its lease expires")
+            }
+        }
+    }
+
+    /// Gives a job back as of its last checkpoint, for another worker to resume at once.
+    async fn hand_back(&self, id: &str) {
+        match self.db.release_job(id, &self.owner).await {
+            Ok(_) => {
+                tracing::info!(job = %id, "stopping; batch job handed back at its last checkpoint")
+            }
+            Err(err) => {
+                tracing::error!(job = %id, error = %err, "could not hand the job back; it resumes when its lease expires")
             }
         }
     }
@@ -161,7 +244,13 @@ impl Worker {
     /// score a chunk, flush (write rows, checkpoint) while there is input, finish. Each
     /// lease renewal may find the job taken over (stop at once: `LeaseLost`) or asked to
     /// cancel (flush what is scored and end `cancelled`).
-    async fn process(&self, engine: &Arc<Engine>, job: JobRow) -> Result<Ending, JobError> {
+    /// A checkpoint that commits ends any outage the run met.
+    async fn process(
+        &self,
+        engine: &Arc<Engine>,
+        job: JobRow,
+        outages: &mut Outages,
+    ) -> Result<Ending, JobError> {
         let mut run = Run::open(self, engine, job).await?;
         if run.job.status == status::CANCELLING {
             return run.finish(Ending::Cancelled).await;
@@ -182,6 +271,7 @@ impl Worker {
             if run.flush(false).await? == Lease::CancelAsked {
                 return run.finish(Ending::Cancelled).await;
             }
+            outages.recovered();
             // Rows scored since the last checkpoint are scored again by the next worker.
             if self.stopping.is_cancelled() {
                 return Err(JobError::Stopping);
@@ -221,11 +311,16 @@ impl Worker {
         beat.tick().await; // the first tick is immediate; the lease is fresh
         loop {
             tokio::select! {
-                done = &mut task => return done.map_err(|err| JobError::Transient(err.to_string())),
+                done = &mut task => return done.map_err(scoring_stopped),
                 _ = beat.tick() => { self.renew_lease(job_id, counts).await?; }
             }
         }
     }
+}
+
+/// A blocking task that panicked would panic again: the job fails rather than loop.
+fn scoring_stopped(err: tokio::task::JoinError) -> JobError {
+    JobError::Fatal(format!("scoring stopped unexpectedly: {err}"))
 }
 
 /// `LeaseLost` as an error, so that every step stops on it with `?`.
@@ -266,7 +361,12 @@ impl Output {
             Some(saved) => serde_json::from_str(saved).map_err(|err| {
                 JobError::Fatal(format!("stored output state of {key} is unreadable: {err}"))
             })?,
-            None => storage.start_output(&key).await?,
+            None => {
+                // A restarted job's earlier output (a failed run's unfinished upload)
+                // goes first.
+                storage.delete(&key).await?;
+                storage.start_output(&key).await?
+            }
         };
         Ok(Self {
             key,
@@ -354,7 +454,7 @@ impl<'w> Run<'w> {
             let (engine, set) = (self.engine.clone(), self.spec.labels.clone());
             tokio::task::spawn_blocking(move || engine.label_vectors(&set))
                 .await
-                .map_err(|err| JobError::Transient(err.to_string()))?
+                .map_err(scoring_stopped)?
                 .map_err(|err| JobError::Fatal(err.to_string()))?
         };
         // The upload form stays valid after start: refuse a file replaced under the job.
@@ -591,14 +691,17 @@ async fn read_chunk<R: tokio::io::AsyncBufRead + Unpin>(
     })
 }
 
-/// The input's next non-blank line; an unreadable input fails the job.
+/// The input's next non-blank line. A read that fails mid-stream is the storage going
+/// away (the bytes themselves are never an error: bad lines become error rows).
 async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(
     reader: &mut LineReader<R>,
 ) -> Result<Option<RawLine>, JobError> {
-    reader
-        .next_line()
-        .await
-        .map_err(|err| JobError::Fatal(format!("input file could not be read: {err}")))
+    reader.next_line().await.map_err(|err| {
+        JobError::Unavailable(Fault {
+            dependency: Dependency::Storage,
+            message: format!("reading the input failed: {err}"),
+        })
+    })
 }
 
 /// Parses, embeds and scores one chunk; returns its NDJSON rows in input order.

@@ -348,6 +348,33 @@ impl Db {
         Ok(None)
     }
 
+    /// Extends the lease of a job `owner` still holds, and gives it back as of its last
+    /// checkpoint (progress shown from there), for a worker that retries after a fault.
+    /// `None` when the job ended or another worker took it meanwhile.
+    pub async fn reclaim_job(
+        &self,
+        id: &str,
+        owner: &str,
+        lease_ms: i64,
+    ) -> Result<Option<JobRow>, DbError> {
+        let renewed = sqlx::query(
+            "UPDATE batch_jobs SET lease_expires_at = $1, \
+             requests_completed = cp_completed, requests_failed = cp_failed \
+             WHERE id = $2 AND lease_owner = $3 AND status IN ($4, $5)",
+        )
+        .bind(now_ms() + lease_ms)
+        .bind(id)
+        .bind(owner)
+        .bind(status::PROCESSING)
+        .bind(status::CANCELLING)
+        .execute(self.pool())
+        .await?;
+        if renewed.rows_affected() == 0 {
+            return Ok(None);
+        }
+        self.job_by_id(id).await
+    }
+
     /// Jobs per status across every account, in one query, so that every instance
     /// sharing the database reports the same counts.
     pub async fn count_jobs_by_status(&self) -> Result<Vec<(String, i64)>, DbError> {

@@ -32,6 +32,9 @@ pub enum DbError {
     UnsupportedUrl(String),
 }
 
+/// Longest wait for a pooled connection.
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A connection pool with the schema migrated.
 #[derive(Clone)]
 pub struct Db {
@@ -65,6 +68,9 @@ impl Db {
         };
         let pool = AnyPoolOptions::new()
             .max_connections(if is_sqlite { 4 } else { 16 })
+            // While the database is away, a call fails after this long (the API answers
+            // 500, the batch worker backs off and retries) instead of hanging 30 s.
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect(&url)
             .await?;
         if is_sqlite {

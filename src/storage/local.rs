@@ -199,6 +199,9 @@ impl LocalStore {
             if written == 0 {
                 return Err(PolicyError::Empty);
             }
+            // tokio writes in the background: a failed last write (a full disk) is
+            // reported by flush, not by write_all nor by sync_all.
+            file.flush().await.map_err(StorageError::from)?;
             file.sync_all().await.map_err(StorageError::from)?;
             Ok(written)
         }
@@ -267,6 +270,8 @@ impl LocalStore {
         file.set_len(*len).await?;
         file.seek(SeekFrom::Start(*len)).await?;
         file.write_all(&bytes).await?;
+        // A failed background write (a full disk) surfaces here, not at write_all.
+        file.flush().await?;
         file.sync_data().await?;
         *len += bytes.len() as u64;
         Ok(())

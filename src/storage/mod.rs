@@ -56,8 +56,22 @@ pub enum StorageError {
     NotFound(String),
     #[error("storage error: {0}")]
     Backend(String),
+    /// No space left: waiting does not help, unlike the other errors.
+    #[error("{0}")]
+    Full(String),
     #[error("storage i/o error: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for StorageError {
+    fn from(err: std::io::Error) -> Self {
+        match err.kind() {
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                StorageError::Full(err.to_string())
+            }
+            _ => StorageError::Io(err),
+        }
+    }
 }
 
 /// The configured backend.

@@ -109,6 +109,37 @@ pub async fn fresh_database(backend: Backend) -> String {
     }
 }
 
+/// `lines` numbered support tickets as NDJSON: line `i + 1` has `id` `i`.
+pub fn ticket_lines(lines: usize) -> Vec<u8> {
+    const TICKETS: [&str; 3] = [
+        "I was charged twice for my subscription this month",
+        "The app crashes when I open the settings page",
+        "Feature request: please add an option to export reports as CSV",
+    ];
+    (0..lines)
+        .map(|i| {
+            format!(
+                "{}\n",
+                serde_json::json!({"text": format!("{} (#{i})", TICKETS[i % 3]), "id": i})
+            )
+        })
+        .collect::<String>()
+        .into_bytes()
+}
+
+/// Asserts that result rows are `lines` ticket lines, each exactly once and in order.
+pub fn assert_every_line_once(rows: &[serde_json::Value], lines: usize) {
+    assert_eq!(rows.len(), lines, "each line exactly once");
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(
+            row["line"],
+            (i + 1) as i64,
+            "in order, none lost or repeated"
+        );
+        assert_eq!(row["id"], i as i64);
+    }
+}
+
 /// The real `zeroshot` binary serving on a free port with the real model.
 pub struct Server {
     child: Child,
@@ -293,6 +324,15 @@ impl Server {
     /// Uploads a batch file with a job's form: its `upload_fields`, then `file` last, as
     /// `curl -F` would. Returns the HTTP status.
     pub async fn upload(&self, job: &serde_json::Value, content: Vec<u8>) -> u16 {
+        self.upload_answer(job, content).await.status().as_u16()
+    }
+
+    /// Like [`Server::upload`], returning the whole response.
+    pub async fn upload_answer(
+        &self,
+        job: &serde_json::Value,
+        content: Vec<u8>,
+    ) -> reqwest::Response {
         let mut form = reqwest::multipart::Form::new();
         for (name, value) in job["upload_fields"].as_object().expect("upload_fields") {
             form = form.text(
@@ -311,8 +351,40 @@ impl Server {
             .send()
             .await
             .expect("upload")
-            .status()
-            .as_u16()
+    }
+
+    /// Creates a batch job with `config`, uploads `input` and starts it; returns its id.
+    pub async fn start_job(&self, config: &serde_json::Value, input: Vec<u8>) -> String {
+        let (status, job) = self.post("/v1/batch", config).await;
+        assert_eq!(status, 201, "{job}");
+        let id = job["job_id"].as_str().expect("job_id").to_string();
+        assert_eq!(self.upload(&job, input).await / 100, 2, "upload");
+        let (status, started) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/v1/batch/{id}/start"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 202, "{started}");
+        id
+    }
+
+    /// A series' value in this server's `/metrics` (0 when absent); `series` is the
+    /// name with its labels as exposed, e.g. `name{label="value"}`.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
     }
 
     /// Polls a batch job until it has `wanted` status; panics if it fails instead.
@@ -410,6 +482,12 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // A failing test shows what the server logged (when it captured its logs).
+        if std::thread::panicking() {
+            for line in self.logs() {
+                eprintln!("server: {line}");
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
