@@ -79,7 +79,7 @@ impl Definition {
         };
         match path.extension().and_then(|e| e.to_str()) {
             Some("yaml" | "yml") => {
-                serde_yaml::from_str(&text).map_err(|err| invalid("YAML", err.to_string()))
+                serde_norway::from_str(&text).map_err(|err| invalid("YAML", err.to_string()))
             }
             _ => serde_json::from_str(&text).map_err(|err| invalid("JSON", err.to_string())),
         }
