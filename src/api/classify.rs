@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 use super::spec::{Resolved, SpecFields};
 use super::{ApiError, ApiJson, AppState};
 use crate::db::Account;
+use crate::engine::text::{self, TextError};
 use crate::engine::{Classification, ClassificationSpec, Embedding, Engine, LabelVectors, Mode};
 
 /// Most texts in one `texts` request.
@@ -214,9 +215,7 @@ fn texts_of(request: &ClassifyRequest) -> Result<(Vec<&str>, bool), ApiError> {
         ),
         (None, None) => Err(ApiError::validation("text", "text (or texts) is required")),
         (Some(text), None) => {
-            if text.trim().is_empty() {
-                return Err(ApiError::validation("text", "text is empty"));
-            }
+            check_text("text", text)?;
             Ok((vec![text.as_str()], true))
         }
         (None, Some(texts)) => {
@@ -232,10 +231,21 @@ fn texts_of(request: &ClassifyRequest) -> Result<(Vec<&str>, bool), ApiError> {
                     ),
                 ));
             }
-            if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
-                return Err(ApiError::validation(format!("texts[{i}]"), "text is empty"));
+            for (i, text) in texts.iter().enumerate() {
+                check_text(&format!("texts[{i}]"), text)?;
             }
             Ok((texts.iter().map(String::as_str).collect(), false))
         }
     }
+}
+
+/// A blank text is a 422 like any unacceptable value; a NUL is a 400, as a lone
+/// surrogate (which never parses) is: both mean the client sent no real text.
+fn check_text(param: &str, text: &str) -> Result<(), ApiError> {
+    text::check(text).map_err(|err| match err {
+        TextError::Blank => ApiError::validation(param, err.to_string()),
+        TextError::Nul | TextError::LoneSurrogate => {
+            ApiError::invalid_request(err.to_string()).with_param(param)
+        }
+    })
 }

@@ -33,7 +33,7 @@ impl PartialSchema for InlineItem {
             .description(Some(
                 "One input line, as in an uploaded file. Checked when the job runs: an item \
                  without a usable `text` or with a bad `id` is an error row (`missing_text`, \
-                 `empty_text`, `text_not_string`, `invalid_id`), not a refused request.",
+                 `empty_text`, `invalid_text`, `text_not_string`, `invalid_id`), not a refused request.",
             ))
             .property(
                 "text",

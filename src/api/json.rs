@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 use super::AppState;
+use crate::engine::text::{self, TextError};
 
 /// Like `axum::Json`, with our error shape.
 pub struct ApiJson<T>(pub T);
@@ -48,7 +49,11 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
             let path = err.path().to_string();
             let inner = err.into_inner();
-            let error = ApiError::invalid_request(format!("invalid JSON body: {inner}"));
+            let error = if text::is_lone_surrogate(&inner) {
+                ApiError::invalid_request(format!("{}: {inner}", TextError::LoneSurrogate))
+            } else {
+                ApiError::invalid_request(format!("invalid JSON body: {inner}"))
+            };
             if path == "." {
                 error
             } else {

@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::text::{self, TextError};
+
 /// Most labels one request may name.
 pub const MAX_LABELS: usize = 200;
 /// Longest label name, in characters.
@@ -82,9 +84,7 @@ impl LabelSet {
         for (i, raw) in names.iter().enumerate() {
             let name = raw.trim();
             let param = format!("labels[{i}]");
-            if name.is_empty() {
-                return Err(refuse(param, "label is empty"));
-            }
+            check_text(&param, "label", name, false)?;
             if name.chars().count() > MAX_LABEL_CHARS {
                 return Err(refuse(
                     param,
@@ -106,13 +106,14 @@ impl LabelSet {
             let label = find_label(&mut labels, key)
                 .ok_or_else(|| refuse(&param, format!("description for unknown label {key:?}")))?;
             let description = description.trim();
+            check_text(&param, "description", description, true)?;
             if description.chars().count() > MAX_DESCRIPTION_CHARS {
                 return Err(refuse(
                     param,
                     format!("description is longer than {MAX_DESCRIPTION_CHARS} characters"),
                 ));
             }
-            if !description.is_empty() {
+            if !text::is_blank(description) {
                 label.description = Some(description.to_string());
             }
         }
@@ -128,13 +129,14 @@ impl LabelSet {
                 ));
             }
             for (j, text) in texts.iter().enumerate() {
-                if text.trim().is_empty() {
-                    return Err(refuse(format!("{param}[{j}]"), "example is empty"));
-                }
+                check_text(&format!("{param}[{j}]"), "example", text, false)?;
                 label.examples.push(text.clone());
             }
         }
 
+        if let Some(source_type) = source_type {
+            check_text("source_type", "source_type", source_type, true)?;
+        }
         let source_type = match source_type.map(str::trim) {
             Some(s) if s.chars().count() > MAX_SOURCE_TYPE_CHARS => {
                 return Err(refuse(
@@ -142,7 +144,8 @@ impl LabelSet {
                     format!("source_type is longer than {MAX_SOURCE_TYPE_CHARS} characters"),
                 ))
             }
-            Some("") | None => None,
+            Some(s) if text::is_blank(s) => None,
+            None => None,
             Some(s) => Some(s.to_string()),
         };
         Ok(Self {
@@ -154,6 +157,17 @@ impl LabelSet {
     /// Label names in request order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.labels.iter().map(|label| label.name.as_str())
+    }
+}
+
+/// Refuses a label part that holds a NUL, or that is blank unless `blank_ok` (a blank
+/// description or source_type means none); `what` names the part in the message.
+fn check_text(param: &str, what: &str, value: &str, blank_ok: bool) -> Result<(), LabelError> {
+    match text::check(value) {
+        Ok(()) => Ok(()),
+        Err(TextError::Blank) if blank_ok => Ok(()),
+        Err(TextError::Blank) => Err(refuse(param, format!("{what} is empty"))),
+        Err(err) => Err(refuse(param, format!("{what}: {err}"))),
     }
 }
 
@@ -259,5 +273,192 @@ mod tests {
             None
         )
         .is_ok());
+    }
+
+    #[test]
+    fn invisible_and_nul_label_parts_are_refused_by_name() {
+        let refused = |names: &[&str], examples: &[(&str, &str)]| {
+            let examples = examples
+                .iter()
+                .map(|(k, v)| (k.to_string(), vec![v.to_string()]))
+                .collect();
+            LabelSet::new(
+                &super::tests::names(names),
+                &Default::default(),
+                &examples,
+                None,
+            )
+            .unwrap_err()
+        };
+        let err = refused(&["ok", "\u{200B}\u{FEFF}"], &[]);
+        assert_eq!(
+            (err.param.as_str(), err.message.as_str()),
+            ("labels[1]", "label is empty")
+        );
+        assert_eq!(refused(&["a\0b"], &[]).param, "labels[0]");
+        assert!(refused(&["a\0b"], &[]).message.contains("NUL"));
+        assert_eq!(
+            refused(&["ok"], &[("ok", "\u{00AD}")]).param,
+            "examples.ok[0]"
+        );
+        let mut descriptions = BTreeMap::new();
+        descriptions.insert("ok".to_string(), "\u{2060} ".to_string());
+        let set = LabelSet::new(
+            &names(&["ok"]),
+            &descriptions,
+            &Default::default(),
+            Some("\u{200D}"),
+        )
+        .unwrap();
+        assert_eq!(
+            (set.labels[0].description.as_deref(), set.source_type),
+            (None, None)
+        );
+    }
+
+    use proptest::prelude::*;
+
+    /// Strings built of what validation cares about: words, spaces, invisible
+    /// characters, NULs, and runs just under and over each length limit.
+    fn text_of(long: usize) -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            6 => "[a-z]{1,6}",
+            2 => Just(" ".to_string()),
+            1 => Just("\u{200B}".to_string()),
+            1 => Just("\u{FEFF}\u{00AD}".to_string()),
+            1 => Just("\0".to_string()),
+            1 => Just("é".to_string()),
+            1 => (long - 3..long + 3).prop_map(|n| "x".repeat(n)),
+        ];
+        proptest::collection::vec(piece, 0..4).prop_map(|pieces| pieces.concat())
+    }
+
+    /// A request's label parts; descriptions and examples mostly name real labels.
+    #[allow(clippy::type_complexity)]
+    fn label_request() -> impl Strategy<
+        Value = (
+            Vec<String>,
+            BTreeMap<String, String>,
+            BTreeMap<String, Vec<String>>,
+            Option<String>,
+        ),
+    > {
+        let names = prop_oneof![
+            8 => proptest::collection::vec(text_of(MAX_LABEL_CHARS), 0..6),
+            1 => proptest::collection::vec("[a-z]{1,4}", MAX_LABELS - 2..MAX_LABELS + 2),
+        ];
+        names.prop_flat_map(|names| {
+            let count = names.len().max(1);
+            let key = (0..count + 1, any::<bool>()).prop_map({
+                let names = names.clone();
+                move |(i, padded)| match names.get(i) {
+                    Some(name) if padded => format!(" {name}"),
+                    Some(name) => name.clone(),
+                    None => "unknown".to_string(),
+                }
+            });
+            let examples = prop_oneof![
+                6 => proptest::collection::vec(text_of(8), 0..3),
+                1 => proptest::collection::vec(Just("e".to_string()), MAX_EXAMPLES_PER_LABEL..MAX_EXAMPLES_PER_LABEL + 2),
+            ];
+            (
+                Just(names),
+                proptest::collection::btree_map(key.clone(), text_of(MAX_DESCRIPTION_CHARS), 0..3),
+                proptest::collection::btree_map(key, examples, 0..3),
+                proptest::option::of(text_of(MAX_SOURCE_TYPE_CHARS)),
+            )
+        })
+    }
+
+    /// The param the README's limits say is at fault first, in the order the request
+    /// is checked; `None` when they allow the request.
+    fn first_fault(
+        names: &[String],
+        descriptions: &BTreeMap<String, String>,
+        examples: &BTreeMap<String, Vec<String>>,
+        source_type: Option<&str>,
+    ) -> Option<String> {
+        let bad = |s: &str| {
+            s.contains('\0')
+                || s.chars()
+                    .all(|c| c.is_whitespace() || super::text::is_default_ignorable(c))
+        };
+        let too_long = |s: &str, most: usize| s.trim().chars().count() > most;
+        if names.is_empty() || names.len() > MAX_LABELS {
+            return Some("labels".into());
+        }
+        let trimmed: Vec<&str> = names.iter().map(|n| n.trim()).collect();
+        for (i, name) in trimmed.iter().enumerate() {
+            if bad(name) || too_long(name, MAX_LABEL_CHARS) || trimmed[..i].contains(name) {
+                return Some(format!("labels[{i}]"));
+            }
+        }
+        for (key, description) in descriptions {
+            if !trimmed.contains(&key.trim())
+                || description.contains('\0')
+                || too_long(description, MAX_DESCRIPTION_CHARS)
+            {
+                return Some(format!("descriptions.{key}"));
+            }
+        }
+        for (key, texts) in examples {
+            if !trimmed.contains(&key.trim()) || texts.len() > MAX_EXAMPLES_PER_LABEL {
+                return Some(format!("examples.{key}"));
+            }
+            if let Some(j) = texts.iter().position(|t| bad(t)) {
+                return Some(format!("examples.{key}[{j}]"));
+            }
+        }
+        match source_type {
+            Some(s) if s.contains('\0') || too_long(s, MAX_SOURCE_TYPE_CHARS) => {
+                Some("source_type".into())
+            }
+            _ => None,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn label_sets_are_accepted_exactly_within_the_limits(
+            (names, descriptions, examples, source_type) in label_request(),
+        ) {
+            let result = LabelSet::new(&names, &descriptions, &examples, source_type.as_deref());
+            let fault = first_fault(&names, &descriptions, &examples, source_type.as_deref());
+            match result {
+                Ok(set) => {
+                    prop_assert_eq!(fault, None);
+                    let trimmed: Vec<&str> = names.iter().map(|n| n.trim()).collect();
+                    prop_assert_eq!(set.names().collect::<Vec<_>>(), trimmed);
+                    for label in &set.labels {
+                        let given = label.examples.len();
+                        let sent: usize = examples
+                            .iter()
+                            .filter(|(key, _)| key.trim() == label.name)
+                            .map(|(_, texts)| texts.len())
+                            .sum();
+                        prop_assert_eq!(given, sent);
+                    }
+                }
+                Err(err) => {
+                    prop_assert_eq!(Some(err.param), fault, "{}", err.message);
+                    prop_assert!(!err.message.is_empty());
+                }
+            }
+        }
+
+        #[test]
+        fn thresholds_are_accepted_exactly_from_0_to_1(
+            threshold in prop_oneof![any::<f32>(), -0.1f32..1.1, Just(f32::NAN), Just(0.0), Just(1.0)],
+        ) {
+            match crate::engine::threshold_or_default(Some(threshold)) {
+                Ok(t) => prop_assert!((0.0..=1.0).contains(&threshold) && t == threshold),
+                Err(err) => {
+                    prop_assert!(!(0.0..=1.0).contains(&threshold));
+                    prop_assert_eq!(err.param, "threshold");
+                }
+            }
+        }
     }
 }

@@ -8,6 +8,7 @@ mod model;
 pub mod queue;
 pub mod runtime;
 mod score;
+pub mod text;
 
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;

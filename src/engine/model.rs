@@ -25,6 +25,10 @@ const MAX_PADDING: f64 = 0.1;
 const MAX_RUN_TOKENS: usize = 4096;
 /// Bytes per token of `max_tokens` kept before tokenizing a long text (see `tokenize`).
 const CUT_BYTES_PER_TOKEN: usize = 16;
+/// Most bytes per token of `max_tokens` ever tokenized: a text whose first 64 × 256
+/// bytes still make fewer than `max_tokens` tokens (a 1 MB run without spaces is one
+/// `[UNK]`, combining marks are stripped) is cut there, so no text costs more.
+const MAX_BYTES_PER_TOKEN: usize = 64;
 
 /// Where inference runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,7 +128,7 @@ impl EmbeddingModel {
 
     /// Embeds texts, each prefixed with `prefix`, in input order.
     pub fn embed(&self, texts: &[&str], prefix: &str) -> Result<Vec<Embedding>, EngineError> {
-        let encodings = self.tokenize(texts, prefix)?;
+        let (encodings, cut) = self.tokenize_bounded(texts, prefix)?;
         let mut order: Vec<usize> = (0..encodings.len()).collect();
         order.sort_by_key(|&i| encodings[i].get_ids().len());
 
@@ -144,42 +148,71 @@ impl EmbeddingModel {
         Ok(encodings
             .iter()
             .zip(vectors)
-            .map(|(encoding, vector)| Embedding {
+            .zip(cut)
+            .map(|((encoding, vector), cut)| Embedding {
                 vector,
                 tokens: encoding.get_ids().len(),
-                truncated: !encoding.get_overflowing().is_empty(),
+                truncated: cut || !encoding.get_overflowing().is_empty(),
             })
             .collect())
     }
 
     /// Tokenizes texts (each with `prefix`), unpadded and truncated at `max_tokens`;
     /// public so the benches can time tokenization apart from inference.
-    ///
-    /// A text longer than [`CUT_BYTES_PER_TOKEN`] × `max_tokens` bytes is first cut at a
-    /// whitespace before that point: tokenizers split words at whitespace, so when the
-    /// cut text still overflows `max_tokens`, its first `max_tokens` tokens are the
-    /// whole text's. A cut text that does not overflow is tokenized whole. A 100 KB
-    /// document then costs what a 4 KB one does, in time and in memory.
     pub fn tokenize(&self, texts: &[&str], prefix: &str) -> Result<Vec<Encoding>, EngineError> {
-        let limit = CUT_BYTES_PER_TOKEN * self.manifest.max_tokens;
-        let heads: Vec<&str> = texts
-            .iter()
-            .map(|text| cut_at_whitespace(text, limit))
-            .collect();
-        let inputs: Vec<String> = heads.iter().map(|head| format!("{prefix}{head}")).collect();
-        let mut encodings = self
-            .tokenizer
-            .encode_batch(inputs, true)
-            .map_err(|err| EngineError::Tokenize(err.to_string()))?;
-        for ((encoding, text), head) in encodings.iter_mut().zip(texts).zip(&heads) {
-            if head.len() < text.len() && encoding.get_overflowing().is_empty() {
-                *encoding = self
-                    .tokenizer
-                    .encode(format!("{prefix}{text}"), true)
-                    .map_err(|err| EngineError::Tokenize(err.to_string()))?;
+        Ok(self.tokenize_bounded(texts, prefix)?.0)
+    }
+
+    /// [`Self::tokenize`], plus for each text whether its end was cut off unread.
+    ///
+    /// A text longer than [`CUT_BYTES_PER_TOKEN`] × `max_tokens` bytes is first cut
+    /// there, at a whitespace in the second half of that head when there is one:
+    /// tokenizers split words at whitespace, so when the head overflows `max_tokens`, its
+    /// first `max_tokens` tokens are the whole text's. A head that does not overflow is
+    /// doubled and tokenized again, up to [`MAX_BYTES_PER_TOKEN`] × `max_tokens` bytes,
+    /// where it is kept as it is (reported as truncated). A 1 MB document then costs
+    /// what a 4 KB one does, and the most hostile text what a 16 KB one does, in time and
+    /// in memory.
+    fn tokenize_bounded(
+        &self,
+        texts: &[&str],
+        prefix: &str,
+    ) -> Result<(Vec<Encoding>, Vec<bool>), EngineError> {
+        let mut limit = CUT_BYTES_PER_TOKEN * self.manifest.max_tokens;
+        let most = MAX_BYTES_PER_TOKEN * self.manifest.max_tokens;
+        let mut heads: Vec<&str> = texts.iter().map(|text| head(text, limit)).collect();
+        let mut encodings = self.encode(&heads, prefix)?;
+        loop {
+            let short: Vec<usize> = (0..texts.len())
+                .filter(|&i| heads[i].len() < texts[i].len())
+                .filter(|&i| encodings[i].get_overflowing().is_empty())
+                .collect();
+            if short.is_empty() || limit >= most {
+                break;
+            }
+            limit = (limit * 2).min(most);
+            let longer: Vec<&str> = short.iter().map(|&i| head(texts[i], limit)).collect();
+            for (&i, (text, encoding)) in short
+                .iter()
+                .zip(longer.iter().zip(self.encode(&longer, prefix)?))
+            {
+                heads[i] = text;
+                encodings[i] = encoding;
             }
         }
-        Ok(encodings)
+        let cut = heads
+            .iter()
+            .zip(texts)
+            .map(|(head, text)| head.len() < text.len())
+            .collect();
+        Ok((encodings, cut))
+    }
+
+    fn encode(&self, texts: &[&str], prefix: &str) -> Result<Vec<Encoding>, EngineError> {
+        let inputs: Vec<String> = texts.iter().map(|text| format!("{prefix}{text}")).collect();
+        self.tokenizer
+            .encode_batch(inputs, true)
+            .map_err(|err| EngineError::Tokenize(err.to_string()))
     }
 
     /// Pads one run's texts to the longest, runs the graph and pools (one ONNX run);
@@ -300,19 +333,23 @@ pub fn padding_bounded_runs(sorted_lengths: &[usize]) -> Vec<std::ops::Range<usi
     runs
 }
 
-/// The text up to the last whitespace at or before `limit` bytes; the whole text when
-/// it is shorter or has no whitespace there.
-fn cut_at_whitespace(text: &str, limit: usize) -> &str {
+/// The text's first `limit` bytes or fewer: up to the last whitespace in the second
+/// half of them when there is one (so no word is cut), else up to the last character
+/// that fits; the whole text when it is no longer.
+fn head(text: &str, limit: usize) -> &str {
     if text.len() <= limit {
         return text;
     }
-    let mut end = limit;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    match text[..end].rfind(char::is_whitespace) {
-        Some(at) if at > 0 => &text[..at],
-        _ => text,
+    let floor = |mut at: usize| {
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        at
+    };
+    let (half, end) = (floor(limit / 2), floor(limit));
+    match text[half..end].rfind(char::is_whitespace) {
+        Some(at) if half + at > 0 => &text[..half + at],
+        _ => &text[..end],
     }
 }
 
@@ -355,12 +392,15 @@ mod tests {
     }
 
     #[test]
-    fn cuts_fall_on_whitespace_or_not_at_all() {
-        assert_eq!(cut_at_whitespace("short text", 100), "short text");
-        assert_eq!(cut_at_whitespace("one two three", 9), "one two");
-        assert_eq!(cut_at_whitespace("one two three", 8), "one two");
-        assert_eq!(cut_at_whitespace("é é é", 4), "é");
-        assert_eq!(cut_at_whitespace("nowhitespacehere", 5), "nowhitespacehere");
+    fn heads_end_at_a_whitespace_when_one_is_near_else_at_a_character() {
+        assert_eq!(head("short text", 100), "short text");
+        assert_eq!(head("one two three", 9), "one two");
+        assert_eq!(head("one two three", 8), "one two");
+        assert_eq!(head("é é é", 4), "é");
+        assert_eq!(head("nowhitespacehere", 5), "nowhi");
+        assert_eq!(head("ééé", 5), "éé");
+        // A whitespace in the first half is too far back: the head would stop growing.
+        assert_eq!(head("a bcdefghijklmnop", 10), "a bcdefghi");
     }
 
     #[test]

@@ -265,6 +265,18 @@ impl Server {
         }
     }
 
+    /// The server's peak resident memory so far (VmHWM), in MiB.
+    pub fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read the server's /proc status");
+        let kib: f64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc status");
+        kib / 1024.0
+    }
+
     /// Absolute URL of a path on this server.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
