@@ -13,12 +13,13 @@ BINARY = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "release" /
 
 
 @contextlib.contextmanager
-def local_server(tmp, extra_args=()):
-    """Yields (base_url, api_key, process) once the model is loaded; stops it after."""
+def local_server(tmp, extra_args=(), binary=BINARY, stderr=subprocess.DEVNULL):
+    """Yields (base_url, api_key, process) once the model is loaded; stops it after.
+    `stderr` takes the server's log (a file object), dropped by default."""
     process = subprocess.Popen(
-        [str(BINARY), "serve", "--port", "0", "--database-url", f"sqlite://{tmp}/db.sqlite",
+        [str(binary), "serve", "--port", "0", "--database-url", f"sqlite://{tmp}/db.sqlite",
          "--data-dir", f"{tmp}/data", *extra_args],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        stdout=subprocess.PIPE, stderr=stderr, text=True)
     try:
         key = base = None
         for line in process.stdout:
@@ -28,7 +29,7 @@ def local_server(tmp, extra_args=()):
                 base = line.split("listening on ")[1].strip()
                 break
         if base is None:
-            raise SystemExit(f"{BINARY} exited before listening (build it with cargo build --release)")
+            raise SystemExit(f"{binary} exited before listening (build it with cargo build --release)")
         deadline = time.time() + 60
         while True:
             try:

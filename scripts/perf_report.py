@@ -140,8 +140,9 @@ def service_batch(input_path):
         return batch_job(base, key, input_path) | {"peak_rss_mb": peak_rss_mb(server.pid)}
 
 
-def batch_job(base, key, input_path, **fields):
-    """One batch job: uploaded with curl -F, timed from start to completed."""
+def start_batch_job(base, key, input_path, **fields):
+    """Creates a batch job, uploads the file with curl -F (the presigned form) and
+    starts it; returns (job id, time.perf_counter() at start)."""
     job = request(base, key, "POST", "/v1/batch",
                   {"labels": LABELS, "source_type": "support ticket", **fields})
     form = [arg for name, value in job["upload_fields"].items()
@@ -150,8 +151,14 @@ def batch_job(base, key, input_path, **fields):
                    check=True)
     started = time.perf_counter()
     request(base, key, "POST", f"/v1/batch/{job['job_id']}/start")
+    return job["job_id"], started
+
+
+def batch_job(base, key, input_path, **fields):
+    """One batch job: uploaded with curl -F, timed from start to completed."""
+    job_id, started = start_batch_job(base, key, input_path, **fields)
     while True:
-        state = request(base, key, "GET", f"/v1/batch/{job['job_id']}")
+        state = request(base, key, "GET", f"/v1/batch/{job_id}")
         if state["status"] in ("completed", "failed"):
             break
         time.sleep(0.1)
