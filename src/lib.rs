@@ -11,6 +11,7 @@
 //! - [`metrics`]: the Prometheus metrics and the calls that record them.
 //! - [`client`]: a typed client of the HTTP API; [`remote`]: the CLI commands using it.
 //! - [`webhooks`]: signed notices of batch jobs ending, delivered with retries.
+//! - [`outage`]: storage and database faults retried with backoff, logged once per outage.
 //! - [`calendar`]: UTC days, which usage is counted by; [`usage`]: the CLI's `usage`
 //!   and `accounts` commands.
 
@@ -24,6 +25,7 @@ pub mod db;
 pub mod engine;
 pub mod eval;
 pub mod metrics;
+pub mod outage;
 pub mod remote;
 pub mod storage;
 pub mod usage;

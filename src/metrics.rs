@@ -109,7 +109,7 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
     }
     describe_counter!(
         DEPENDENCY_RETRIES,
-        "Batch worker tries that met an unavailable dependency (storage or database) and were retried"
+        "Calls of the background loops (batch worker, webhook deliveries, usage writes) that met an unavailable dependency (storage or database), to be retried"
     );
     for dependency in ["storage", "database"] {
         counter!(DEPENDENCY_RETRIES, "dependency" => dependency).absolute(0);
@@ -187,7 +187,7 @@ pub fn webhook_attempt(outcome: &'static str) {
     counter!(WEBHOOK_ATTEMPTS, "outcome" => outcome).increment(1);
 }
 
-/// A batch worker call that failed because `dependency` (`storage` or `database`) was
+/// A background call that failed because `dependency` (`storage` or `database`) was
 /// unavailable, to be retried.
 pub fn dependency_retry(dependency: &'static str) {
     counter!(DEPENDENCY_RETRIES, "dependency" => dependency).increment(1);

@@ -3,7 +3,6 @@
 
 pub mod inline;
 pub mod lines;
-pub mod outage;
 pub mod retention;
 pub mod sample;
 pub mod worker;

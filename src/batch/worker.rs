@@ -16,13 +16,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::errors_key;
 use super::lines::{parse_line, LineReader, RawLine};
-use super::outage::{Dependency, Fault, Next, Outages};
 use super::sample::Sampler;
 use crate::db::batch::{status, Checkpoint, Claimed, JobRow, Lease};
 use crate::db::Db;
 use crate::engine::{
     AdaptationReport, Adapted, AdaptedLabels, ClassificationSpec, Engine, LabelScorer,
 };
+use crate::outage::{Dependency, Fault, Next, Outages};
 use crate::storage::{ByteStream, OutputState, Storage, StorageError};
 
 /// Lines scored per engine call. The engine sorts a call's texts by length before
@@ -76,15 +76,6 @@ enum JobError {
     /// last checkpoint, with backoff.
     #[error(transparent)]
     Unavailable(#[from] Fault),
-}
-
-impl From<crate::db::DbError> for Fault {
-    fn from(err: crate::db::DbError) -> Self {
-        Fault {
-            dependency: Dependency::Database,
-            message: err.to_string(),
-        }
-    }
 }
 
 impl From<crate::db::DbError> for JobError {

@@ -165,10 +165,15 @@ impl Db {
     /// runs it; it writes once more when it stops).
     pub async fn write_classify_usage_every(self, period: std::time::Duration) {
         let mut tick = tokio::time::interval(period);
+        let mut outages = crate::outage::Outages::default();
         loop {
             tick.tick().await;
-            if let Err(err) = self.write_classify_usage().await {
-                tracing::error!(error = %err, "writing classify usage failed; retrying");
+            // Counts not written stay in memory for the next tick.
+            match self.write_classify_usage().await {
+                Ok(()) => outages.recovered(),
+                Err(err) => {
+                    outages.fault(&err.into());
+                }
             }
         }
     }

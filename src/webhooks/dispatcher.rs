@@ -18,6 +18,7 @@ use super::{event_type, retry_delay, signature, Event, Settings, WINDOW};
 use crate::db::batch::JobRow;
 use crate::db::webhooks::{Attempt, DeliveryRow, NewDelivery};
 use crate::db::{now_ms, rfc3339, Db, DbError};
+use crate::outage::Outages;
 
 /// Deliveries attempted at once by one instance.
 const IN_FLIGHT: usize = 8;
@@ -65,32 +66,39 @@ impl Dispatcher {
             .retry_base
             .clamp(Duration::from_millis(100), Duration::from_secs(1));
         let permits = Arc::new(Semaphore::new(IN_FLIGHT));
+        let mut outages = Outages::default();
         loop {
-            if let Err(err) = self.enqueue().await {
-                tracing::error!(error = %err, "enqueueing webhook events failed");
-            }
-            let free = permits.available_permits() as i64;
-            if free > 0 {
-                match self
-                    .db
-                    .claim_deliveries(&self.owner, LEASE.as_millis() as i64, free)
-                    .await
-                {
-                    Ok(claimed) => {
-                        for delivery in claimed {
-                            let permit = permits.clone().acquire_owned().await;
-                            let this = self.clone();
-                            tokio::spawn(async move {
-                                this.attempt(delivery).await;
-                                drop(permit);
-                            });
-                        }
-                    }
-                    Err(err) => tracing::error!(error = %err, "claiming webhook deliveries failed"),
+            // A database outage is logged once, not at every poll.
+            match self.poll(&permits).await {
+                Ok(()) => outages.recovered(),
+                Err(err) => {
+                    outages.fault(&err.into());
                 }
             }
             tokio::time::sleep(poll).await;
         }
+    }
+
+    /// Enqueues new job endings and starts as many due deliveries as there are free
+    /// permits.
+    async fn poll(&self, permits: &Arc<Semaphore>) -> Result<(), DbError> {
+        self.enqueue().await?;
+        let free = permits.available_permits() as i64;
+        if free > 0 {
+            let claimed = self
+                .db
+                .claim_deliveries(&self.owner, LEASE.as_millis() as i64, free)
+                .await?;
+            for delivery in claimed {
+                let permit = permits.clone().acquire_owned().await;
+                let this = self.clone();
+                tokio::spawn(async move {
+                    this.attempt(delivery).await;
+                    drop(permit);
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Gives every recent, unannounced job ending its delivery.

@@ -1,8 +1,9 @@
-//! Passing faults of the object storage or the database, as the worker meets them. A
-//! restart of either, a network blip or a full connection pool should cost a job a few
-//! seconds, not its run: the worker retries from the last checkpoint with exponential
-//! backoff and jitter, logs an outage once when it begins and once when it ends (not
-//! once per failed call), and gives a job up only when the storage stays away longer
+//! Passing faults of the object storage or the database, as the background loops (the
+//! batch worker, webhook deliveries, usage writes) meet them. A restart of either, a
+//! network blip or a full connection pool should cost a job a few seconds, not its run:
+//! the batch worker retries from the last checkpoint with exponential backoff and
+//! jitter, every loop logs an outage once when it begins and once when it ends (not
+//! once per failed call), and a job is given up only when the storage stays away longer
 //! than its budget (`--storage-retry-secs`).
 
 use std::time::{Duration, Instant};
@@ -34,6 +35,15 @@ pub struct Fault {
     pub message: String,
 }
 
+impl From<crate::db::DbError> for Fault {
+    fn from(err: crate::db::DbError) -> Self {
+        Fault {
+            dependency: Dependency::Database,
+            message: err.to_string(),
+        }
+    }
+}
+
 /// First wait after a fault; each further one doubles, up to [`MAX_DELAY`].
 const FIRST_DELAY: Duration = Duration::from_millis(250);
 /// Longest wait between two tries, so a dependency that comes back is used within
@@ -63,6 +73,13 @@ pub enum Next {
     RetryAfter(Duration),
     /// The storage stayed away past its budget: give the job up with this message.
     GiveUp(String),
+}
+
+impl Default for Outages {
+    /// For loops that never give anything up: they only log and retry.
+    fn default() -> Self {
+        Self::new(Duration::MAX)
+    }
 }
 
 impl Outages {
