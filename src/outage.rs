@@ -6,6 +6,7 @@
 //! once per failed call), and a job is given up only when the storage stays away longer
 //! than its budget (`--storage-retry-secs`).
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -50,96 +51,96 @@ const FIRST_DELAY: Duration = Duration::from_millis(250);
 /// seconds.
 const MAX_DELAY: Duration = Duration::from_secs(5);
 
-/// One outage: since when a dependency fails, and how often it was tried since.
-#[derive(Debug)]
-struct Outage {
-    dependency: Dependency,
-    began: Instant,
-    retries: u32,
+/// One outage of one dependency: since when it fails, and how often it was tried since.
+#[derive(Debug, Clone, Copy)]
+pub struct Outage {
+    pub began: Instant,
+    pub retries: u32,
 }
 
-/// The outage the worker is in, if any.
-#[derive(Debug)]
-pub struct Outages {
-    /// How long the storage may stay away before a job is given up.
-    storage_budget: Duration,
-    current: Option<Outage>,
-}
-
-/// What to do after a fault.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Next {
-    /// Try again after this long.
-    RetryAfter(Duration),
-    /// The storage stayed away past its budget: give the job up with this message.
-    GiveUp(String),
-}
-
-impl Default for Outages {
-    /// For loops that never give anything up: they only log and retry.
-    fn default() -> Self {
-        Self::new(Duration::MAX)
+impl Outage {
+    /// How long the dependency has been away.
+    pub fn down_for(&self) -> Duration {
+        self.began.elapsed()
     }
+
+    /// The wait before the next try.
+    pub fn backoff(&self) -> Duration {
+        backoff(self.retries)
+    }
+}
+
+/// The outages under way, one per dependency at most.
+#[derive(Debug, Default)]
+pub struct Outages {
+    storage: Option<Outage>,
+    database: Option<Outage>,
 }
 
 impl Outages {
-    pub fn new(storage_budget: Duration) -> Self {
-        Self {
-            storage_budget,
-            current: None,
+    fn slot(&mut self, dependency: Dependency) -> &mut Option<Outage> {
+        match dependency {
+            Dependency::Storage => &mut self.storage,
+            Dependency::Database => &mut self.database,
         }
     }
 
-    /// Records a fault (logging it when it begins an outage) and says what to do next.
-    /// The database has no budget: without it a job can be neither continued nor
-    /// failed, so it is waited for.
-    pub fn fault(&mut self, fault: &Fault) -> Next {
-        let outage = match &mut self.current {
-            Some(outage) if outage.dependency == fault.dependency => outage,
-            current => {
-                tracing::warn!(
-                    dependency = fault.dependency.name(),
-                    cause = %fault.message,
-                    "{} unavailable; retrying with backoff (logged again when it is back)",
-                    fault.dependency.name()
-                );
-                current.insert(Outage {
-                    dependency: fault.dependency,
-                    began: Instant::now(),
-                    retries: 0,
-                })
+    /// Records a fault, logging it when it begins an outage; returns the outage.
+    pub fn fault(&mut self, fault: &Fault) -> Outage {
+        let name = fault.dependency.name();
+        let outage = self.slot(fault.dependency).get_or_insert_with(|| {
+            tracing::warn!(
+                dependency = name,
+                cause = %fault.message,
+                "{name} unavailable; retrying with backoff (logged again when it is back)"
+            );
+            Outage {
+                began: Instant::now(),
+                retries: 0,
             }
-        };
+        });
         outage.retries += 1;
-        crate::metrics::dependency_retry(fault.dependency.name());
-        tracing::debug!(dependency = fault.dependency.name(), cause = %fault.message, retries = outage.retries, "retrying");
-        let down_for = outage.began.elapsed();
-        if fault.dependency == Dependency::Storage && down_for >= self.storage_budget {
-            let message = format!(
-                "storage unavailable for {} s (more than --storage-retry-secs, {} s): {}",
-                down_for.as_secs(),
-                self.storage_budget.as_secs(),
-                fault.message
-            );
-            // A job given up ends the outage as far as the next job is concerned.
-            self.current = None;
-            return Next::GiveUp(message);
-        }
-        Next::RetryAfter(backoff(outage.retries))
+        crate::metrics::dependency_retry(name);
+        tracing::debug!(dependency = name, cause = %fault.message, retries = outage.retries, "retrying");
+        *outage
     }
 
-    /// Something worked again: ends the outage, if any, logging how long it lasted.
-    pub fn recovered(&mut self) {
-        if let Some(outage) = self.current.take() {
+    /// A call to `dependency` worked: ends its outage, if any, logging how long it
+    /// lasted.
+    pub fn recovered(&mut self, dependency: Dependency) {
+        if let Some(outage) = self.slot(dependency).take() {
+            let name = dependency.name();
             tracing::info!(
-                dependency = outage.dependency.name(),
-                down_secs = outage.began.elapsed().as_secs_f64(),
+                dependency = name,
+                down_secs = outage.down_for().as_secs_f64(),
                 retries = outage.retries,
-                "{} available again",
-                outage.dependency.name()
+                "{name} available again"
             );
         }
     }
+}
+
+/// This process's outages: every loop that meets one reports it here, so it is logged
+/// once however many loops (batch worker, webhook deliveries, usage writes) meet it.
+static OUTAGES: Mutex<Outages> = Mutex::new(Outages {
+    storage: None,
+    database: None,
+});
+
+fn outages() -> std::sync::MutexGuard<'static, Outages> {
+    OUTAGES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Records a fault in this process's outages (see [`Outages::fault`]).
+pub fn fault(fault: &Fault) -> Outage {
+    outages().fault(fault)
+}
+
+/// A call to `dependency` worked (see [`Outages::recovered`]).
+pub fn recovered(dependency: Dependency) {
+    outages().recovered(dependency)
 }
 
 /// The wait before try `retry` (1-based): exponential, capped, with "equal jitter"
@@ -181,38 +182,23 @@ mod tests {
     }
 
     #[test]
-    fn storage_is_given_up_after_its_budget_and_the_database_never() {
-        let mut outages = Outages::new(Duration::from_millis(50));
-        assert!(matches!(
-            outages.fault(&storage_fault()),
-            Next::RetryAfter(_)
-        ));
-        std::thread::sleep(Duration::from_millis(60));
-        match outages.fault(&storage_fault()) {
-            Next::GiveUp(message) => {
-                assert!(message.contains("connection refused"), "{message}");
-                assert!(message.contains("--storage-retry-secs"), "{message}");
-            }
-            other => panic!("{other:?}"),
-        }
+    fn an_outage_lasts_until_its_own_dependency_recovers() {
+        let mut outages = Outages::default();
+        let first = outages.fault(&storage_fault());
+        std::thread::sleep(Duration::from_millis(20));
         let database = Fault {
             dependency: Dependency::Database,
             message: "pool timed out".into(),
         };
-        assert!(matches!(outages.fault(&database), Next::RetryAfter(_)));
-        std::thread::sleep(Duration::from_millis(60));
-        assert!(matches!(outages.fault(&database), Next::RetryAfter(_)));
-    }
-
-    #[test]
-    fn recovery_starts_the_budget_over() {
-        let mut outages = Outages::new(Duration::from_millis(50));
-        outages.fault(&storage_fault());
-        std::thread::sleep(Duration::from_millis(60));
-        outages.recovered();
-        assert!(matches!(
-            outages.fault(&storage_fault()),
-            Next::RetryAfter(_)
-        ));
+        outages.fault(&database);
+        outages.recovered(Dependency::Database);
+        let again = outages.fault(&storage_fault());
+        assert_eq!(again.began, first.began, "the storage outage goes on");
+        assert_eq!(again.retries, 2);
+        assert!(again.down_for() >= Duration::from_millis(20));
+        outages.recovered(Dependency::Storage);
+        let next = outages.fault(&storage_fault());
+        assert_eq!(next.retries, 1, "a new outage");
+        assert!(next.began > first.began);
     }
 }

@@ -22,7 +22,7 @@ use crate::db::Db;
 use crate::engine::{
     AdaptationReport, Adapted, AdaptedLabels, ClassificationSpec, Engine, LabelScorer,
 };
-use crate::outage::{Dependency, Fault, Next, Outages};
+use crate::outage::{self, Dependency, Fault};
 use crate::storage::{ByteStream, OutputState, Storage, StorageError};
 
 /// Lines scored per engine call. The engine sorts a call's texts by length before
@@ -116,7 +116,6 @@ impl Worker {
 
     /// Runs until the process is asked to stop (then hands its job back first).
     pub async fn run(self) {
-        let mut outages = Outages::new(self.storage_retry);
         while !self.stopping.is_cancelled() {
             let Some(engine) = self.engine.get().cloned() else {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -124,15 +123,15 @@ impl Worker {
             };
             match self.db.claim_job(&self.owner, self.lease_ms()).await {
                 Ok(Some(Claimed { job, resumed })) => {
-                    outages.recovered();
+                    outage::recovered(Dependency::Database);
                     if resumed {
                         crate::metrics::job_resumed();
                     }
                     tracing::info!(job = %job.id, resumed, "processing batch job");
-                    self.run_job(&engine, job, &mut outages).await;
+                    self.run_job(&engine, job).await;
                 }
                 Ok(None) => {
-                    outages.recovered();
+                    outage::recovered(Dependency::Database);
                     tokio::select! {
                         _ = self.wake.notified() => {}
                         _ = self.stopping.cancelled() => {}
@@ -140,9 +139,8 @@ impl Worker {
                     }
                 }
                 Err(err) => {
-                    if let Next::RetryAfter(delay) = outages.fault(&err.into()) {
-                        self.pause(delay.max(POLL_INTERVAL)).await;
-                    }
+                    let outage = outage::fault(&err.into());
+                    self.pause(outage.backoff().max(POLL_INTERVAL)).await;
                 }
             }
         }
@@ -151,13 +149,12 @@ impl Worker {
     /// Runs a claimed job until it ends or leaves this worker. A passing fault is tried
     /// again from the last checkpoint (keeping the lease) after a backoff, until the
     /// storage has been away longer than its budget: then the job fails naming the cause.
-    async fn run_job(&self, engine: &Arc<Engine>, job: JobRow, outages: &mut Outages) {
+    async fn run_job(&self, engine: &Arc<Engine>, job: JobRow) {
         let id = job.id.clone();
         let mut job = job;
         loop {
-            let mut fault = match self.process(engine, job, outages).await {
+            let mut fault = match self.process(engine, job).await {
                 Ok(ending) => {
-                    outages.recovered();
                     tracing::info!(job = %id, ?ending, "batch job ended");
                     return;
                 }
@@ -170,13 +167,20 @@ impl Worker {
                 Err(JobError::Unavailable(fault)) => fault,
             };
             job = loop {
-                match outages.fault(&fault) {
-                    Next::GiveUp(message) => return self.fail(&id, &message).await,
-                    Next::RetryAfter(delay) => {
-                        if !self.pause(delay).await {
-                            return self.hand_back(&id).await;
-                        }
-                    }
+                let outage = outage::fault(&fault);
+                if fault.dependency == Dependency::Storage
+                    && outage.down_for() >= self.storage_retry
+                {
+                    let message = format!(
+                        "storage unavailable for {} s (more than --storage-retry-secs, {} s): {}",
+                        outage.down_for().as_secs(),
+                        self.storage_retry.as_secs(),
+                        fault.message
+                    );
+                    return self.fail(&id, &message).await;
+                }
+                if !self.pause(outage.backoff()).await {
+                    return self.hand_back(&id).await;
                 }
                 match self.db.reclaim_job(&id, &self.owner, self.lease_ms()).await {
                     Ok(Some(job)) => break job,
@@ -235,13 +239,9 @@ impl Worker {
     /// score a chunk, flush (write rows, checkpoint) while there is input, finish. Each
     /// lease renewal may find the job taken over (stop at once: `LeaseLost`) or asked to
     /// cancel (flush what is scored and end `cancelled`).
-    /// A checkpoint that commits ends any outage the run met.
-    async fn process(
-        &self,
-        engine: &Arc<Engine>,
-        job: JobRow,
-        outages: &mut Outages,
-    ) -> Result<Ending, JobError> {
+    /// A checkpoint that commits ends any outage the run met (a run that reaches one
+    /// has read from the storage since it began).
+    async fn process(&self, engine: &Arc<Engine>, job: JobRow) -> Result<Ending, JobError> {
         let mut run = Run::open(self, engine, job).await?;
         if run.job.status == status::CANCELLING {
             return run.finish(Ending::Cancelled).await;
@@ -262,7 +262,8 @@ impl Worker {
             if run.flush(false).await? == Lease::CancelAsked {
                 return run.finish(Ending::Cancelled).await;
             }
-            outages.recovered();
+            outage::recovered(Dependency::Storage);
+            outage::recovered(Dependency::Database);
             // Rows scored since the last checkpoint are scored again by the next worker.
             if self.stopping.is_cancelled() {
                 return Err(JobError::Stopping);

@@ -165,14 +165,14 @@ impl Db {
     /// runs it; it writes once more when it stops).
     pub async fn write_classify_usage_every(self, period: std::time::Duration) {
         let mut tick = tokio::time::interval(period);
-        let mut outages = crate::outage::Outages::default();
+        use crate::outage::{self, Dependency};
         loop {
             tick.tick().await;
             // Counts not written stay in memory for the next tick.
             match self.write_classify_usage().await {
-                Ok(()) => outages.recovered(),
+                Ok(()) => outage::recovered(Dependency::Database),
                 Err(err) => {
-                    outages.fault(&err.into());
+                    outage::fault(&err.into());
                 }
             }
         }

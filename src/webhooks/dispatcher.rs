@@ -18,7 +18,7 @@ use super::{event_type, retry_delay, signature, Event, Settings, WINDOW};
 use crate::db::batch::JobRow;
 use crate::db::webhooks::{Attempt, DeliveryRow, NewDelivery};
 use crate::db::{now_ms, rfc3339, Db, DbError};
-use crate::outage::Outages;
+use crate::outage::{self, Dependency};
 
 /// Deliveries attempted at once by one instance.
 const IN_FLIGHT: usize = 8;
@@ -66,13 +66,12 @@ impl Dispatcher {
             .retry_base
             .clamp(Duration::from_millis(100), Duration::from_secs(1));
         let permits = Arc::new(Semaphore::new(IN_FLIGHT));
-        let mut outages = Outages::default();
         loop {
             // A database outage is logged once, not at every poll.
             match self.poll(&permits).await {
-                Ok(()) => outages.recovered(),
+                Ok(()) => outage::recovered(Dependency::Database),
                 Err(err) => {
-                    outages.fault(&err.into());
+                    outage::fault(&err.into());
                 }
             }
             tokio::time::sleep(poll).await;
