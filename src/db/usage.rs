@@ -165,15 +165,13 @@ impl Db {
     /// runs it; it writes once more when it stops).
     pub async fn write_classify_usage_every(self, period: std::time::Duration) {
         let mut tick = tokio::time::interval(period);
-        use crate::outage::{self, Dependency};
         loop {
             tick.tick().await;
-            // Counts not written stay in memory for the next tick.
-            match self.write_classify_usage().await {
-                Ok(()) => outage::recovered(Dependency::Database),
-                Err(err) => {
-                    outage::fault(&err.into());
-                }
+            // Counts not written stay in memory for the next tick. The outage is logged
+            // once, and ended by the loops that reach the database every second (a tick
+            // with nothing to write proves nothing).
+            if let Err(err) = self.write_classify_usage().await {
+                crate::outage::fault(&err.into());
             }
         }
     }
