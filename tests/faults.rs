@@ -77,6 +77,22 @@ impl Drop for Seaweed {
     }
 }
 
+/// Waits for a job to fail and checks that no partial results are offered; returns its
+/// error.
+async fn failed_without_results(server: &Server, id: &str) -> String {
+    let failed = server
+        .wait_for_job(id, "failed", Duration::from_secs(300))
+        .await;
+    let (status, _) = server
+        .call(Method::GET, &format!("/v1/batch/{id}/results"), None)
+        .await;
+    assert_eq!(
+        status, 409,
+        "no partial results are offered for a failed job"
+    );
+    failed["error"].as_str().unwrap().to_string()
+}
+
 /// How many of a server's log lines contain `text`.
 fn logged(server: &Server, text: &str) -> usize {
     server
@@ -152,20 +168,10 @@ async fn storage_away_past_the_budget_fails_the_job_and_a_restart_completes_it()
     server.wait_for_progress(&id, 2_000).await;
 
     seaweed.stop();
-    let failed = server
-        .wait_for_job(&id, "failed", Duration::from_secs(300))
-        .await;
-    let error = failed["error"].as_str().unwrap();
+    let error = failed_without_results(&server, &id).await;
     assert!(
         error.starts_with("storage unavailable for ") && error.contains("--storage-retry-secs"),
         "the error names the cause: {error}"
-    );
-    let (status, _) = server
-        .call(Method::GET, &format!("/v1/batch/{id}/results"), None)
-        .await;
-    assert_eq!(
-        status, 409,
-        "no partial results are offered for a failed job"
     );
 
     seaweed.start_again();
@@ -346,18 +352,11 @@ async fn a_full_disk_fails_the_job_cleanly() {
         .start_job(&job_config(), common::ticket_lines(LINES))
         .await;
 
-    let failed = server
-        .wait_for_job(&id, "failed", Duration::from_secs(300))
-        .await;
-    let error = failed["error"].as_str().unwrap();
+    let error = failed_without_results(&server, &id).await;
     assert!(
         error.starts_with("storage is full: ") && error.contains("No space left on device"),
         "{error}"
     );
-    let (status, _) = server
-        .call(Method::GET, &format!("/v1/batch/{id}/results"), None)
-        .await;
-    assert_eq!(status, 409, "no truncated results are offered");
     let files = disk.files();
     assert!(
         files

@@ -8,7 +8,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Backend, Server};
-use reqwest::Method;
 use serde_json::{json, Value};
 
 const LABELS: [&str; 2] = ["billing", "shipping"];
@@ -185,9 +184,6 @@ async fn huge_runs_without_whitespace_classify_in_bounded_time_and_memory() {
 #[tokio::test(flavor = "multi_thread")]
 async fn batch_lines_follow_the_same_rules_and_a_bom_is_not_line_1s_error() {
     let server = Server::start(Backend::Sqlite).await;
-    let (status, job) = server.post("/v1/batch", &json!({"labels": LABELS})).await;
-    assert_eq!(status, 201, "{job}");
-    let id = job["job_id"].as_str().unwrap().to_string();
     let line = |text: &str, id: &str| json!({"text": text, "id": id}).to_string();
     // The word fills a line to just under the 1 MiB line limit.
     let word_line = line(&giant_word((1 << 20) - 64), "word");
@@ -200,12 +196,8 @@ async fn batch_lines_follow_the_same_rules_and_a_bom_is_not_line_1s_error() {
     lines.push(word_line);
     lines.push(line("where is my parcel", "last"));
     input.extend(lines.join("\r\n").into_bytes());
-    assert_eq!(server.upload(&job, input).await / 100, 2);
     let started = Instant::now();
-    let (status, body) = server
-        .call(Method::POST, &format!("/v1/batch/{id}/start"), None)
-        .await;
-    assert_eq!(status, 202, "{body}");
+    let id = server.start_job(&json!({"labels": LABELS}), input).await;
     server
         .wait_for_job(&id, "completed", Duration::from_secs(120))
         .await;
