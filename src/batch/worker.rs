@@ -205,7 +205,7 @@ impl Worker {
     /// Ends a job `failed` with `message`, and deletes its partial results and error
     /// rows, so nothing truncated is ever offered and the space is freed.
     async fn fail(&self, id: &str, message: &str) {
-        tracing::warn!(job = %id, %message, "batch job failed");
+        tracing::warn!(job = %id, error = %message, "batch job failed");
         match self.db.finish_job(id, &self.owner, Some(message)).await {
             Ok(true) => {
                 for key in [super::output_key(id), errors_key(id)] {
