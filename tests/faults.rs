@@ -1,6 +1,7 @@
 //! Batch jobs against failing dependencies, with the real servers: SeaweedFS stopped
 //! mid-job and started again on the same data, storage away longer than the retry
-//! budget, PostgreSQL restarted mid-job, and local storage on a full disk. Each test
+//! budget, PostgreSQL restarted mid-job, local storage on a full disk, and a model
+//! that fails (through the `ZEROSHOT_FAILPOINT_INFERENCE` injection point). Each test
 //! that takes a server down has one of its own (the shared ones serve the other tests).
 
 mod common;
@@ -379,4 +380,53 @@ async fn a_full_disk_fails_the_job_cleanly() {
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["error"]["type"], "storage_full", "{body}");
     assert_eq!(disk.files().len(), files.len(), "nothing of it is kept");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_model_failure_is_tried_once_more_and_a_second_one_fails_the_job() {
+    const LINES: usize = 300;
+    let database_url = common::fresh_database(Backend::Sqlite).await;
+    let once = Server::start_capturing_logs_with_env(
+        &database_url,
+        &[],
+        &[("ZEROSHOT_FAILPOINT_INFERENCE", "1")],
+    )
+    .await;
+    let id = once
+        .start_job(&job_config(), common::ticket_lines(LINES))
+        .await;
+    once.wait_for_job(&id, "completed", Duration::from_secs(120))
+        .await;
+    common::assert_every_line_once(&once.download_results(&id).await, LINES);
+    assert_eq!(
+        logged(&once, "inference failed; trying the job once more"),
+        1
+    );
+    drop(once);
+
+    let database_url = common::fresh_database(Backend::Sqlite).await;
+    let twice = Server::start_capturing_logs_with_env(
+        &database_url,
+        &[],
+        &[("ZEROSHOT_FAILPOINT_INFERENCE", "2")],
+    )
+    .await;
+    let id = twice
+        .start_job(&job_config(), common::ticket_lines(LINES))
+        .await;
+    let error = failed_without_results(&twice, &id).await;
+    assert_eq!(
+        error,
+        "inference failed: injected by ZEROSHOT_FAILPOINT_INFERENCE"
+    );
+
+    // The failure was the model's, not the job's: a restart completes it.
+    let (status, body) = twice
+        .call(Method::POST, &format!("/v1/batch/{id}/start"), None)
+        .await;
+    assert_eq!(status, 202, "{body}");
+    twice
+        .wait_for_job(&id, "completed", Duration::from_secs(120))
+        .await;
+    common::assert_every_line_once(&twice.download_results(&id).await, LINES);
 }

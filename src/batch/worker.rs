@@ -5,6 +5,7 @@
 //! the results (and error rows to the errors object) and commits a checkpoint after
 //! each part. A cancel asked on any instance is seen at the next lease renewal.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -62,6 +63,10 @@ enum JobError {
     /// The job itself cannot complete; it is marked failed with this message.
     #[error("{0}")]
     Fatal(String),
+    /// The model failed on the job's texts. Tried once more from the last checkpoint
+    /// (a run can fail once for reasons of its own); a second failure fails the job.
+    #[error("inference failed: {0}")]
+    Inference(String),
     /// Another worker holds the job now (our lease expired); leave it alone.
     #[error("lease lost")]
     LeaseLost,
@@ -152,43 +157,59 @@ impl Worker {
     async fn run_job(&self, engine: &Arc<Engine>, job: JobRow) {
         let id = job.id.clone();
         let mut job = job;
+        let mut inference_retried = false;
         loop {
             let mut fault = match self.process(engine, job).await {
                 Ok(ending) => {
                     tracing::info!(job = %id, ?ending, "batch job ended");
                     return;
                 }
-                Err(JobError::Fatal(message)) => return self.fail(&id, &message).await,
                 Err(JobError::Stopping) => return self.hand_back(&id).await,
                 Err(JobError::LeaseLost | JobError::CancelAsked) => {
                     tracing::warn!(job = %id, "batch job taken over by another worker");
                     return;
                 }
-                Err(JobError::Unavailable(fault)) => fault,
+                // Whatever ended a run while the process stops, the next worker decides
+                // on a fresh run: an error met while shutting down is no proof.
+                Err(err) if self.stopping.is_cancelled() => {
+                    tracing::warn!(job = %id, error = %err, "batch job stopped by an error while stopping");
+                    return self.hand_back(&id).await;
+                }
+                Err(JobError::Inference(message)) if !inference_retried => {
+                    tracing::warn!(job = %id, error = %message, "inference failed; trying the job once more from its last checkpoint");
+                    inference_retried = true;
+                    None
+                }
+                Err(err @ (JobError::Fatal(_) | JobError::Inference(_))) => {
+                    return self.fail(&id, &err.to_string()).await
+                }
+                Err(JobError::Unavailable(fault)) => Some(fault),
             };
             job = loop {
-                let outage = outage::fault(&fault);
-                if fault.dependency == Dependency::Storage
-                    && outage.down_for() >= self.storage_retry
-                {
-                    let message = format!(
-                        "storage unavailable for {} s (more than --storage-retry-secs, {} s): {}",
-                        outage.down_for().as_secs(),
-                        self.storage_retry.as_secs(),
-                        fault.message
-                    );
-                    return self.fail(&id, &message).await;
-                }
-                if !self.pause(outage.backoff()).await {
-                    return self.hand_back(&id).await;
+                if let Some(fault) = &fault {
+                    let outage = outage::fault(fault);
+                    if fault.dependency == Dependency::Storage
+                        && outage.down_for() >= self.storage_retry
+                    {
+                        let message = format!(
+                            "storage unavailable for {} s (more than --storage-retry-secs, {} s): {}",
+                            outage.down_for().as_secs(),
+                            self.storage_retry.as_secs(),
+                            fault.message
+                        );
+                        return self.fail(&id, &message).await;
+                    }
+                    if !self.pause(outage.backoff()).await {
+                        return self.hand_back(&id).await;
+                    }
                 }
                 match self.db.reclaim_job(&id, &self.owner, self.lease_ms()).await {
                     Ok(Some(job)) => break job,
                     Ok(None) => {
-                        tracing::info!(job = %id, "batch job ended or taken over while its dependencies were away");
+                        tracing::info!(job = %id, "batch job ended or taken over while it waited to run again");
                         return;
                     }
-                    Err(err) => fault = err.into(),
+                    Err(err) => fault = Some(err.into()),
                 }
             };
         }
@@ -447,7 +468,7 @@ impl<'w> Run<'w> {
             tokio::task::spawn_blocking(move || engine.label_vectors(&set))
                 .await
                 .map_err(scoring_stopped)?
-                .map_err(|err| JobError::Fatal(err.to_string()))?
+                .map_err(|err| JobError::Inference(err.to_string()))?
         };
         // The upload form stays valid after start: refuse a file replaced under the job.
         let size = worker.storage.size(&job.input_key).await?;
@@ -484,7 +505,7 @@ impl<'w> Run<'w> {
                 worker
                     .renewing_lease(&job.id, Counts::default(), fitting)
                     .await?
-                    .map_err(|err| JobError::Fatal(format!("inference failed: {err}")))?
+                    .map_err(|err| JobError::Inference(err.to_string()))?
             }
         };
         let report = serde_json::to_string(&adapted.report).expect("serialisable");
@@ -696,6 +717,20 @@ async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(
     })
 }
 
+/// Fault injection for tests: `ZEROSHOT_FAILPOINT_INFERENCE=N` fails this process's
+/// first N chunk inferences, so that a test can see the retry and the failure that
+/// follow a model error without breaking the model.
+fn injected_inference_failure() -> Option<JobError> {
+    static LEFT: OnceLock<AtomicU32> = OnceLock::new();
+    LEFT.get_or_init(|| {
+        let failures = std::env::var("ZEROSHOT_FAILPOINT_INFERENCE").ok();
+        AtomicU32::new(failures.and_then(|n| n.parse().ok()).unwrap_or(0))
+    })
+    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| left.checked_sub(1))
+    .ok()
+    .map(|_| JobError::Inference("injected by ZEROSHOT_FAILPOINT_INFERENCE".to_string()))
+}
+
 /// Parses, embeds and scores one chunk; returns its NDJSON rows in input order.
 fn score_chunk(
     engine: &Engine,
@@ -703,6 +738,9 @@ fn score_chunk(
     spec: &ClassificationSpec,
     chunk: Vec<RawLine>,
 ) -> Result<ScoredChunk, JobError> {
+    if let Some(injected) = injected_inference_failure() {
+        return Err(injected);
+    }
     let parsed: Vec<_> = chunk.par_iter().map(parse_line).collect();
     let texts: Vec<&str> = parsed
         .iter()
@@ -710,7 +748,7 @@ fn score_chunk(
         .collect();
     let embeddings = engine
         .embed_texts(&texts)
-        .map_err(|err| JobError::Fatal(format!("inference failed: {err}")))?;
+        .map_err(|err| JobError::Inference(err.to_string()))?;
     let mut embedding_of = Vec::with_capacity(parsed.len());
     let mut next = 0;
     for (_, line) in &parsed {

@@ -164,13 +164,23 @@ impl Server {
     /// Starts `zeroshot serve` on `database_url` with extra flags. Local storage goes to
     /// a fresh temporary directory unless `extra` names `--data-dir`.
     pub async fn start_with(database_url: &str, extra: &[&str]) -> Server {
-        Self::launch(database_url, extra, false).await
+        Self::launch(database_url, extra, &[], false).await
     }
 
     /// Like [`Server::start_with`], but logging at `info` into [`Server::logs`] instead
     /// of the test's stderr.
     pub async fn start_capturing_logs(database_url: &str, extra: &[&str]) -> Server {
-        Self::launch(database_url, extra, true).await
+        Self::launch(database_url, extra, &[], true).await
+    }
+
+    /// Like [`Server::start_capturing_logs`], with extra environment variables (the
+    /// service's fault injection points).
+    pub async fn start_capturing_logs_with_env(
+        database_url: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
+        Self::launch(database_url, extra, env, true).await
     }
 
     /// The server's stderr lines so far (empty unless started capturing them).
@@ -181,10 +191,16 @@ impl Server {
             .unwrap_or_default()
     }
 
-    async fn launch(database_url: &str, extra: &[&str], capture_logs: bool) -> Server {
+    async fn launch(
+        database_url: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        capture_logs: bool,
+    ) -> Server {
         let data_dir = temp_dir();
         let mut command = Command::new(env!("CARGO_BIN_EXE_zeroshot"));
         command.args(["serve", "--port", "0", "--database-url", database_url]);
+        command.envs(env.iter().copied());
         if capture_logs {
             command.env("ZEROSHOT_LOG", "info");
         } else if std::env::var_os("ZEROSHOT_LOG").is_none() {
