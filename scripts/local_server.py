@@ -13,12 +13,16 @@ BINARY = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "release" /
 
 
 @contextlib.contextmanager
-def local_server(tmp, extra_args=(), binary=BINARY, stderr=subprocess.DEVNULL):
+def local_server(tmp, extra_args=(), binary=BINARY, stderr=subprocess.DEVNULL,
+                 database_url=None, data_dir=None):
     """Yields (base_url, api_key, process) once the model is loaded; stops it after.
-    `stderr` takes the server's log (a file object), dropped by default."""
+    `stderr` takes the server's log (a file object), dropped by default. Instances
+    given one `database_url` and `data_dir` share their jobs (the key is printed by
+    the first only: None for the others)."""
     process = subprocess.Popen(
-        [str(binary), "serve", "--port", "0", "--database-url", f"sqlite://{tmp}/db.sqlite",
-         "--data-dir", f"{tmp}/data", *extra_args],
+        [str(binary), "serve", "--port", "0",
+         "--database-url", database_url or f"sqlite://{tmp}/db.sqlite",
+         "--data-dir", data_dir or f"{tmp}/data", *extra_args],
         stdout=subprocess.PIPE, stderr=stderr, text=True)
     try:
         key = base = None

@@ -586,6 +586,11 @@ pub struct BatchArgs {
     /// runs it anew. A database outage is always waited out.
     #[arg(long, env = "ZEROSHOT_STORAGE_RETRY_SECS", default_value_t = 300)]
     pub storage_retry_secs: u64,
+    /// Input bytes per shard: a started job's input is cut into shards of about this
+    /// size (at a line boundary), and every instance's worker scores any of them, so a
+    /// job spreads over all the instances sharing the database and the storage.
+    #[arg(long, env = "ZEROSHOT_SHARD_BYTES", default_value_t = 64 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub shard_bytes: u64,
     /// Days a job's input, results and error rows are kept after it ends (a job never
     /// started: after it was created); then they are deleted and the job shows
     /// `expired`. 0 keeps them forever.

@@ -203,6 +203,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             wake: wake_workers,
             stopping: stopping.clone(),
             storage_retry: Duration::from_secs(args.batch.storage_retry_secs),
+            shard_bytes: args.batch.shard_bytes,
         }
         .run(),
     );

@@ -14,8 +14,9 @@ use super::inline::{check_items, InlineItem};
 use super::spec::{Resolved, SpecFields};
 use super::{ApiError, ApiJson, AppState, ErrorBody};
 use crate::batch::inline::write_items;
-use crate::batch::{errors_key, estimate_tokens, input_key, output_key};
+use crate::batch::{errors_key, estimate_tokens, input_key, job_output_keys, output_key};
 use crate::db::batch::{status, CancelOutcome, JobRow, NewJob, StartOutcome};
+use crate::db::shards::ShardCounts;
 use crate::db::{now_ms, rfc3339, Account};
 use crate::engine::{AdaptationReport, ClassificationSpec, Mode};
 use crate::webhooks::{self, address::check_url};
@@ -136,6 +137,9 @@ pub struct Job {
     /// Why the job failed.
     pub error: Option<String>,
     pub progress: Progress,
+    /// How the job's shards stand, once its input is surveyed (cut into shards that
+    /// any instance scores); null before, and in webhook events.
+    pub shards: Option<Shards>,
     /// RFC 3339, like every time below.
     pub created_at: String,
     pub started_at: Option<String>,
@@ -432,7 +436,8 @@ pub async fn get(
     Extension(account): Extension<Account>,
     Path(id): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
-    Ok(Json(view(&own_job(&state, &account, &id).await?)?))
+    let job = own_job(&state, &account, &id).await?;
+    Ok(Json(view_one(&state, &job).await?))
 }
 
 /// Time-limited download URLs for a job's results and its error rows: once it is
@@ -497,7 +502,9 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
     match state.db.cancel_job(&account.id, &id).await? {
-        CancelOutcome::Stopping(job) => Ok((StatusCode::ACCEPTED, Json(view(&job)?))),
+        CancelOutcome::Stopping(job) => {
+            Ok((StatusCode::ACCEPTED, Json(view_one(&state, &job).await?)))
+        }
         CancelOutcome::AlreadyEnded(current) => Err(ApiError::conflict(format!(
             "job is {current}; only pending or processing jobs can be cancelled"
         ))),
@@ -524,7 +531,7 @@ pub async fn delete(
             "job is processing; cancel it, or delete it once it ends",
         ));
     }
-    for key in [job.input_key, job.output_key, errors_key(&job.id)] {
+    for key in std::iter::once(job.input_key).chain(job_output_keys(&job.id, job.shards)) {
         state.storage.delete(&key).await?;
     }
     Ok(StatusCode::NO_CONTENT)
@@ -576,9 +583,49 @@ pub async fn list(
         _ => None,
     };
     Ok(Json(JobList {
-        data: page.into_iter().map(view).collect::<Result<_, _>>()?,
+        data: views(&state, &page).await?,
         next_cursor,
     }))
+}
+
+/// A job's shards by state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Shards {
+    pub total: i64,
+    /// Waiting for a worker (or given back, or left by a worker that stopped).
+    pub pending: i64,
+    /// Being scored by a worker now.
+    pub processing: i64,
+    pub completed: i64,
+}
+
+impl From<ShardCounts> for Shards {
+    fn from(counts: ShardCounts) -> Self {
+        Self {
+            total: counts.total,
+            pending: counts.pending,
+            processing: counts.processing,
+            completed: counts.completed,
+        }
+    }
+}
+
+/// Jobs as the API shows them, with their shards (one query for all).
+async fn views(state: &AppState, jobs: &[&JobRow]) -> Result<Vec<Job>, ApiError> {
+    let ids: Vec<&str> = jobs.iter().map(|job| job.id.as_str()).collect();
+    let mut shards = state.db.shard_counts(&ids).await?;
+    jobs.iter()
+        .map(|job| {
+            let mut shown = view(job)?;
+            shown.shards = shards.remove(&job.id).map(Shards::from);
+            Ok(shown)
+        })
+        .collect()
+}
+
+/// One job as the API shows it, with its shards.
+async fn view_one(state: &AppState, job: &JobRow) -> Result<Job, ApiError> {
+    Ok(views(state, &[job]).await?.remove(0))
 }
 
 /// Progress a person can read: share of the input read, and an estimate of the rest.
@@ -647,6 +694,7 @@ pub(crate) fn view(job: &JobRow) -> Result<Job, ApiError> {
         input_bytes: job.input_bytes,
         error: job.error.clone(),
         progress: progress(job),
+        shards: None,
         created_at: rfc3339(job.created_at),
         started_at: job.started_at.map(rfc3339),
         completed_at: job.completed_at.map(rfc3339),

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::errors_key;
+use super::job_output_keys;
 use crate::db::retention::Expirable;
 use crate::db::{now_ms, Db, DbError};
 use crate::storage::{Storage, StorageError};
@@ -72,10 +72,11 @@ impl Sweeper {
     }
 }
 
-/// Deletes a job's input, results and error rows; missing ones are fine.
+/// Deletes a job's input, results and error rows (an ended job's parts are gone
+/// already); missing ones are fine.
 async fn delete_objects(storage: &Storage, job: &Expirable) -> Result<(), StorageError> {
-    for key in [&job.input_key, &job.output_key, &errors_key(&job.id)] {
-        storage.delete(key).await?;
+    for key in std::iter::once(job.input_key.clone()).chain(job_output_keys(&job.id, None)) {
+        storage.delete(&key).await?;
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
-//! Batch job rows: creation, the start race (settled by a partial unique index),
-//! leases for workers, checkpoints.
+//! Batch job rows: creation, the start race (settled by a partial unique index), and
+//! the job-level leases of the survey (which cuts the shards) and the assembly (which
+//! joins their parts). The shards' own leases and checkpoints are in `db::shards`.
 
 use super::{now_ms, Db, DbError};
 
@@ -38,14 +39,6 @@ pub struct JobRow {
     pub estimated_tokens: Option<i64>,
     pub actual_tokens: Option<i64>,
     pub error: Option<String>,
-    pub cp_input_offset: i64,
-    pub cp_line: i64,
-    pub cp_completed: i64,
-    pub cp_failed: i64,
-    pub cp_tokens: i64,
-    pub cp_output_state: Option<String>,
-    pub cp_errors_state: Option<String>,
-    pub cp_errors_pending: Option<String>,
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub completed_at: Option<i64>,
@@ -57,13 +50,14 @@ pub struct JobRow {
     pub expired_at: Option<i64>,
     /// Told when the job ends (`crate::webhooks`).
     pub webhook_url: Option<String>,
+    /// How many shards the survey cut, set with `requests_total`.
+    pub shards: Option<i64>,
 }
 
 /// Every [`JobRow`] column, for the queries that read whole jobs.
 pub(super) const COLUMNS: &str = "id, account_id, status, config, metadata, input_key, output_key, upload_expires_at, \
     input_bytes, requests_total, requests_completed, requests_failed, estimated_tokens, actual_tokens, error, \
-    cp_input_offset, cp_line, cp_completed, cp_failed, cp_tokens, cp_output_state, cp_errors_state, cp_errors_pending, created_at, started_at, completed_at, \
-    classifier_name, classifier_version, adaptation, expired_at, webhook_url";
+    created_at, started_at, completed_at, classifier_name, classifier_version, adaptation, expired_at, webhook_url, shards";
 
 /// A job a worker has just claimed.
 #[derive(Debug)]
@@ -102,7 +96,7 @@ pub enum StartOutcome {
     NotFound,
 }
 
-/// Progress committed atomically with the results written so far.
+/// A shard's progress, committed atomically with the results written so far.
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
     pub input_offset: i64,
@@ -129,7 +123,7 @@ pub enum Lease {
 }
 
 impl Lease {
-    fn of(row: Option<(String,)>) -> Self {
+    pub(super) fn of(row: Option<(String,)>) -> Self {
         match row {
             None => Lease::Lost,
             Some((state,)) if state == status::CANCELLING => Lease::CancelAsked,
@@ -230,8 +224,7 @@ impl Db {
         let result = sqlx::query(
             "UPDATE batch_jobs SET status = $1, started_at = $2, input_bytes = $3, estimated_tokens = $4, \
              requests_total = NULL, adaptation = NULL, adapted_labels = NULL, requests_completed = 0, requests_failed = 0, actual_tokens = NULL, \
-             error = NULL, completed_at = NULL, cp_input_offset = 0, cp_line = 0, cp_completed = 0, \
-             cp_failed = 0, cp_tokens = 0, cp_output_state = NULL, cp_errors_state = NULL, cp_errors_pending = NULL, lease_owner = NULL, lease_expires_at = NULL \
+             error = NULL, completed_at = NULL, shards = NULL, lease_owner = NULL, lease_expires_at = NULL \
              WHERE id = $5 AND account_id = $6 AND status IN ($7, $8) AND expired_at IS NULL",
         )
         .bind(status::PROCESSING)
@@ -245,7 +238,14 @@ impl Db {
         .execute(self.pool())
         .await;
         match result {
-            Ok(done) if done.rows_affected() == 1 => Ok(StartOutcome::Started),
+            Ok(done) if done.rows_affected() == 1 => {
+                // An earlier run's shards; the survey cuts new ones.
+                sqlx::query("DELETE FROM batch_shards WHERE job_id = $1")
+                    .bind(id)
+                    .execute(self.pool())
+                    .await?;
+                Ok(StartOutcome::Started)
+            }
             Ok(_) => Ok(match self.job(account_id, id).await? {
                 Some(JobRow {
                     expired_at: Some(at),
@@ -309,16 +309,19 @@ impl Db {
         })
     }
 
-    /// Takes one active job nobody holds (just started, or its worker's lease expired)
-    /// for `owner`, for `lease_ms`. A cancelling one is taken too, so that it ends.
+    /// Takes one active job with job-level work that nobody holds, for `owner`, for
+    /// `lease_ms`: a survey (just started, or its worker's lease expired) or an assembly
+    /// (no shard left to score: every one completed, or, when cancel was asked, every
+    /// one that began). A cancelling job is taken too, so that it ends.
     pub async fn claim_job(&self, owner: &str, lease_ms: i64) -> Result<Option<Claimed>, DbError> {
         let now = now_ms();
         // A lease is only ever cleared by (re)starting or finishing a job, so a processing
         // job with one has been claimed before.
-        let candidates: Vec<(String, Option<i64>)> = sqlx::query_as(
+        let candidates: Vec<(String, Option<i64>)> = sqlx::query_as(&format!(
             "SELECT id, lease_expires_at FROM batch_jobs WHERE status IN ($1, $2) \
-             AND (lease_expires_at IS NULL OR lease_expires_at < $3) ORDER BY started_at LIMIT 4",
-        )
+             AND (lease_expires_at IS NULL OR lease_expires_at < $3) AND {JOB_LEVEL_WORK} \
+             ORDER BY started_at LIMIT 4"
+        ))
         .bind(status::PROCESSING)
         .bind(status::CANCELLING)
         .bind(now)
@@ -326,8 +329,7 @@ impl Db {
         .await?;
         for (id, lease) in candidates {
             let claimed = sqlx::query(
-                "UPDATE batch_jobs SET lease_owner = $1, lease_expires_at = $2, \
-                 requests_completed = cp_completed, requests_failed = cp_failed \
+                "UPDATE batch_jobs SET lease_owner = $1, lease_expires_at = $2 \
                  WHERE id = $3 AND status IN ($4, $5) AND (lease_expires_at IS NULL OR lease_expires_at < $6)",
             )
             .bind(owner)
@@ -348,9 +350,9 @@ impl Db {
         Ok(None)
     }
 
-    /// Extends the lease of a job `owner` still holds, and gives it back as of its last
-    /// checkpoint (progress shown from there), for a worker that retries after a fault.
-    /// `None` when the job ended or another worker took it meanwhile.
+    /// Extends the job-level lease `owner` still holds, for a worker that retries the
+    /// survey or the assembly after a fault. `None` when the job ended or another
+    /// worker took it meanwhile.
     pub async fn reclaim_job(
         &self,
         id: &str,
@@ -358,8 +360,7 @@ impl Db {
         lease_ms: i64,
     ) -> Result<Option<JobRow>, DbError> {
         let renewed = sqlx::query(
-            "UPDATE batch_jobs SET lease_expires_at = $1, \
-             requests_completed = cp_completed, requests_failed = cp_failed \
+            "UPDATE batch_jobs SET lease_expires_at = $1 \
              WHERE id = $2 AND lease_owner = $3 AND status IN ($4, $5)",
         )
         .bind(now_ms() + lease_ms)
@@ -385,22 +386,13 @@ impl Db {
         )
     }
 
-    /// Extends the lease and shows progress.
-    pub async fn heartbeat(
-        &self,
-        id: &str,
-        owner: &str,
-        lease_ms: i64,
-        completed: i64,
-        failed: i64,
-    ) -> Result<Lease, DbError> {
+    /// Extends the job-level lease (survey, assembly).
+    pub async fn heartbeat(&self, id: &str, owner: &str, lease_ms: i64) -> Result<Lease, DbError> {
         let row: Option<(String,)> = sqlx::query_as(
-            "UPDATE batch_jobs SET lease_expires_at = $1, requests_completed = $2, requests_failed = $3 \
-             WHERE id = $4 AND lease_owner = $5 AND status IN ($6, $7) RETURNING status",
+            "UPDATE batch_jobs SET lease_expires_at = $1 \
+             WHERE id = $2 AND lease_owner = $3 AND status IN ($4, $5) RETURNING status",
         )
         .bind(now_ms() + lease_ms)
-        .bind(completed)
-        .bind(failed)
         .bind(id)
         .bind(owner)
         .bind(status::PROCESSING)
@@ -410,29 +402,52 @@ impl Db {
         Ok(Lease::of(row))
     }
 
-    /// Records what the worker's first pass found, before any line is scored: the
-    /// number of requests, what adaptation did and the adapted label vectors (JSON)
-    /// when it applied. `false` when the lease was lost.
+    /// Records what the survey found, before any line is scored: the number of
+    /// requests, what adaptation did, the adapted label vectors (JSON) when it applied,
+    /// and the shards (replacing an earlier run's). Gives the job-level lease back, so
+    /// that every worker, this one included, can take the shards. `false` when the
+    /// lease was lost.
     pub async fn set_survey(
         &self,
         id: &str,
         owner: &str,
-        total: i64,
-        adaptation: &str,
-        adapted_labels: Option<&str>,
+        survey: &Survey<'_>,
     ) -> Result<bool, DbError> {
+        let mut tx = self.pool().begin().await?;
         let done = sqlx::query(
-            "UPDATE batch_jobs SET requests_total = $1, adaptation = $2, adapted_labels = $3 \
-             WHERE id = $4 AND lease_owner = $5",
+            "UPDATE batch_jobs SET requests_total = $1, adaptation = $2, adapted_labels = $3, \
+             shards = $4, lease_expires_at = 0 WHERE id = $5 AND lease_owner = $6",
         )
-        .bind(total)
-        .bind(adaptation)
-        .bind(adapted_labels)
+        .bind(survey.requests)
+        .bind(survey.adaptation)
+        .bind(survey.adapted_labels)
+        .bind(survey.shards.len() as i64)
         .bind(id)
         .bind(owner)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM batch_shards WHERE job_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        for (number, shard) in survey.shards.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO batch_shards (job_id, shard, start_offset, end_offset, start_line, \
+                 cp_input_offset, cp_line) VALUES ($1, $2, $3, $4, $5, $3, $5)",
+            )
+            .bind(id)
+            .bind(number as i64)
+            .bind(shard.start_offset)
+            .bind(shard.end_offset)
+            .bind(shard.start_line)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// A job's adapted label vectors (JSON), kept out of [`JobRow`] because they are
@@ -446,47 +461,9 @@ impl Db {
         Ok(row.and_then(|(labels,)| labels))
     }
 
-    /// Commits a checkpoint (and extends the lease) with the usage it adds.
-    pub async fn checkpoint(
-        &self,
-        id: &str,
-        owner: &str,
-        lease_ms: i64,
-        cp: &Checkpoint,
-    ) -> Result<Lease, DbError> {
-        let mut tx = self.pool().begin().await?;
-        super::usage::add_checkpoint_usage(&mut tx, id, owner, cp.completed, cp.tokens).await?;
-        let row: Option<(String,)> = sqlx::query_as(
-            "UPDATE batch_jobs SET cp_input_offset = $1, cp_line = $2, cp_completed = $3, cp_failed = $4, \
-             cp_tokens = $5, cp_output_state = $6, cp_errors_state = $7, cp_errors_pending = $8, \
-             requests_completed = $3, requests_failed = $4, lease_expires_at = $9 \
-             WHERE id = $10 AND lease_owner = $11 AND status IN ($12, $13) RETURNING status",
-        )
-        .bind(cp.input_offset)
-        .bind(cp.line)
-        .bind(cp.completed)
-        .bind(cp.failed)
-        .bind(cp.tokens)
-        .bind(&cp.output_state)
-        .bind(&cp.errors_state)
-        .bind(&cp.errors_pending)
-        .bind(now_ms() + lease_ms)
-        .bind(id)
-        .bind(owner)
-        .bind(status::PROCESSING)
-        .bind(status::CANCELLING)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let lease = Lease::of(row);
-        if lease != Lease::Lost {
-            tx.commit().await?; // else the usage is rolled back with it
-        }
-        Ok(lease)
-    }
-
-    /// Gives a job back as of its last checkpoint: its lease expires now, so any
-    /// instance's worker takes it over (as a resume) at its next poll. `false` when
-    /// another worker held it already.
+    /// Gives the job-level lease back: it expires now, so any instance's worker takes
+    /// the survey or assembly over at its next poll. `false` when another worker held
+    /// it already.
     pub async fn release_job(&self, id: &str, owner: &str) -> Result<bool, DbError> {
         let done = sqlx::query(
             "UPDATE batch_jobs SET lease_expires_at = 0 WHERE id = $1 AND lease_owner = $2 AND status IN ($3, $4)",
@@ -501,34 +478,73 @@ impl Db {
     }
 
     /// Ends a job, releasing its lease: `completed`, or `failed` with `error`; a job
-    /// asked to cancel ends `cancelled` whichever way its run ended. `false` when the
-    /// lease was lost.
+    /// asked to cancel ends `cancelled` whichever way its run ended. With an `owner`,
+    /// only while it holds the job-level lease (`false` when it was lost); without, the
+    /// job fails whoever holds what (a shard's worker met an error that ends the job),
+    /// `false` when it had ended already.
     pub async fn finish_job(
         &self,
         id: &str,
-        owner: &str,
+        owner: Option<&str>,
         error: Option<&str>,
     ) -> Result<bool, DbError> {
         let (ran_to, tokens) = match error {
-            None => (status::COMPLETED, "cp_tokens"),
-            Some(_) => (status::FAILED, "NULL"),
+            None => (status::COMPLETED, shard_sum("cp_tokens")),
+            Some(_) => (status::FAILED, "NULL".to_string()),
         };
-        let done = sqlx::query(&format!(
+        let finish = format!(
             "UPDATE batch_jobs SET status = CASE status WHEN $1 THEN $2 ELSE $3 END, error = $4, \
-             completed_at = $5, actual_tokens = {tokens}, requests_completed = cp_completed, \
-             requests_failed = cp_failed, lease_owner = NULL, lease_expires_at = NULL \
-             WHERE id = $6 AND lease_owner = $7 AND status IN ($8, $1)"
-        ))
-        .bind(status::CANCELLING)
-        .bind(status::CANCELLED)
-        .bind(ran_to)
-        .bind(error)
-        .bind(now_ms())
-        .bind(id)
-        .bind(owner)
-        .bind(status::PROCESSING)
-        .execute(self.pool())
-        .await?;
+             completed_at = $5, actual_tokens = {tokens}, requests_completed = {completed}, \
+             requests_failed = {failed}, lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = $6 AND status IN ($7, $1) {held}",
+            completed = shard_sum("cp_completed"),
+            failed = shard_sum("cp_failed"),
+            held = if owner.is_some() { "AND lease_owner = $8" } else { "" },
+        );
+        let mut query = sqlx::query(&finish)
+            .bind(status::CANCELLING)
+            .bind(status::CANCELLED)
+            .bind(ran_to)
+            .bind(error)
+            .bind(now_ms())
+            .bind(id)
+            .bind(status::PROCESSING);
+        if let Some(owner) = owner {
+            query = query.bind(owner);
+        }
+        let done = query.execute(self.pool()).await?;
         Ok(done.rows_affected() == 1)
     }
+}
+
+/// Where the job-level work is: a survey not done yet, or no shard left to score (every
+/// one completed; when cancel was asked, every one that began: a worker claimed it, and
+/// only `finish_shard` clears its lease owner).
+const JOB_LEVEL_WORK: &str = "(requests_total IS NULL OR NOT EXISTS (SELECT 1 FROM batch_shards s \
+    WHERE s.job_id = batch_jobs.id AND s.completed_at IS NULL \
+    AND (batch_jobs.status = 'processing' OR s.lease_owner IS NOT NULL)))";
+
+/// The sum of a shard column over the job of the enclosing `batch_jobs` row.
+pub(super) fn shard_sum(column: &str) -> String {
+    format!("(SELECT COALESCE(SUM(s.{column}), 0) FROM batch_shards s WHERE s.job_id = batch_jobs.id)")
+}
+
+/// What a job's survey found.
+pub struct Survey<'a> {
+    /// Non-blank lines.
+    pub requests: i64,
+    /// What adaptation did (JSON `AdaptationReport`).
+    pub adaptation: &'a str,
+    /// The adapted label vectors (JSON), when adaptation applied.
+    pub adapted_labels: Option<&'a str>,
+    pub shards: Vec<NewShard>,
+}
+
+/// A byte range of the input, cut at a line boundary, and the number of the line
+/// before it (line numbers stay global).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewShard {
+    pub start_offset: i64,
+    pub end_offset: i64,
+    pub start_line: i64,
 }

@@ -6,6 +6,7 @@ pub mod batch;
 pub mod classifiers;
 pub mod idempotency;
 pub mod retention;
+pub mod shards;
 pub mod usage;
 pub mod webhooks;
 
@@ -41,6 +42,8 @@ pub struct Db {
     pool: AnyPool,
     /// `/v1/classify` usage not written yet, shared by every clone in the process.
     classify_usage: std::sync::Arc<usage::Pending>,
+    /// PostgreSQL rather than SQLite, for the few statements that differ.
+    is_postgres: bool,
 }
 
 impl Db {
@@ -83,7 +86,13 @@ impl Db {
         Ok(Self {
             pool,
             classify_usage: Default::default(),
+            is_postgres: !is_sqlite,
         })
+    }
+
+    /// Whether this is PostgreSQL (else SQLite).
+    pub fn is_postgres(&self) -> bool {
+        self.is_postgres
     }
 
     /// The underlying pool, for modules that own their own queries.

@@ -9,7 +9,6 @@ use super::{now_ms, Db, DbError};
 pub struct Expirable {
     pub id: String,
     pub input_key: String,
-    pub output_key: String,
 }
 
 /// The condition "past retention, not expired yet" with its placeholders numbered
@@ -47,7 +46,7 @@ impl Db {
     /// Up to `limit` jobs past retention at `cutoff` (ms), oldest first.
     pub async fn expirable_jobs(&self, cutoff: i64, limit: i64) -> Result<Vec<Expirable>, DbError> {
         let sql = format!(
-            "SELECT id, input_key, output_key FROM batch_jobs WHERE {} \
+            "SELECT id, input_key FROM batch_jobs WHERE {} \
              ORDER BY created_at LIMIT ${}",
             past_retention(1),
             PAST_RETENTION_BINDS + 1

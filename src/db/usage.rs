@@ -48,7 +48,7 @@ const ADD: &str = "ON CONFLICT (account_id, day, source) DO UPDATE SET \
     texts = usage_daily.texts + excluded.texts, \
     tokens = usage_daily.tokens + excluded.tokens";
 
-/// Counts what a batch checkpoint adds over the job's stored one (completed lines and
+/// Counts what a shard's checkpoint adds over its stored one (completed lines and
 /// tokens), on the day it commits. Run inside the checkpoint's transaction, before its
 /// update: lines scored again after a resume were never checkpointed, so they are
 /// counted once. Reads the stored values in the same statement that writes, so SQLite
@@ -58,6 +58,7 @@ const ADD: &str = "ON CONFLICT (account_id, day, source) DO UPDATE SET \
 pub(super) async fn add_checkpoint_usage(
     conn: &mut AnyConnection,
     job_id: &str,
+    shard: i64,
     owner: &str,
     completed: i64,
     tokens: i64,
@@ -65,14 +66,17 @@ pub(super) async fn add_checkpoint_usage(
     // SQLite needs the WHERE to tell this SELECT's end from ON CONFLICT's start.
     sqlx::query(&format!(
         "INSERT INTO usage_daily (account_id, day, source, requests, texts, tokens) \
-         SELECT account_id, $1, $2, 0, $3 - cp_completed, $4 - cp_tokens FROM batch_jobs \
-         WHERE id = $5 AND lease_owner = $6 AND (cp_completed <> $3 OR cp_tokens <> $4) {ADD}"
+         SELECT j.account_id, $1, $2, 0, $3 - s.cp_completed, $4 - s.cp_tokens \
+         FROM batch_shards s JOIN batch_jobs j ON j.id = s.job_id \
+         WHERE s.job_id = $5 AND s.shard = $6 AND s.lease_owner = $7 \
+         AND (s.cp_completed <> $3 OR s.cp_tokens <> $4) {ADD}"
     ))
     .bind(Day::today().to_string())
     .bind(Source::Batch.as_str())
     .bind(completed)
     .bind(tokens)
     .bind(job_id)
+    .bind(shard)
     .bind(owner)
     .execute(conn)
     .await?;

@@ -150,6 +150,8 @@ pub struct Server {
     pub client: reqwest::Client,
     /// What the server printed on stdout up to and including "listening on".
     pub startup: Vec<String>,
+    /// The local storage directory the server was given, unless the caller chose one.
+    pub data_dir: Option<std::path::PathBuf>,
     /// The server's stderr lines so far, when started with [`Server::start_capturing_logs`].
     logs: Option<Arc<Mutex<Vec<String>>>>,
 }
@@ -197,7 +199,6 @@ impl Server {
         env: &[(&str, &str)],
         capture_logs: bool,
     ) -> Server {
-        let data_dir = temp_dir();
         let mut command = Command::new(env!("CARGO_BIN_EXE_zeroshot"));
         command.args(["serve", "--port", "0", "--database-url", database_url]);
         command.envs(env.iter().copied());
@@ -206,8 +207,9 @@ impl Server {
         } else if std::env::var_os("ZEROSHOT_LOG").is_none() {
             command.env("ZEROSHOT_LOG", "warn");
         }
-        if !extra.contains(&"--data-dir") {
-            command.args(["--data-dir", data_dir.to_str().expect("utf-8 temp dir")]);
+        let data_dir = (!extra.contains(&"--data-dir")).then(temp_dir);
+        if let Some(dir) = &data_dir {
+            command.args(["--data-dir", dir.to_str().expect("utf-8 temp dir")]);
         }
         let mut child = command
             .args(extra)
@@ -259,6 +261,7 @@ impl Server {
                 .build()
                 .expect("HTTP client"),
             startup,
+            data_dir,
             logs,
         };
         server.wait_ready().await;
