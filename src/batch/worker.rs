@@ -40,7 +40,7 @@ const POLL_INTERVAL: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct Worker {
     pub db: Db,
-    pub storage: Arc<Storage>,
+    pub storage: Arc<dyn Storage>,
     pub engine: Arc<OnceLock<Arc<Engine>>>,
     /// Identifies this worker's leases; unique per process.
     pub owner: String,
@@ -344,7 +344,7 @@ struct Output {
 impl Output {
     /// The object as the last checkpoint left it, or a new one.
     async fn open(
-        storage: &Storage,
+        storage: &dyn Storage,
         key: String,
         saved_state: Option<&str>,
         saved_pending: Option<&str>,
@@ -370,7 +370,7 @@ impl Output {
     }
 
     /// Writes the pending rows as a part when they fill one (or `all`).
-    async fn write(&mut self, storage: &Storage, all: bool) -> Result<(), JobError> {
+    async fn write(&mut self, storage: &dyn Storage, all: bool) -> Result<(), JobError> {
         if !self.pending.is_empty() && (all || self.pending.len() >= storage.min_part_bytes()) {
             let rows = std::mem::take(&mut self.pending);
             storage
@@ -404,7 +404,7 @@ impl<'w> Run<'w> {
     async fn open(worker: &'w Worker, engine: &Arc<Engine>, job: JobRow) -> Result<Self, JobError> {
         let spec: ClassificationSpec = serde_json::from_str(&job.config)
             .map_err(|err| JobError::Fatal(format!("stored job config is unreadable: {err}")))?;
-        let storage = &worker.storage;
+        let storage = worker.storage.as_ref();
         let results = Output::open(
             storage,
             job.output_key.clone(),
@@ -585,7 +585,7 @@ impl<'w> Run<'w> {
     /// the lease. Says whether cancel was asked.
     async fn flush(&mut self, all: bool) -> Result<Lease, JobError> {
         let worker = self.worker;
-        let storage = &worker.storage;
+        let storage = worker.storage.as_ref();
         let part_full = !self.results.pending.is_empty()
             && self.results.pending.len() >= storage.min_part_bytes();
         if !(all || part_full) {
@@ -615,7 +615,7 @@ impl<'w> Run<'w> {
     /// ran to its end with nothing scored fails instead, saying why.
     async fn finish(mut self, ending: Ending) -> Result<Ending, JobError> {
         self.flush(true).await?;
-        let storage = &self.worker.storage;
+        let storage = self.worker.storage.as_ref();
         storage
             .finish_output(&self.results.key, &self.results.state)
             .await?;
