@@ -146,7 +146,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}:{}", args.host, args.port))?;
     let address = listener.local_addr()?;
-    let storage = Arc::new(open_storage(&args.storage, &format!("http://{address}")).await?);
+    let storage = open_storage(&args.storage, &format!("http://{address}")).await?;
 
     let engine = Arc::new(OnceLock::new());
     let queue = Arc::new(OnceLock::new());
@@ -235,11 +235,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn open_storage(args: &StorageArgs, own_url: &str) -> anyhow::Result<Storage> {
+async fn open_storage(args: &StorageArgs, own_url: &str) -> anyhow::Result<Arc<dyn Storage>> {
     Ok(match args.storage {
         StorageKind::Local => {
             let public_url = args.public_url.as_deref().unwrap_or(own_url);
-            Storage::Local(
+            Arc::new(
                 LocalStore::open(&args.data_dir, public_url).with_context(|| {
                     format!("opening local storage {}", args.data_dir.display())
                 })?,
@@ -258,7 +258,7 @@ async fn open_storage(args: &StorageArgs, own_url: &str) -> anyhow::Result<Stora
                 access_key_id: required(&args.s3_access_key_id, "--s3-access-key-id")?,
                 secret_access_key: required(&args.s3_secret_access_key, "--s3-secret-access-key")?,
             };
-            Storage::S3(S3Store::connect(config).await.context("connecting to S3")?)
+            Arc::new(S3Store::connect(config).await.context("connecting to S3")?)
         }
     })
 }

@@ -41,8 +41,14 @@ fn assert_rows(rows: &[Value], lines: usize) {
         // Line numbers are global: the bad line after ticket 1000(k+1) is line 1001(k+1).
         assert_eq!(error["line"], 1_001 * (k as i64 + 1), "{error}");
     }
-    let numbers: Vec<i64> = rows.iter().map(|row| row["line"].as_i64().unwrap()).collect();
-    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "rows in input order");
+    let numbers: Vec<i64> = rows
+        .iter()
+        .map(|row| row["line"].as_i64().unwrap())
+        .collect();
+    assert!(
+        numbers.windows(2).all(|w| w[0] < w[1]),
+        "rows in input order"
+    );
 }
 
 async fn error_rows(server: &Server, id: &str) -> Vec<Value> {
@@ -67,7 +73,10 @@ async fn a_sharded_job_scores_as_one_shard_does() {
     let one = whole
         .wait_for_job(&id, "completed", Duration::from_secs(300))
         .await;
-    assert_eq!(one["shards"], json!({"total": 1, "pending": 0, "processing": 0, "completed": 1}));
+    assert_eq!(
+        one["shards"],
+        json!({"total": 1, "pending": 0, "processing": 0, "completed": 1})
+    );
     let expected = whole.download_results(&id).await;
     drop(whole);
 
@@ -87,7 +96,10 @@ async fn a_sharded_job_scores_as_one_shard_does() {
     assert_eq!(done["requests_completed"], LINES as i64);
     assert_eq!(done["requests_failed"], (LINES / 1_000) as i64);
     assert_eq!(done["actual_tokens"], one["actual_tokens"]);
-    assert_eq!(done["adaptation"], one["adaptation"], "fitted once, the same way");
+    assert_eq!(
+        done["adaptation"], one["adaptation"],
+        "fitted once, the same way"
+    );
 
     let rows = sharded.download_results(&id).await;
     assert_rows(&rows, LINES);
@@ -129,7 +141,10 @@ async fn cancel_stops_every_shard_and_keeps_what_was_scored() {
     let database_url = common::fresh_database(Backend::Sqlite).await;
     let server = Server::start_with(&database_url, &["--shard-bytes", "100000"]).await;
     let id = server
-        .start_job(&json!({"labels": LABELS, "adapt": false}), common::ticket_lines(LINES))
+        .start_job(
+            &json!({"labels": LABELS, "adapt": false}),
+            common::ticket_lines(LINES),
+        )
         .await;
     server.wait_for_progress(&id, 1_000).await;
     let (status, body) = server
@@ -141,7 +156,10 @@ async fn cancel_stops_every_shard_and_keeps_what_was_scored() {
         .await;
     let shards = &cancelled["shards"];
     assert!(shards["total"].as_i64().unwrap() >= 9, "{shards}");
-    assert!(shards["pending"].as_i64().unwrap() > 0, "shards never begun: {shards}");
+    assert!(
+        shards["pending"].as_i64().unwrap() > 0,
+        "shards never begun: {shards}"
+    );
     let rows = server.download_results(&id).await;
     let scored = cancelled["requests_completed"].as_i64().unwrap() as usize;
     assert_eq!(rows.len(), scored);
@@ -184,7 +202,10 @@ async fn two_instances_share_a_job_and_one_killed_mid_shard_loses_nothing() {
     let (_, shown) = second
         .call(Method::GET, &format!("/v1/batch/{id}"), None)
         .await;
-    assert_eq!(shown["shards"]["total"], input.len().div_ceil(80_000) as i64);
+    assert_eq!(
+        shown["shards"]["total"],
+        input.len().div_ceil(80_000) as i64
+    );
 
     drop(first); // kill -9, mid-shard
     let done = second

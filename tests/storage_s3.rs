@@ -1,7 +1,9 @@
 //! The S3 backend against a real S3 server: SeaweedFS, started by `scripts/test.sh`
 //! (`scripts/seaweedfs.sh`), which exports `ZEROSHOT_TEST_S3_*`. Everything goes
-//! through [`Storage::S3`] so the enum dispatch is covered too. Each run uses its own
-//! bucket and every case its own keys, so runs against a reused server do not meet.
+//! through `dyn Storage`, as the service uses it. Each run uses its own bucket and
+//! every case its own keys, so runs against a reused server do not meet.
+
+mod storage_cases;
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -9,8 +11,11 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::Value;
-use tokio::io::AsyncReadExt;
-use zeroshot::storage::{OutputState, S3Config, S3Store, Storage, StorageError, UploadForm};
+use storage_cases::{compose, pattern, put, read_all, unique_key};
+use zeroshot::storage::s3::MIN_PART_BYTES;
+use zeroshot::storage::{
+    Composed, OutputState, S3Config, S3Store, Storage, StorageError, UploadForm,
+};
 
 const TTL: Duration = Duration::from_secs(300);
 
@@ -34,7 +39,7 @@ fn bucket() -> &'static str {
     })
 }
 
-async fn storage() -> Storage {
+async fn storage() -> Box<dyn Storage> {
     let config = S3Config {
         endpoint: env("ZEROSHOT_TEST_S3_ENDPOINT"),
         region: std::env::var("ZEROSHOT_TEST_S3_REGION").unwrap_or_else(|_| "us-east-1".into()),
@@ -42,32 +47,11 @@ async fn storage() -> Storage {
         access_key_id: env("ZEROSHOT_TEST_S3_ACCESS_KEY_ID"),
         secret_access_key: env("ZEROSHOT_TEST_S3_SECRET_ACCESS_KEY"),
     };
-    Storage::S3(
+    Box::new(
         S3Store::connect(config)
             .await
             .expect("connect to the test S3 server"),
     )
-}
-
-fn unique_key(case: &str) -> String {
-    format!("{case}/{}.jsonl", uuid::Uuid::new_v4().simple())
-}
-
-/// Deterministic, position-dependent bytes, so misplaced ranges cannot compare equal.
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i % 251) as u8 ^ seed.wrapping_mul(31))
-        .collect()
-}
-
-async fn read_all(storage: &Storage, key: &str, offset: u64) -> Vec<u8> {
-    let mut stream = storage.read_from(key, offset).await.expect("read_from");
-    let mut bytes = Vec::new();
-    stream
-        .read_to_end(&mut bytes)
-        .await
-        .expect("read the stream");
-    bytes
 }
 
 /// POSTs the form's fields (with `overrides` replacing or adding some), then `file`
@@ -168,14 +152,16 @@ async fn presigned_post_uploads_and_ranged_reads() {
         "upload refused with {status}: {body}"
     );
     assert_eq!(storage.size(&key).await.unwrap(), Some(data.len() as u64));
-    assert_eq!(read_all(&storage, &key, 0).await, data);
-    assert_eq!(read_all(&storage, &key, 5).await, data[5..]);
+    assert_eq!(read_all(&*storage, &key, 0).await, data);
+    assert_eq!(read_all(&*storage, &key, 5).await, data[5..]);
     assert_eq!(
-        read_all(&storage, &key, data.len() as u64 - 1).await,
+        read_all(&*storage, &key, data.len() as u64 - 1).await,
         data[data.len() - 1..]
     );
-    assert!(read_all(&storage, &key, data.len() as u64).await.is_empty());
-    assert!(read_all(&storage, &key, data.len() as u64 + 10)
+    assert!(read_all(&*storage, &key, data.len() as u64)
+        .await
+        .is_empty());
+    assert!(read_all(&*storage, &key, data.len() as u64 + 10)
         .await
         .is_empty());
 
@@ -285,10 +271,7 @@ async fn presigned_post_refuses_what_the_policy_does_not_allow() {
 #[tokio::test(flavor = "multi_thread")]
 async fn output_is_written_in_parts_and_resumes() {
     let storage = storage().await;
-    assert_eq!(
-        storage.min_part_bytes(),
-        zeroshot::storage::s3::MIN_PART_BYTES
-    );
+    assert_eq!(storage.min_part_bytes(), MIN_PART_BYTES);
     let first = pattern(storage.min_part_bytes(), 7);
     let last = pattern(1234, 8);
 
@@ -312,11 +295,11 @@ async fn output_is_written_in_parts_and_resumes() {
         Some(expected.len() as u64)
     );
     assert!(
-        read_all(&storage, &key, 0).await == expected,
+        read_all(&*storage, &key, 0).await == expected,
         "output differs"
     );
     assert!(
-        read_all(&storage, &key, 10).await == expected[10..],
+        read_all(&*storage, &key, 10).await == expected[10..],
         "ranged output differs"
     );
 
@@ -344,13 +327,13 @@ async fn output_is_written_in_parts_and_resumes() {
         .unwrap();
     storage.finish_output(&key, &resumed).await.unwrap();
     assert!(
-        read_all(&storage, &key, 0).await == expected,
+        read_all(&*storage, &key, 0).await == expected,
         "resumed output differs"
     );
     // Finishing again (a crash right after finishing, before the checkpoint) is fine.
     storage.finish_output(&key, &resumed).await.unwrap();
     assert!(
-        read_all(&storage, &key, 0).await == expected,
+        read_all(&*storage, &key, 0).await == expected,
         "output differs after finishing twice"
     );
 
@@ -359,7 +342,7 @@ async fn output_is_written_in_parts_and_resumes() {
     let state = storage.start_output(&key).await.unwrap();
     storage.finish_output(&key, &state).await.unwrap();
     assert_eq!(storage.size(&key).await.unwrap(), Some(0));
-    assert!(read_all(&storage, &key, 0).await.is_empty());
+    assert!(read_all(&*storage, &key, 0).await.is_empty());
 
     // A local state is refused.
     let mut local = OutputState::Local { len: 0 };
@@ -369,22 +352,12 @@ async fn output_is_written_in_parts_and_resumes() {
     ));
 }
 
-/// A small object written through the output path.
-async fn put_small(storage: &Storage, key: &str, data: &[u8]) {
-    let mut state = storage.start_output(key).await.unwrap();
-    storage
-        .append_output(key, &mut state, data.to_vec())
-        .await
-        .unwrap();
-    storage.finish_output(key, &state).await.unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn presigned_download_url_serves_the_object() {
     let storage = storage().await;
     let key = unique_key("download");
     let data = pattern(3000, 11);
-    put_small(&storage, &key, &data).await;
+    put(&*storage, &key, &data).await;
 
     let url = storage.presign_download(&key, TTL).await.unwrap();
     let response = reqwest::get(&url).await.unwrap();
@@ -407,7 +380,7 @@ async fn presigned_download_url_serves_the_object() {
 async fn delete_removes_objects_and_unfinished_output() {
     let storage = storage().await;
     let key = unique_key("delete");
-    put_small(&storage, &key, b"some results").await;
+    put(&*storage, &key, b"some results").await;
     assert_eq!(storage.size(&key).await.unwrap(), Some(12));
     storage.delete(&key).await.unwrap();
     assert_eq!(storage.size(&key).await.unwrap(), None);
@@ -445,5 +418,32 @@ async fn delete_removes_objects_and_unfinished_output() {
         .finish_output(&longer, &longer_state)
         .await
         .expect("the other upload survives");
-    assert_eq!(read_all(&storage, &longer, 0).await, b"kept");
+    assert_eq!(read_all(&*storage, &longer, 0).await, b"kept");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn read_range_reads_slices() {
+    storage_cases::read_ranges(&*storage().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compose_copies_what_can_be_parts_in_the_store() {
+    let storage = storage().await;
+    let min = MIN_PART_BYTES;
+    let storage = &*storage;
+    // Pieces that can be parts: every byte copied by S3 (UploadPartCopy).
+    let big = compose(storage, &[min + 1000, min, min + 7]).await;
+    assert_eq!(big.buffered, 0, "{big:?}");
+    // A lone piece is the last part, whatever its size: copied too.
+    assert_eq!(compose(storage, &[min / 2 + 3]).await.buffered, 0);
+    // Small pieces: read and uploaded as one part.
+    assert_eq!(compose(storage, &[100_000; 3]).await.buffered, 300_000);
+    // Small, big, small, empty, big: each big piece tops the buffer up to a part and
+    // the rest of it is copied, so exactly two parts' worth is read.
+    let mixed = compose(storage, &[100_000, 2 * min + 1, 100_000, 0, min + 100_000]).await;
+    assert_eq!(mixed.buffered, 2 * min as u64, "{mixed:?}");
+    // Nothing, or only empty sources: an empty object.
+    assert_eq!(compose(storage, &[]).await, Composed::default());
+    assert_eq!(compose(storage, &[0, 0]).await, Composed::default());
+    storage_cases::compose_missing_source(storage).await;
 }

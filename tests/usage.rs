@@ -447,7 +447,10 @@ async fn resumed_job_counts_each_line_once(backend: Backend) {
     // What was counted is exactly what was checkpointed.
     let db = Db::connect(&database_url).await.unwrap();
     let row = db.job_by_id(&id).await.unwrap().unwrap();
-    assert!(row.cp_completed > 0 && row.cp_completed < (n - bad) as i64);
+    let shards = db.shards(&id).await.unwrap();
+    assert_eq!(shards.len(), 1, "{shards:?}");
+    let checkpoint = &shards[0];
+    assert!(checkpoint.cp_completed > 0 && checkpoint.cp_completed < (n - bad) as i64);
     let today = Day::today();
     let counted = db.usage(&row.account_id, today, today).await.unwrap();
     assert_eq!(counted.len(), 1, "{counted:?}");
@@ -457,7 +460,7 @@ async fn resumed_job_counts_each_line_once(backend: Backend) {
             counted[0].texts,
             counted[0].tokens
         ),
-        ("batch", row.cp_completed, row.cp_tokens)
+        ("batch", checkpoint.cp_completed, checkpoint.cp_tokens)
     );
 
     let mut restarted = Server::start_with(&database_url, &flags).await;

@@ -279,7 +279,7 @@ pub async fn create(
     // Inline items are stored before the job exists, so it is never seen without them.
     let form = match &request.items {
         Some(items) => {
-            write_items(&state.storage, &input, items).await?;
+            write_items(state.storage.as_ref(), &input, items).await?;
             None
         }
         None => Some(

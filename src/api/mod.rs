@@ -57,7 +57,7 @@ pub struct AppState {
     /// Coalesces concurrent `/v1/classify` calls; set with the engine.
     pub queue: Arc<OnceLock<InferenceQueue>>,
     pub max_body_bytes: usize,
-    pub storage: Arc<Storage>,
+    pub storage: Arc<dyn Storage>,
     /// Wakes this instance's batch worker when a job starts.
     pub wake_workers: Arc<Notify>,
     pub batch: BatchSettings,

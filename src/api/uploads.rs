@@ -11,13 +11,12 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, AppState};
 use crate::storage::local::LocalStore;
-use crate::storage::Storage;
 
 fn local(state: &AppState) -> Result<&LocalStore, ApiError> {
-    match state.storage.as_ref() {
-        Storage::Local(store) => Ok(store),
-        Storage::S3(_) => Err(ApiError::not_found("uploads go to S3 on this server")),
-    }
+    state
+        .storage
+        .local()
+        .ok_or_else(|| ApiError::not_found("uploads go to S3 on this server"))
 }
 
 /// The presigned upload form of local storage, in the order it must be sent.

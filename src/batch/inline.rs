@@ -15,7 +15,7 @@ const WRITE_BYTES: usize = 8 * 1024 * 1024;
 /// Writes `items` to `key` as compact NDJSON (one line each, in order) and returns
 /// the bytes written. A failed write leaves nothing behind.
 pub async fn write_items<T: Serialize>(
-    storage: &Storage,
+    storage: &dyn Storage,
     key: &str,
     items: &[T],
 ) -> Result<u64, StorageError> {
@@ -29,7 +29,7 @@ pub async fn write_items<T: Serialize>(
 }
 
 async fn write<T: Serialize>(
-    storage: &Storage,
+    storage: &dyn Storage,
     key: &str,
     items: &[T],
 ) -> Result<u64, StorageError> {

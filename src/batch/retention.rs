@@ -19,7 +19,7 @@ const PAGE: i64 = 100;
 /// Periodically expires the jobs past retention.
 pub struct Sweeper {
     pub db: Db,
-    pub storage: Arc<Storage>,
+    pub storage: Arc<dyn Storage>,
     /// How long after a job ends its objects are kept.
     pub retention: Duration,
     /// Time between sweeps (the first runs at once).
@@ -55,7 +55,7 @@ impl Sweeper {
                 if !self.db.mark_expired(&job.id, cutoff).await? {
                     continue;
                 }
-                match delete_objects(&self.storage, &job).await {
+                match delete_objects(self.storage.as_ref(), &job).await {
                     Ok(()) => expired += 1,
                     Err(err) => {
                         tracing::warn!(job = %job.id, error = %err, "retention: could not delete a job's files; retrying next sweep");
@@ -74,7 +74,7 @@ impl Sweeper {
 
 /// Deletes a job's input, results and error rows (an ended job's parts are gone
 /// already); missing ones are fine.
-async fn delete_objects(storage: &Storage, job: &Expirable) -> Result<(), StorageError> {
+async fn delete_objects(storage: &dyn Storage, job: &Expirable) -> Result<(), StorageError> {
     for key in std::iter::once(job.input_key.clone()).chain(job_output_keys(&job.id, None)) {
         storage.delete(&key).await?;
     }

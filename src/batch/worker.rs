@@ -194,7 +194,9 @@ impl Worker {
     /// The next task nobody holds: a job's survey or assembly first (they unblock a
     /// whole job), else a shard. Says whether an earlier worker had held it.
     async fn claim(&self) -> Result<Option<(Task, bool)>, crate::db::DbError> {
-        if let Some(Claimed { job, resumed }) = self.db.claim_job(&self.owner, self.lease_ms()).await? {
+        if let Some(Claimed { job, resumed }) =
+            self.db.claim_job(&self.owner, self.lease_ms()).await?
+        {
             tracing::info!(job = %job.id, resumed, "batch job: survey or assembly");
             return Ok(Some((Task::Job(job), resumed)));
         }
@@ -477,7 +479,10 @@ impl Worker {
             .map(|shard| shard_keys(&job.id, shard.shard, count))
             .collect();
         let (results, errors): (Vec<String>, Vec<String>) = began.iter().cloned().unzip();
-        for (parts, key) in [(&results, &job.output_key), (&errors, &super::errors_key(&job.id))] {
+        for (parts, key) in [
+            (&results, &job.output_key),
+            (&errors, &super::errors_key(&job.id)),
+        ] {
             // A job of one shard wrote its objects themselves.
             if parts.as_slice() != std::slice::from_ref(key) {
                 let composed = self.storage.compose(parts, key).await?;
@@ -748,15 +753,9 @@ impl<'w> Run<'w> {
     ) -> Result<Self, JobError> {
         let spec = job_spec(&job)?;
         let storage = worker.storage.as_ref();
-        let (results_key, errors_key) =
-            shard_keys(&job.id, shard.shard, job.shards.unwrap_or(1));
-        let results = Output::open(
-            storage,
-            results_key,
-            shard.cp_output_state.as_deref(),
-            None,
-        )
-        .await?;
+        let (results_key, errors_key) = shard_keys(&job.id, shard.shard, job.shards.unwrap_or(1));
+        let results =
+            Output::open(storage, results_key, shard.cp_output_state.as_deref(), None).await?;
         let errors = Output::open(
             storage,
             errors_key,
@@ -796,7 +795,9 @@ impl<'w> Run<'w> {
     async fn labels(&self) -> Result<Arc<dyn LabelScorer>, JobError> {
         if let Some(stored) = self.worker.db.adapted_labels(&self.job.id).await? {
             let adapted: AdaptedLabels = serde_json::from_str(&stored).map_err(|err| {
-                JobError::Fatal(format!("stored adapted label vectors are unreadable: {err}"))
+                JobError::Fatal(format!(
+                    "stored adapted label vectors are unreadable: {err}"
+                ))
             })?;
             return Ok(Arc::new(adapted));
         }
@@ -884,7 +885,7 @@ impl<'w> Run<'w> {
     /// worker that finds no shard left assembles the job.
     async fn finish(mut self, ending: Ending) -> Result<Ending, JobError> {
         self.flush(true).await?;
-        let storage = &self.worker.storage;
+        let storage = self.worker.storage.as_ref();
         storage
             .finish_output(&self.results.key, &self.results.state)
             .await?;
@@ -962,7 +963,9 @@ fn injected_inference_failure() -> Option<JobError> {
         let failures = std::env::var("ZEROSHOT_FAILPOINT_INFERENCE").ok();
         AtomicU32::new(failures.and_then(|n| n.parse().ok()).unwrap_or(0))
     })
-    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| left.checked_sub(1))
+    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+        left.checked_sub(1)
+    })
     .ok()
     .map(|_| JobError::Inference("injected by ZEROSHOT_FAILPOINT_INFERENCE".to_string()))
 }
@@ -1077,10 +1080,7 @@ mod tests {
 
     #[test]
     fn a_line_longer_than_a_shard_is_a_shard_of_its_own() {
-        assert_eq!(
-            cut(10, &[3, 25, 3]),
-            [shard(0, 28, 0), shard(28, 31, 2)]
-        );
+        assert_eq!(cut(10, &[3, 25, 3]), [shard(0, 28, 0), shard(28, 31, 2)]);
     }
 
     #[test]

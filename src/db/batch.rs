@@ -492,7 +492,8 @@ impl Db {
             None => (status::COMPLETED, shard_sum("cp_tokens")),
             Some(_) => (status::FAILED, "NULL".to_string()),
         };
-        let finish = format!(
+        let finish =
+            format!(
             "UPDATE batch_jobs SET status = CASE status WHEN $1 THEN $2 ELSE $3 END, error = $4, \
              completed_at = $5, actual_tokens = {tokens}, requests_completed = {completed}, \
              requests_failed = {failed}, lease_owner = NULL, lease_expires_at = NULL \
@@ -526,7 +527,9 @@ const JOB_LEVEL_WORK: &str = "(requests_total IS NULL OR NOT EXISTS (SELECT 1 FR
 
 /// The sum of a shard column over the job of the enclosing `batch_jobs` row.
 pub(super) fn shard_sum(column: &str) -> String {
-    format!("(SELECT COALESCE(SUM(s.{column}), 0) FROM batch_shards s WHERE s.job_id = batch_jobs.id)")
+    format!(
+        "(SELECT COALESCE(SUM(s.{column}), 0) FROM batch_shards s WHERE s.job_id = batch_jobs.id)"
+    )
 }
 
 /// What a job's survey found.

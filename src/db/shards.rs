@@ -51,7 +51,8 @@ pub struct ShardCounts {
 
 /// The shards a worker may take: not completed, nobody's lease running, of a job that
 /// is processing (or cancelling, for a shard that began: it ends what it wrote).
-const CLAIMABLE: &str = "s.completed_at IS NULL AND (s.lease_expires_at IS NULL OR s.lease_expires_at < $1) \
+const CLAIMABLE: &str =
+    "s.completed_at IS NULL AND (s.lease_expires_at IS NULL OR s.lease_expires_at < $1) \
     AND j.requests_total IS NOT NULL \
     AND (j.status = $2 OR (j.status = $3 AND s.lease_owner IS NOT NULL))";
 
@@ -97,9 +98,10 @@ impl Db {
             .await?;
             if claimed.rows_affected() == 1 {
                 tx.commit().await?;
-                let (Some(job), Some(shard)) =
-                    (self.job_by_id(&job_id).await?, self.shard(&job_id, shard).await?)
-                else {
+                let (Some(job), Some(shard)) = (
+                    self.job_by_id(&job_id).await?,
+                    self.shard(&job_id, shard).await?,
+                ) else {
                     return Ok(None); // deleted meanwhile
                 };
                 return Ok(Some(ClaimedShard {

@@ -10,9 +10,9 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-use super::{ByteStream, OutputState, StorageError, UploadForm};
+use super::{ByteStream, Composed, OutputState, Storage, StorageError, UploadForm};
 use crate::db::now_ms;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -76,11 +76,6 @@ impl LocalStore {
         })
     }
 
-    /// Base URL clients reach this service at (upload and download URLs start with it).
-    pub fn public_url(&self) -> &str {
-        &self.public_url
-    }
-
     fn sign(&self, message: &[u8]) -> String {
         let mut mac = HmacSha256::new_from_slice(&self.secret).expect("any key length");
         mac.update(message);
@@ -109,36 +104,6 @@ impl LocalStore {
             return Err(StorageError::Backend(format!("invalid object key {key:?}")));
         }
         Ok(self.objects.join(key))
-    }
-
-    /// See [`super::Storage::presign_upload`].
-    pub fn presign_upload(
-        &self,
-        key: &str,
-        max_bytes: u64,
-        ttl: Duration,
-    ) -> Result<UploadForm, StorageError> {
-        self.path(key)?;
-        let policy = UploadPolicy {
-            key: key.to_string(),
-            max_bytes,
-            expires_at: now_ms() + ttl.as_millis() as i64,
-        };
-        let encoded = base64::engine::general_purpose::STANDARD.encode(
-            serde_json::to_vec(&policy).map_err(|err| StorageError::Backend(err.to_string()))?,
-        );
-        let fields = [
-            ("key".to_string(), key.to_string()),
-            ("signature".to_string(), self.sign(encoded.as_bytes())),
-            ("policy".to_string(), encoded),
-        ]
-        .into_iter()
-        .collect();
-        Ok(UploadForm {
-            url: format!("{}/uploads", self.public_url),
-            fields,
-            expires_at: policy.expires_at,
-        })
     }
 
     /// Checks an upload form's `key`, `policy` and `signature` fields.
@@ -220,8 +185,66 @@ impl LocalStore {
         }
     }
 
-    /// See [`super::Storage::size`].
-    pub async fn size(&self, key: &str) -> Result<Option<u64>, StorageError> {
+    /// Checks a download URL's signature and expiry, then opens the file.
+    pub async fn open_download(
+        &self,
+        key: &str,
+        expires: i64,
+        signature: &str,
+    ) -> Result<(u64, ByteStream), PolicyError> {
+        self.verify(format!("{key}\n{expires}").as_bytes(), signature)?;
+        if expires < now_ms() {
+            return Err(PolicyError::Expired);
+        }
+        let size = self
+            .size(key)
+            .await?
+            .ok_or_else(|| StorageError::NotFound(key.to_string()))?;
+        Ok((size, self.read_from(key, 0).await?))
+    }
+}
+
+#[async_trait::async_trait]
+impl Storage for LocalStore {
+    /// The base URL clients reach this service at (upload and download URLs start with it).
+    fn upload_base(&self) -> &str {
+        &self.public_url
+    }
+
+    fn local(&self) -> Option<&LocalStore> {
+        Some(self)
+    }
+
+    async fn presign_upload(
+        &self,
+        key: &str,
+        max_bytes: u64,
+        ttl: Duration,
+    ) -> Result<UploadForm, StorageError> {
+        self.path(key)?;
+        let policy = UploadPolicy {
+            key: key.to_string(),
+            max_bytes,
+            expires_at: now_ms() + ttl.as_millis() as i64,
+        };
+        let encoded = base64::engine::general_purpose::STANDARD.encode(
+            serde_json::to_vec(&policy).map_err(|err| StorageError::Backend(err.to_string()))?,
+        );
+        let fields = [
+            ("key".to_string(), key.to_string()),
+            ("signature".to_string(), self.sign(encoded.as_bytes())),
+            ("policy".to_string(), encoded),
+        ]
+        .into_iter()
+        .collect();
+        Ok(UploadForm {
+            url: format!("{}/uploads", self.public_url),
+            fields,
+            expires_at: policy.expires_at,
+        })
+    }
+
+    async fn size(&self, key: &str) -> Result<Option<u64>, StorageError> {
         match tokio::fs::metadata(self.path(key)?).await {
             Ok(meta) => Ok(Some(meta.len())),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -229,8 +252,12 @@ impl LocalStore {
         }
     }
 
-    /// See [`super::Storage::read_from`].
-    pub async fn read_from(&self, key: &str, offset: u64) -> Result<ByteStream, StorageError> {
+    async fn read_range(
+        &self,
+        key: &str,
+        start: u64,
+        end: Option<u64>,
+    ) -> Result<ByteStream, StorageError> {
         let mut file = match tokio::fs::File::open(self.path(key)?).await {
             Ok(file) => file,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
@@ -238,12 +265,15 @@ impl LocalStore {
             }
             Err(err) => return Err(err.into()),
         };
-        file.seek(SeekFrom::Start(offset)).await?;
-        Ok(Box::pin(file))
+        // Reading after a seek past the end gives nothing, as the range asks.
+        file.seek(SeekFrom::Start(start)).await?;
+        Ok(match end {
+            Some(end) => Box::pin(file.take(end.saturating_sub(start))),
+            None => Box::pin(file),
+        })
     }
 
-    /// See [`super::Storage::start_output`].
-    pub async fn start_output(&self, key: &str) -> Result<OutputState, StorageError> {
+    async fn start_output(&self, key: &str) -> Result<OutputState, StorageError> {
         let path = self.path(key)?;
         if let Some(dir) = path.parent() {
             tokio::fs::create_dir_all(dir).await?;
@@ -252,9 +282,8 @@ impl LocalStore {
         Ok(OutputState::Local { len: 0 })
     }
 
-    /// See [`super::Storage::append_output`]: cuts the file back to the state's length
-    /// first, so bytes written after the last checkpoint are replaced, never duplicated.
-    pub async fn append_output(
+    /// Cuts the file back to the state's length first, so bytes written after the last checkpoint are replaced, never duplicated.
+    async fn append_output(
         &self,
         key: &str,
         state: &mut OutputState,
@@ -277,8 +306,8 @@ impl LocalStore {
         Ok(())
     }
 
-    /// See [`super::Storage::finish_output`]: drops anything past the final state.
-    pub async fn finish_output(&self, key: &str, state: &OutputState) -> Result<(), StorageError> {
+    /// Drops anything past the final state.
+    async fn finish_output(&self, key: &str, state: &OutputState) -> Result<(), StorageError> {
         let OutputState::Local { len } = state else {
             return Err(StorageError::Backend("not a local output".to_string()));
         };
@@ -291,8 +320,8 @@ impl LocalStore {
         Ok(())
     }
 
-    /// See [`super::Storage::presign_download`]: `{public_url}/files/{key}?expires=..&signature=..`.
-    pub fn presign_download(&self, key: &str, ttl: Duration) -> Result<String, StorageError> {
+    /// `{public_url}/files/{key}?expires=..&signature=..`.
+    async fn presign_download(&self, key: &str, ttl: Duration) -> Result<String, StorageError> {
         self.path(key)?;
         let expires = now_ms() + ttl.as_millis() as i64;
         let signature = self.sign(format!("{key}\n{expires}").as_bytes());
@@ -302,29 +331,68 @@ impl LocalStore {
         ))
     }
 
-    /// Checks a download URL's signature and expiry, then opens the file.
-    pub async fn open_download(
-        &self,
-        key: &str,
-        expires: i64,
-        signature: &str,
-    ) -> Result<(u64, ByteStream), PolicyError> {
-        self.verify(format!("{key}\n{expires}").as_bytes(), signature)?;
-        if expires < now_ms() {
-            return Err(PolicyError::Expired);
-        }
-        let size = self
-            .size(key)
-            .await?
-            .ok_or_else(|| StorageError::NotFound(key.to_string()))?;
-        Ok((size, self.read_from(key, 0).await?))
+    fn min_part_bytes(&self) -> usize {
+        0
     }
 
-    /// See [`super::Storage::delete`].
-    pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
+    /// Copies the sources into a temporary file next to `dest` (the kernel copies file
+    /// to file where it can), syncs it and renames it over `dest`: a crash leaves the
+    /// old `dest` or the new one, never a part of it.
+    async fn compose(&self, sources: &[String], dest: &str) -> Result<Composed, StorageError> {
+        let sources = sources
+            .iter()
+            .map(|key| Ok((key.clone(), self.path(key)?)))
+            .collect::<Result<Vec<_>, StorageError>>()?;
+        let target = self.path(dest)?;
+        let bytes = tokio::task::spawn_blocking(move || concatenate(&sources, &target))
+            .await
+            .map_err(|err| StorageError::Backend(format!("composing {dest:?}: {err}")))??;
+        Ok(Composed { bytes, buffered: 0 })
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
         match tokio::fs::remove_file(self.path(key)?).await {
             Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err.into()),
             _ => Ok(()),
+        }
+    }
+}
+
+/// Writes the files of `sources` (key, path) one after the other to a new file at
+/// `target`, in place only once complete and synced. Returns the bytes written.
+fn concatenate(sources: &[(String, PathBuf)], target: &Path) -> Result<u64, StorageError> {
+    let dir = target
+        .parent()
+        .ok_or_else(|| StorageError::Backend(format!("{} has no parent", target.display())))?;
+    std::fs::create_dir_all(dir)?;
+    let partial = target.with_extension(format!("compose-{}", uuid::Uuid::new_v4().simple()));
+    let written = (|| {
+        let mut out = std::fs::File::create(&partial)?;
+        let mut written = 0;
+        for (key, path) in sources {
+            let mut source = match std::fs::File::open(path) {
+                Ok(file) => file,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(StorageError::NotFound(key.clone()))
+                }
+                Err(err) => return Err(err.into()),
+            };
+            // copy_file_range on Linux: the bytes stay in the kernel.
+            written += std::io::copy(&mut source, &mut out)?;
+        }
+        out.sync_all()?;
+        Ok(written)
+    })();
+    match written {
+        Ok(written) => {
+            std::fs::rename(&partial, target)?;
+            // The rename itself is durable only once the directory is synced.
+            std::fs::File::open(dir)?.sync_all()?;
+            Ok(written)
+        }
+        Err(err) => {
+            let _ = std::fs::remove_file(&partial);
+            Err(err)
         }
     }
 }

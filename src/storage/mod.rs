@@ -74,102 +74,87 @@ impl From<std::io::Error> for StorageError {
     }
 }
 
-/// The configured backend.
-pub enum Storage {
-    Local(LocalStore),
-    S3(S3Store),
+/// What [`Storage::compose`] did, for logs and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Composed {
+    /// Size of the composed object.
+    pub bytes: u64,
+    /// Of those, bytes this service read and wrote again because the store could not
+    /// copy them itself (S3: pieces too small to be parts; local: none, the kernel
+    /// copies file to file).
+    pub buffered: u64,
 }
 
-impl Storage {
+/// An object store backend. One implementation per backend ([`LocalStore`],
+/// [`S3Store`]), used as `Arc<dyn Storage>` so callers never match on the backend.
+#[async_trait::async_trait]
+pub trait Storage: Send + Sync {
     /// The base URL upload forms post to (local: the public URL; S3: the endpoint), so
     /// the playground's Content-Security-Policy can let browsers reach exactly it.
-    pub fn upload_base(&self) -> &str {
-        match self {
-            Storage::Local(store) => store.public_url(),
-            Storage::S3(store) => store.endpoint(),
-        }
+    fn upload_base(&self) -> &str;
+
+    /// The local store, whose upload and download endpoints this service serves itself;
+    /// `None` for stores clients reach directly.
+    fn local(&self) -> Option<&LocalStore> {
+        None
     }
 
     /// A signed upload form for exactly `key`, 1 byte to `max_bytes`, valid for `ttl`.
-    pub async fn presign_upload(
+    async fn presign_upload(
         &self,
         key: &str,
         max_bytes: u64,
         ttl: Duration,
-    ) -> Result<UploadForm, StorageError> {
-        match self {
-            Storage::Local(store) => store.presign_upload(key, max_bytes, ttl),
-            Storage::S3(store) => store.presign_upload(key, max_bytes, ttl),
-        }
-    }
+    ) -> Result<UploadForm, StorageError>;
 
     /// Size of an object, or `None` when it does not exist.
-    pub async fn size(&self, key: &str) -> Result<Option<u64>, StorageError> {
-        match self {
-            Storage::Local(store) => store.size(key).await,
-            Storage::S3(store) => store.size(key).await,
-        }
-    }
+    async fn size(&self, key: &str) -> Result<Option<u64>, StorageError>;
+
+    /// Streams bytes `[start, end)` of an object, or from `start` to its end when `end`
+    /// is `None` (a shard reads its slice of the input this way). A range past the end
+    /// is cut at the end; an empty one (`end <= start`, or `start` at or past the end)
+    /// is an empty stream. A missing object is [`StorageError::NotFound`].
+    async fn read_range(
+        &self,
+        key: &str,
+        start: u64,
+        end: Option<u64>,
+    ) -> Result<ByteStream, StorageError>;
 
     /// Streams an object from byte `offset` to its end.
-    pub async fn read_from(&self, key: &str, offset: u64) -> Result<ByteStream, StorageError> {
-        match self {
-            Storage::Local(store) => store.read_from(key, offset).await,
-            Storage::S3(store) => store.read_from(key, offset).await,
-        }
+    async fn read_from(&self, key: &str, offset: u64) -> Result<ByteStream, StorageError> {
+        self.read_range(key, offset, None).await
     }
 
     /// Begins a results object.
-    pub async fn start_output(&self, key: &str) -> Result<OutputState, StorageError> {
-        match self {
-            Storage::Local(store) => store.start_output(key).await,
-            Storage::S3(store) => store.start_output(key).await,
-        }
-    }
+    async fn start_output(&self, key: &str) -> Result<OutputState, StorageError>;
 
     /// Appends `bytes` after what `state` covers and advances `state`. Writing again from
     /// an older state replaces what was written after it (resume after a crash).
-    pub async fn append_output(
+    async fn append_output(
         &self,
         key: &str,
         state: &mut OutputState,
         bytes: Vec<u8>,
-    ) -> Result<(), StorageError> {
-        match self {
-            Storage::Local(store) => store.append_output(key, state, bytes).await,
-            Storage::S3(store) => store.append_output(key, state, bytes).await,
-        }
-    }
+    ) -> Result<(), StorageError>;
 
     /// Makes the results object whole and readable.
-    pub async fn finish_output(&self, key: &str, state: &OutputState) -> Result<(), StorageError> {
-        match self {
-            Storage::Local(store) => store.finish_output(key, state).await,
-            Storage::S3(store) => store.finish_output(key, state).await,
-        }
-    }
+    async fn finish_output(&self, key: &str, state: &OutputState) -> Result<(), StorageError>;
 
     /// Smallest part [`Storage::append_output`] accepts, but for the last one.
-    pub fn min_part_bytes(&self) -> usize {
-        match self {
-            Storage::Local(_) => 0,
-            Storage::S3(_) => s3::MIN_PART_BYTES,
-        }
-    }
+    fn min_part_bytes(&self) -> usize;
+
+    /// Makes `dest` the concatenation of `sources` in order (empty sources are fine; no
+    /// sources make an empty `dest`), replacing any `dest` there was, without sending
+    /// the bytes through this service where the store can copy them itself: this is
+    /// how the shards' results become the job's results. `dest` appears whole or not
+    /// at all. The sources are left in place for the caller to delete. A missing
+    /// source is [`StorageError::NotFound`].
+    async fn compose(&self, sources: &[String], dest: &str) -> Result<Composed, StorageError>;
 
     /// A time-limited URL to download `key`.
-    pub async fn presign_download(&self, key: &str, ttl: Duration) -> Result<String, StorageError> {
-        match self {
-            Storage::Local(store) => store.presign_download(key, ttl),
-            Storage::S3(store) => store.presign_download(key, ttl).await,
-        }
-    }
+    async fn presign_download(&self, key: &str, ttl: Duration) -> Result<String, StorageError>;
 
     /// Deletes an object and any unfinished output under `key`; a missing one is fine.
-    pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
-        match self {
-            Storage::Local(store) => store.delete(key).await,
-            Storage::S3(store) => store.delete(key).await,
-        }
-    }
+    async fn delete(&self, key: &str) -> Result<(), StorageError>;
 }

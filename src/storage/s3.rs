@@ -18,11 +18,19 @@ use aws_sdk_s3::types::{
 };
 use aws_sdk_s3::Client;
 use base64::Engine as _;
+use futures_util::future::try_join_all;
+use tokio::io::AsyncReadExt;
 
-use super::{ByteStream, OutputState, StorageError, UploadForm, UploadedPart};
+use super::{ByteStream, Composed, OutputState, Storage, StorageError, UploadForm, UploadedPart};
 
 /// Smallest part S3 accepts in a multipart upload, but for the last one.
 pub const MIN_PART_BYTES: usize = 5 * 1024 * 1024;
+/// Largest part S3 accepts, uploaded or copied.
+const MAX_PART_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+/// Most parts of one multipart upload.
+const MAX_PARTS: usize = 10_000;
+/// Sources whose size is asked at once when composing.
+const HEAD_CONCURRENCY: usize = 16;
 
 /// The signing algorithm of presigned POST policies (SigV4).
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";
@@ -61,11 +69,6 @@ impl std::fmt::Debug for S3Store {
 }
 
 impl S3Store {
-    /// The endpoint URL (upload forms post to it, path-style).
-    pub fn endpoint(&self) -> &str {
-        &self.config.endpoint
-    }
-
     /// Builds the client and makes sure the bucket exists, so a fresh server works
     /// and a wrong endpoint or credential fails at startup rather than on first use.
     pub async fn connect(mut config: S3Config) -> Result<S3Store, StorageError> {
@@ -127,9 +130,163 @@ impl S3Store {
         }
     }
 
+    /// Aborts one multipart upload; one already gone is fine.
+    async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<(), StorageError> {
+        match self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.config.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(err) if http_status(&err) == Some(404) => Ok(()),
+            Err(err) => Err(backend("AbortMultipartUpload", key, &err)),
+        }
+    }
+
+    /// Copies bytes `[start, end)` of `source` as the part after those in `state`,
+    /// inside the store (UploadPartCopy): the bytes never pass through this service.
+    async fn copy_part(
+        &self,
+        key: &str,
+        state: &mut OutputState,
+        source: &str,
+        start: u64,
+        end: u64,
+    ) -> Result<(), StorageError> {
+        let (upload_id, parts, number) = next_part(key, state)?;
+        let copied = self
+            .client
+            .upload_part_copy()
+            .bucket(&self.config.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .copy_source(copy_source(&self.config.bucket, source))
+            .copy_source_range(format!("bytes={start}-{}", end - 1))
+            .send()
+            .await
+            .map_err(|err| backend("UploadPartCopy", source, &err))?;
+        let etag = copied
+            .copy_part_result()
+            .and_then(|result| result.e_tag())
+            .ok_or_else(|| {
+                StorageError::Backend(format!(
+                    "UploadPartCopy {number} of {key:?} returned no ETag"
+                ))
+            })?;
+        parts.push(UploadedPart {
+            number,
+            etag: etag.to_string(),
+        });
+        Ok(())
+    }
+}
+
+/// The upload id and parts of an S3 output state, and the number of the next part.
+fn next_part<'a>(
+    key: &str,
+    state: &'a mut OutputState,
+) -> Result<(&'a str, &'a mut Vec<UploadedPart>, i32), StorageError> {
+    let OutputState::S3 { upload_id, parts } = state else {
+        return Err(StorageError::Backend("not an S3 output".to_string()));
+    };
+    let number = i32::try_from(parts.len() + 1)
+        .map_err(|_| StorageError::Backend(format!("too many parts for {key:?}")))?;
+    Ok((upload_id, parts, number))
+}
+
+/// One step of composing an object from sources, see [`plan_compose`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ComposeStep {
+    /// The store copies bytes `[start, end)` of source `source` as the next part.
+    Copy { source: usize, start: u64, end: u64 },
+    /// Bytes `[start, end)` of source `source` are read onto the buffer.
+    Buffer { source: usize, start: u64, end: u64 },
+    /// The buffer is uploaded as the next part and emptied.
+    Upload,
+}
+
+/// The parts of the concatenation of sources of `sizes` bytes, every one but the last
+/// of at least `min` bytes and none over `max` (`max >= 2 * min`), with as few bytes
+/// as possible through this service. Going through the sources in order, skipping
+/// empty ones, a piece (a source, or what is left of it):
+/// - with nothing buffered, is copied by the store when it is at least `min` bytes or
+///   the last piece, in even parts of at most `max` bytes (so each is over `max / 2`);
+/// - with something buffered, when it is at least `min` bytes, first tops the buffer
+///   up to `min` bytes from its head, uploaded as a part, and its rest follows these
+///   same rules;
+/// - otherwise is read onto the buffer, which is uploaded as a part once it holds at
+///   least `min` bytes (less than `2 * min`), and at the end.
+fn plan_compose(sizes: &[u64], min: u64, max: u64) -> Vec<ComposeStep> {
+    let last = sizes.iter().rposition(|&size| size > 0);
+    let mut steps = Vec::new();
+    let mut buffered = 0;
+    for (source, &size) in sizes.iter().enumerate().filter(|&(_, &size)| size > 0) {
+        let mut start = 0;
+        if buffered > 0 && size >= min {
+            start = min - buffered;
+            steps.push(ComposeStep::Buffer {
+                source,
+                start: 0,
+                end: start,
+            });
+            steps.push(ComposeStep::Upload);
+            buffered = 0;
+        }
+        let rest = size - start;
+        if buffered == 0 && (rest >= min || Some(source) == last) {
+            let parts = rest.div_ceil(max);
+            steps.extend((0..parts).map(|part| ComposeStep::Copy {
+                source,
+                start: start + rest * part / parts,
+                end: start + rest * (part + 1) / parts,
+            }));
+        } else {
+            steps.push(ComposeStep::Buffer {
+                source,
+                start,
+                end: size,
+            });
+            buffered += rest;
+            if buffered >= min {
+                steps.push(ComposeStep::Upload);
+                buffered = 0;
+            }
+        }
+    }
+    if buffered > 0 {
+        steps.push(ComposeStep::Upload);
+    }
+    steps
+}
+
+/// `bucket/key` URL-encoded, as UploadPartCopy's `x-amz-copy-source` wants it.
+fn copy_source(bucket: &str, key: &str) -> String {
+    let mut encoded = String::new();
+    for byte in format!("{bucket}/{key}").bytes() {
+        if byte.is_ascii_alphanumeric() || b"/-_.~".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
+#[async_trait::async_trait]
+impl Storage for S3Store {
+    /// The endpoint URL (upload forms post to it, path-style).
+    fn upload_base(&self) -> &str {
+        &self.config.endpoint
+    }
+
     /// A presigned POST form for exactly `key`, 1 to `max_bytes` bytes, valid for
     /// `ttl`: the client uploads straight to the bucket and can write nothing else.
-    pub fn presign_upload(
+    async fn presign_upload(
         &self,
         key: &str,
         max_bytes: u64,
@@ -190,7 +347,7 @@ impl S3Store {
     }
 
     /// Size of `key` from HeadObject, or `None` when it does not exist.
-    pub async fn size(&self, key: &str) -> Result<Option<u64>, StorageError> {
+    async fn size(&self, key: &str) -> Result<Option<u64>, StorageError> {
         match self
             .client
             .head_object()
@@ -207,17 +364,31 @@ impl S3Store {
         }
     }
 
-    /// Streams `key` from byte `offset` with a ranged GET; the body is read as the
-    /// caller consumes it, never buffered whole. At or past the end: an empty stream.
-    pub async fn read_from(&self, key: &str, offset: u64) -> Result<ByteStream, StorageError> {
+    /// Streams the range with a ranged GET; the body is read as the caller consumes
+    /// it, never buffered whole.
+    async fn read_range(
+        &self,
+        key: &str,
+        start: u64,
+        end: Option<u64>,
+    ) -> Result<ByteStream, StorageError> {
         let mut request = self
             .client
             .get_object()
             .bucket(&self.config.bucket)
             .key(key);
-        // No range from 0: a range on an empty object is unsatisfiable (416).
-        if offset > 0 {
-            request = request.range(format!("bytes={offset}-"));
+        match end {
+            // An HTTP range cannot be empty: only check that the object is there.
+            Some(end) if end <= start => {
+                return match self.size(key).await? {
+                    Some(_) => Ok(Box::pin(tokio::io::empty())),
+                    None => Err(StorageError::NotFound(key.to_string())),
+                }
+            }
+            Some(end) => request = request.range(format!("bytes={start}-{}", end - 1)),
+            // No range from 0: a range on an empty object is unsatisfiable (416).
+            None if start > 0 => request = request.range(format!("bytes={start}-")),
+            None => {}
         }
         match request.send().await {
             Ok(object) => Ok(Box::pin(object.body.into_async_read())),
@@ -226,7 +397,7 @@ impl S3Store {
             }
             // S3 answers 416 for a range starting at or past the end of the object.
             Err(err) if http_status(&err) == Some(416) => match self.size(key).await? {
-                Some(size) if offset >= size => Ok(Box::pin(tokio::io::empty())),
+                Some(size) if start >= size => Ok(Box::pin(tokio::io::empty())),
                 Some(_) => Err(backend("GetObject", key, &err)),
                 None => Err(StorageError::NotFound(key.to_string())),
             },
@@ -235,7 +406,7 @@ impl S3Store {
     }
 
     /// Starts a multipart upload for a results object.
-    pub async fn start_output(&self, key: &str) -> Result<OutputState, StorageError> {
+    async fn start_output(&self, key: &str) -> Result<OutputState, StorageError> {
         let created = self
             .client
             .create_multipart_upload()
@@ -257,23 +428,19 @@ impl S3Store {
 
     /// Uploads `bytes` as the part after those in `state`. From an older state this
     /// re-uploads the same part number, which replaces it: that is how resume works.
-    pub async fn append_output(
+    async fn append_output(
         &self,
         key: &str,
         state: &mut OutputState,
         bytes: Vec<u8>,
     ) -> Result<(), StorageError> {
-        let OutputState::S3 { upload_id, parts } = state else {
-            return Err(StorageError::Backend("not an S3 output".to_string()));
-        };
-        let number = i32::try_from(parts.len() + 1)
-            .map_err(|_| StorageError::Backend(format!("too many parts for {key:?}")))?;
+        let (upload_id, parts, number) = next_part(key, state)?;
         let uploaded = self
             .client
             .upload_part()
             .bucket(&self.config.bucket)
             .key(key)
-            .upload_id(upload_id.as_str())
+            .upload_id(upload_id)
             .part_number(number)
             .body(bytes.into())
             .send()
@@ -292,7 +459,7 @@ impl S3Store {
     /// Completes the multipart upload with exactly the parts in `state` (later parts
     /// from a crashed attempt are dropped). With no parts, stores an empty object.
     /// Finishing again after a crash that hid the first success is fine.
-    pub async fn finish_output(&self, key: &str, state: &OutputState) -> Result<(), StorageError> {
+    async fn finish_output(&self, key: &str, state: &OutputState) -> Result<(), StorageError> {
         let OutputState::S3 { upload_id, parts } = state else {
             return Err(StorageError::Backend("not an S3 output".to_string()));
         };
@@ -341,8 +508,86 @@ impl S3Store {
         }
     }
 
+    fn min_part_bytes(&self) -> usize {
+        MIN_PART_BYTES
+    }
+
+    /// Assembles `dest` as a multipart upload following [`plan_compose`]: parts the
+    /// store copies itself (UploadPartCopy of a source's byte range) wherever the piece
+    /// is large enough to be a part, and small pieces gathered here (ranged GETs) into
+    /// parts of at least [`MIN_PART_BYTES`]. The upload is aborted on any failure.
+    async fn compose(&self, sources: &[String], dest: &str) -> Result<Composed, StorageError> {
+        let mut sizes = Vec::with_capacity(sources.len());
+        for batch in sources.chunks(HEAD_CONCURRENCY) {
+            let found = try_join_all(batch.iter().map(|key| self.size(key))).await?;
+            for (key, size) in batch.iter().zip(found) {
+                sizes.push(size.ok_or_else(|| StorageError::NotFound(key.clone()))?);
+            }
+        }
+        let steps = plan_compose(&sizes, MIN_PART_BYTES as u64, MAX_PART_BYTES);
+        let parts = steps
+            .iter()
+            .filter(|step| !matches!(step, ComposeStep::Buffer { .. }))
+            .count();
+        if parts > MAX_PARTS {
+            return Err(StorageError::Backend(format!(
+                "composing {dest:?} takes {parts} parts, more than S3's {MAX_PARTS}"
+            )));
+        }
+        let mut state = self.start_output(dest).await?;
+        let assembled = async {
+            let mut buffer = Vec::new();
+            let mut buffered = 0;
+            for step in steps {
+                match step {
+                    ComposeStep::Copy { source, start, end } => {
+                        self.copy_part(dest, &mut state, &sources[source], start, end)
+                            .await?
+                    }
+                    ComposeStep::Buffer { source, start, end } => {
+                        let read = self
+                            .read_range(&sources[source], start, Some(end))
+                            .await?
+                            .read_to_end(&mut buffer)
+                            .await? as u64;
+                        // The plan rests on the sizes: a source that changed since
+                        // would make the parts wrong.
+                        if read != end - start {
+                            return Err(StorageError::Backend(format!(
+                                "{:?} changed while composing {dest:?}",
+                                sources[source]
+                            )));
+                        }
+                        buffered += read;
+                    }
+                    ComposeStep::Upload => {
+                        self.append_output(dest, &mut state, std::mem::take(&mut buffer))
+                            .await?
+                    }
+                }
+            }
+            self.finish_output(dest, &state).await?;
+            Ok::<_, StorageError>(buffered)
+        }
+        .await;
+        match assembled {
+            Ok(buffered) => Ok(Composed {
+                bytes: sizes.iter().sum(),
+                buffered,
+            }),
+            Err(err) => {
+                if let OutputState::S3 { upload_id, .. } = &state {
+                    if let Err(abort) = self.abort_upload(dest, upload_id).await {
+                        tracing::warn!(key = dest, error = %abort, "could not abort a failed compose");
+                    }
+                }
+                Err(err)
+            }
+        }
+    }
+
     /// A presigned GET URL for `key`, valid for `ttl` (at most 7 days, S3's limit).
-    pub async fn presign_download(&self, key: &str, ttl: Duration) -> Result<String, StorageError> {
+    async fn presign_download(&self, key: &str, ttl: Duration) -> Result<String, StorageError> {
         let presigning = PresigningConfig::expires_in(ttl)
             .map_err(|err| StorageError::Backend(format!("presigning {key:?}: {err}")))?;
         let request = self
@@ -358,7 +603,7 @@ impl S3Store {
 
     /// Deletes `key` and aborts unfinished multipart uploads of it, whose parts would
     /// otherwise be stored (and billed) forever; a missing object is fine.
-    pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
         let mut key_marker: Option<String> = None;
         let mut upload_id_marker: Option<String> = None;
         loop {
@@ -402,23 +647,6 @@ impl S3Store {
             Err(err) => Err(backend("DeleteObject", key, &err)),
         }
     }
-
-    /// Aborts one multipart upload; one already gone is fine.
-    async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<(), StorageError> {
-        match self
-            .client
-            .abort_multipart_upload()
-            .bucket(&self.config.bucket)
-            .key(key)
-            .upload_id(upload_id)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(err) if http_status(&err) == Some(404) => Ok(()),
-            Err(err) => Err(backend("AbortMultipartUpload", key, &err)),
-        }
-    }
 }
 
 /// HTTP status of a failed request, when a response came back at all.
@@ -458,6 +686,261 @@ fn format_date_time(secs: i64) -> Result<String, StorageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use ComposeStep::{Buffer, Copy, Upload};
+
+    /// Checks `steps` against S3's rules and `sizes`: every part but the last at least
+    /// `min` and none over `max`, no copy while bytes are buffered, and the ranges
+    /// cover every source in order. Returns the bytes buffered.
+    fn check_plan(sizes: &[u64], steps: &[ComposeStep], min: u64, max: u64) -> u64 {
+        let mut parts = Vec::new();
+        let mut pending = 0;
+        let mut buffered = 0;
+        let mut covered = Vec::new();
+        for step in steps {
+            match *step {
+                Copy { source, start, end } => {
+                    assert_eq!(pending, 0, "copy while buffered: {steps:?}");
+                    parts.push(end - start);
+                    covered.push((source, start, end));
+                }
+                Buffer { source, start, end } => {
+                    pending += end - start;
+                    buffered += end - start;
+                    covered.push((source, start, end));
+                }
+                Upload => {
+                    assert!(pending > 0, "empty upload: {steps:?}");
+                    parts.push(std::mem::take(&mut pending));
+                }
+            }
+        }
+        assert_eq!(pending, 0, "buffer left over: {steps:?}");
+        for (i, &part) in parts.iter().enumerate() {
+            assert!(part <= max, "part {i} of {part} bytes: {sizes:?} {steps:?}");
+            assert!(
+                part >= min || i + 1 == parts.len(),
+                "part {i} of {part} bytes: {sizes:?} {steps:?}"
+            );
+        }
+        let mut expected = Vec::new();
+        for (source, &size) in sizes.iter().enumerate() {
+            if size > 0 {
+                expected.push((source, 0, size));
+            }
+        }
+        let mut merged: Vec<(usize, u64, u64)> = Vec::new();
+        for (source, start, end) in covered {
+            match merged.last_mut() {
+                Some(last) if last.0 == source && last.2 == start => last.2 = end,
+                _ => merged.push((source, start, end)),
+            }
+        }
+        assert_eq!(merged, expected, "coverage of {sizes:?}: {steps:?}");
+        buffered
+    }
+
+    #[test]
+    fn plans_compose_with_copies_where_parts_can_be() {
+        let plan = |sizes: &[u64]| {
+            let steps = plan_compose(sizes, 5, 20);
+            check_plan(sizes, &steps, 5, 20);
+            steps
+        };
+        assert_eq!(plan(&[]), []);
+        assert_eq!(plan(&[0, 0]), []);
+        // A lone piece is copied whatever its size: the last part may be small.
+        assert_eq!(
+            plan(&[3]),
+            [Copy {
+                source: 0,
+                start: 0,
+                end: 3
+            }]
+        );
+        assert_eq!(
+            plan(&[6, 0, 7]),
+            [
+                Copy {
+                    source: 0,
+                    start: 0,
+                    end: 6
+                },
+                Copy {
+                    source: 2,
+                    start: 0,
+                    end: 7
+                },
+            ]
+        );
+        assert_eq!(
+            plan(&[1, 1, 1]),
+            [
+                Buffer {
+                    source: 0,
+                    start: 0,
+                    end: 1
+                },
+                Buffer {
+                    source: 1,
+                    start: 0,
+                    end: 1
+                },
+                Buffer {
+                    source: 2,
+                    start: 0,
+                    end: 1
+                },
+                Upload,
+            ]
+        );
+        assert_eq!(
+            plan(&[3, 3, 3]),
+            [
+                Buffer {
+                    source: 0,
+                    start: 0,
+                    end: 3
+                },
+                Buffer {
+                    source: 1,
+                    start: 0,
+                    end: 3
+                },
+                Upload,
+                Copy {
+                    source: 2,
+                    start: 0,
+                    end: 3
+                },
+            ]
+        );
+        // A big piece tops the buffer up, then its rest is copied if it can be a part
+        // (or is last) and buffered if not.
+        assert_eq!(
+            plan(&[1, 12, 1, 0, 6]),
+            [
+                Buffer {
+                    source: 0,
+                    start: 0,
+                    end: 1
+                },
+                Buffer {
+                    source: 1,
+                    start: 0,
+                    end: 4
+                },
+                Upload,
+                Copy {
+                    source: 1,
+                    start: 4,
+                    end: 12
+                },
+                Buffer {
+                    source: 2,
+                    start: 0,
+                    end: 1
+                },
+                Buffer {
+                    source: 4,
+                    start: 0,
+                    end: 4
+                },
+                Upload,
+                Copy {
+                    source: 4,
+                    start: 4,
+                    end: 6
+                },
+            ]
+        );
+        assert_eq!(
+            plan(&[4, 5, 1]),
+            [
+                Buffer {
+                    source: 0,
+                    start: 0,
+                    end: 4
+                },
+                Buffer {
+                    source: 1,
+                    start: 0,
+                    end: 1
+                },
+                Upload,
+                Buffer {
+                    source: 1,
+                    start: 1,
+                    end: 5
+                },
+                Buffer {
+                    source: 2,
+                    start: 0,
+                    end: 1
+                },
+                Upload,
+            ]
+        );
+        // Over the largest part: even parts.
+        assert_eq!(
+            plan(&[45]),
+            [
+                Copy {
+                    source: 0,
+                    start: 0,
+                    end: 15
+                },
+                Copy {
+                    source: 0,
+                    start: 15,
+                    end: 30
+                },
+                Copy {
+                    source: 0,
+                    start: 30,
+                    end: 45
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn compose_plans_keep_s3_rules_for_any_sizes() {
+        // A fixed pseudo-random walk over size mixes, real part limits included.
+        let (min, max) = (MIN_PART_BYTES as u64, MAX_PART_BYTES);
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let scales = [0, 1, min / 3, min - 1, min, min + 1, 2 * min, max, 3 * max];
+        for _ in 0..5000 {
+            let count = (next() % 8) as usize;
+            let sizes: Vec<u64> = (0..count)
+                .map(|_| {
+                    let scale = scales[(next() % scales.len() as u64) as usize];
+                    scale.saturating_add(next() % 3).saturating_sub(next() % 3)
+                })
+                .collect();
+            let steps = plan_compose(&sizes, min, max);
+            let buffered = check_plan(&sizes, &steps, min, max);
+            // Through the service: at most a top-up and a small rest (each under
+            // `min`) of each source.
+            let sources = sizes.iter().filter(|&&size| size > 0).count() as u64;
+            assert!(
+                buffered <= 2 * min * sources,
+                "{sizes:?} buffered {buffered}"
+            );
+        }
+    }
+
+    #[test]
+    fn encodes_copy_sources() {
+        assert_eq!(copy_source("b", "jobs/x-1_2.jsonl"), "b/jobs/x-1_2.jsonl");
+        assert_eq!(copy_source("b", "a b+c"), "b/a%20b%2Bc");
+    }
 
     #[test]
     fn formats_policy_dates() {

@@ -18,7 +18,7 @@ pub enum Kind {
 /// A server's store: the flags that give it to the server, and the test's own view.
 pub struct Store {
     flags: Vec<String>,
-    view: Storage,
+    view: Box<dyn Storage>,
 }
 
 impl Store {
@@ -27,7 +27,7 @@ impl Store {
         match kind {
             Kind::Local => {
                 let dir = common::temp_dir();
-                let view = Storage::Local(LocalStore::open(&dir, "http://unused").expect("open"));
+                let view = Box::new(LocalStore::open(&dir, "http://unused").expect("open"));
                 let flags = vec!["--data-dir".into(), dir.display().to_string()];
                 Store { flags, view }
             }
@@ -44,7 +44,7 @@ impl Store {
                     access_key_id: flag("--s3-access-key-id"),
                     secret_access_key: flag("--s3-secret-access-key"),
                 };
-                let view = Storage::S3(S3Store::connect(config).await.expect("connect to S3"));
+                let view = Box::new(S3Store::connect(config).await.expect("connect to S3"));
                 Store { flags, view }
             }
         }
