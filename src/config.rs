@@ -401,6 +401,10 @@ pub struct ModelArgs {
     /// The GPU to use with `--device cuda`.
     #[arg(long, env = "ZEROSHOT_CUDA_DEVICE_ID", default_value_t = 0)]
     pub cuda_device_id: i32,
+    /// Tokens per ONNX run, padding included (texts × the longest); texts per run are
+    /// one per 128 of them [default: 4096 on the CPU, 32768 with `--device cuda`].
+    #[arg(long, env = "ZEROSHOT_ONNX_RUN_TOKENS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub onnx_run_tokens: Option<u32>,
 }
 
 /// Only the model flags, for callers that are not the CLI (tests, benches).
@@ -450,11 +454,16 @@ impl ModelArgs {
 
     /// Loads the engine these flags describe (ONNX Runtime once per process, then the model).
     pub fn load_engine(&self) -> Result<crate::engine::Engine, crate::engine::EngineError> {
+        let device = self.engine_device();
         crate::engine::Engine::load(
             &self.ort_library(),
             &self.model_dir(),
             self.threads,
-            self.engine_device(),
+            device,
+            crate::engine::RunLimits::for_device(
+                device,
+                self.onnx_run_tokens.map(|tokens| tokens as usize),
+            ),
         )
     }
 }

@@ -21,7 +21,7 @@ use serde::Serialize;
 pub use adapt::{AdaptationReport, Adapted, AdaptedLabels};
 pub use labels::{Label, LabelError, LabelSet, Mode};
 pub use manifest::{Calibration, Manifest, Pooling};
-pub use model::{padding_bounded_runs, Device, Embedding, EmbeddingModel};
+pub use model::{padding_bounded_runs, Device, Embedding, EmbeddingModel, RunLimits};
 pub use score::probabilities;
 
 use labels::label_sentences;
@@ -192,9 +192,10 @@ impl Engine {
         model_dir: &Path,
         intra_threads: usize,
         device: Device,
+        limits: RunLimits,
     ) -> Result<Self, EngineError> {
         let runtime = runtime::init(ort_library)?;
-        let model = EmbeddingModel::load(&runtime, model_dir, intra_threads, device)?;
+        let model = EmbeddingModel::load(&runtime, model_dir, intra_threads, device, limits)?;
         // One probe text tells the vectors' length, whatever the graph declares.
         let dimensions = model.embed(&["dimensions"], "")?[0].vector.len();
         Ok(Self {

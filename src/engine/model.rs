@@ -15,14 +15,22 @@ use tokenizers::{Encoding, Tokenizer, TruncationParams};
 use super::manifest::{Manifest, Pooling};
 use super::EngineError;
 
-/// Texts per ONNX run. Texts are sorted by length first, so a run pads little.
-const MAX_RUN_TEXTS: usize = 32;
 /// Padding tokens a run may add, as a share of its real tokens.
 const MAX_PADDING: f64 = 0.1;
-/// Tokens per ONNX run, padding included: 16 texts at 256 tokens. Attention memory
-/// grows with texts × length², so this bounds ONNX Runtime's arena for long texts
-/// while leaving 32 tickets of 20-80 words in one run.
-const MAX_RUN_TOKENS: usize = 4096;
+/// Tokens per ONNX run on the CPU, padding included: 16 texts at 256 tokens. Attention
+/// memory grows with texts × length², so this bounds ONNX Runtime's arena for long
+/// texts while leaving 32 tickets of 20-80 words in one run.
+const CPU_RUN_TOKENS: usize = 4096;
+/// Tokens per ONNX run on a GPU: a GPU is only busy with thousands of rows at once, and
+/// its memory holds the larger attention scores (MiniLM at 256 tokens in fp16: 0.4 GB
+/// per layer's scores; nomic-embed-text-v1.5, 16 texts of 2,048 tokens: 3.2 GB). Chosen
+/// without a GPU to measure on; `scripts/gpu_check.sh` times the ceiling at several
+/// budgets so that a machine with one can tell (README "GPU").
+const CUDA_RUN_TOKENS: usize = 32_768;
+/// A run's text count is bounded too, at one text per this many tokens of its budget
+/// (32 texts on the CPU): short texts gain little from longer runs, and a run's texts
+/// wait for its longest.
+const TOKENS_PER_RUN_TEXT: usize = 128;
 /// Bytes per token of `max_tokens` kept before tokenizing a long text (see `tokenize`).
 const CUT_BYTES_PER_TOKEN: usize = 16;
 /// Most bytes per token of `max_tokens` ever tokenized: a text whose first 64 × 256
@@ -39,6 +47,42 @@ pub enum Device {
     Cuda {
         device_id: i32,
     },
+}
+
+impl Device {
+    /// The tokens per ONNX run on this device when `--onnx-run-tokens` does not say.
+    pub fn default_run_tokens(self) -> usize {
+        match self {
+            Device::Cpu => CPU_RUN_TOKENS,
+            Device::Cuda { .. } => CUDA_RUN_TOKENS,
+        }
+    }
+}
+
+/// How large one ONNX run may be: its tokens, padding included, and its texts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunLimits {
+    /// Texts × the longest text's tokens, at most (a longer text still runs, alone).
+    pub tokens: usize,
+    /// Texts per run, at most.
+    pub texts: usize,
+}
+
+impl RunLimits {
+    /// A budget of `tokens` per run (at least 1), and one text per
+    /// [`TOKENS_PER_RUN_TEXT`] of it.
+    pub fn new(tokens: usize) -> Self {
+        let tokens = tokens.max(1);
+        Self {
+            tokens,
+            texts: (tokens / TOKENS_PER_RUN_TEXT).max(1),
+        }
+    }
+
+    /// `tokens` when given, else the device's default.
+    pub fn for_device(device: Device, tokens: Option<usize>) -> Self {
+        Self::new(tokens.unwrap_or_else(|| device.default_run_tokens()))
+    }
 }
 
 /// One text's vector plus what the caller reports about it.
@@ -58,16 +102,19 @@ pub struct EmbeddingModel {
     tokenizer: Tokenizer,
     session: Mutex<Session>,
     has_token_type_ids: bool,
+    limits: RunLimits,
 }
 
 impl EmbeddingModel {
     /// Loads the tokenizer and ONNX graph of the model directory `dir`.
-    /// `intra_threads` = 0 lets ONNX Runtime pick (one per core).
+    /// `intra_threads` = 0 lets ONNX Runtime pick (one per core); `limits` sizes the
+    /// ONNX runs `embed` splits its texts into.
     pub fn load(
         runtime: &Environment,
         dir: &Path,
         intra_threads: usize,
         device: Device,
+        limits: RunLimits,
     ) -> Result<Self, EngineError> {
         let manifest = Manifest::load(dir)?;
         let mut tokenizer = Tokenizer::from_file(manifest.file_path(dir, "tokenizer"))
@@ -118,12 +165,18 @@ impl EmbeddingModel {
             tokenizer,
             session: Mutex::new(session),
             has_token_type_ids,
+            limits,
         })
     }
 
     /// The manifest this model was loaded from.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// How large `embed`'s ONNX runs may be (the benches batch the same way).
+    pub fn run_limits(&self) -> RunLimits {
+        self.limits
     }
 
     /// Embeds texts, each prefixed with `prefix`, in input order.
@@ -138,7 +191,7 @@ impl EmbeddingModel {
             .collect();
 
         let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); encodings.len()];
-        for range in padding_bounded_runs(&lengths) {
+        for range in padding_bounded_runs(&lengths, self.limits) {
             let chunk = &order[range];
             let run: Vec<&Encoding> = chunk.iter().map(|&i| &encodings[i]).collect();
             for (&i, vector) in chunk.iter().zip(self.run_encoded(&run)?) {
@@ -306,21 +359,25 @@ impl EmbeddingModel {
     }
 }
 
-/// Splits texts sorted by token count into ONNX runs of at most [`MAX_RUN_TEXTS`] texts
-/// and [`MAX_RUN_TOKENS`] tokens whose padding stays within [`MAX_PADDING`] of their
-/// real tokens. Thousands of batch-job
+/// Splits texts sorted by token count into ONNX runs within `limits` (texts, and tokens
+/// padding included) whose padding stays within [`MAX_PADDING`] of their real tokens; a
+/// text longer than the token budget runs alone. Thousands of batch-job
 /// lines sort into near-equal neighbours and fill whole runs; a few concurrent
 /// `/v1/classify` texts of mixed lengths run in smaller runs instead of paying for
 /// padding (measured with `scripts/perf_report.py`, README "Performance").
-pub fn padding_bounded_runs(sorted_lengths: &[usize]) -> Vec<std::ops::Range<usize>> {
+pub fn padding_bounded_runs(
+    sorted_lengths: &[usize],
+    limits: RunLimits,
+) -> Vec<std::ops::Range<usize>> {
     let mut runs = Vec::new();
     let (mut start, mut real) = (0, 0);
     for (i, &length) in sorted_lengths.iter().enumerate() {
         let count = i - start + 1;
         let padded = length * count;
-        if count > MAX_RUN_TEXTS
-            || padded > MAX_RUN_TOKENS
-            || padded as f64 > (real + length) as f64 * (1.0 + MAX_PADDING)
+        if count > 1
+            && (count > limits.texts
+                || padded > limits.tokens
+                || padded as f64 > (real + length) as f64 * (1.0 + MAX_PADDING))
         {
             runs.push(start..i);
             (start, real) = (i, 0);
@@ -365,17 +422,86 @@ pub fn normalize(vector: &mut [f32]) {
 mod tests {
     use super::*;
 
+    const CPU: RunLimits = RunLimits {
+        tokens: CPU_RUN_TOKENS,
+        texts: 32,
+    };
+
+    #[test]
+    fn the_cpu_budget_is_the_measured_one() {
+        assert_eq!(RunLimits::for_device(Device::Cpu, None), CPU);
+        assert_eq!(
+            RunLimits::for_device(Device::Cuda { device_id: 0 }, None),
+            RunLimits {
+                tokens: 32_768,
+                texts: 256
+            }
+        );
+        assert_eq!(
+            RunLimits::for_device(Device::Cuda { device_id: 0 }, Some(4096)),
+            CPU
+        );
+    }
+
     #[test]
     fn near_equal_lengths_fill_whole_runs() {
         let lengths = vec![40; 70];
-        assert_eq!(padding_bounded_runs(&lengths), vec![0..32, 32..64, 64..70]);
+        assert_eq!(
+            padding_bounded_runs(&lengths, CPU),
+            vec![0..32, 32..64, 64..70]
+        );
+    }
+
+    #[test]
+    fn a_gpu_budget_runs_a_chunk_of_tickets_in_few_runs() {
+        // A batch job's chunk of 2,048 tickets of 30-109 tokens, sorted: 64 runs of 32
+        // on the CPU; on a GPU 9, as long as the padding bound allows among the
+        // shortest (154 texts of 30-35 tokens) and up to 256 texts among the longest.
+        let lengths: Vec<usize> = (0..2048).map(|i| 30 + i * 80 / 2048).collect();
+        let cuda = RunLimits::for_device(Device::Cuda { device_id: 0 }, None);
+        let gpu_runs = padding_bounded_runs(&lengths, cuda);
+        assert_eq!(padding_bounded_runs(&lengths, CPU).len(), 64);
+        assert_eq!(gpu_runs.len(), 9);
+        assert_eq!(gpu_runs[0], 0..154);
+        assert_eq!(gpu_runs[7], 1588..1844);
+        assert_eq!(gpu_runs.last().unwrap().end, lengths.len());
+        for run in &gpu_runs {
+            let longest = lengths[run.end - 1];
+            assert!(run.len() <= cuda.texts && run.len() * longest <= cuda.tokens);
+        }
+    }
+
+    #[test]
+    fn a_text_longer_than_the_budget_runs_alone() {
+        let limits = RunLimits::new(100);
+        assert_eq!(limits.texts, 1);
+        assert_eq!(
+            padding_bounded_runs(
+                &[60, 60, 256, 300],
+                RunLimits {
+                    tokens: 100,
+                    texts: 4
+                }
+            ),
+            vec![0..1, 1..2, 2..3, 3..4]
+        );
+        assert_eq!(
+            padding_bounded_runs(
+                &[30, 30, 30, 256],
+                RunLimits {
+                    tokens: 100,
+                    texts: 4
+                }
+            ),
+            vec![0..3, 3..4]
+        );
     }
 
     #[test]
     fn mixed_lengths_split_where_padding_would_exceed_the_bound() {
         // 20, 21, 22 pad to 22 x 3 = 66 for 63 real tokens (5%); adding 40 would pad to
         // 160 for 103 (55%), and 40, 41 pad 2% again.
-        let batches = padding_bounded_runs(&[20, 21, 22, 40, 41, 100]);
+        let batches = padding_bounded_runs(&[20, 21, 22, 40, 41, 100], CPU);
         assert_eq!(batches, vec![0..3, 3..5, 5..6]);
         for range in batches {
             let slice = &[20, 21, 22, 40, 41, 100][range];
@@ -387,7 +513,7 @@ mod tests {
 
     #[test]
     fn long_texts_run_in_smaller_runs() {
-        let batches = padding_bounded_runs(&[256; 40]);
+        let batches = padding_bounded_runs(&[256; 40], CPU);
         assert_eq!(batches, vec![0..16, 16..32, 32..40]);
     }
 
@@ -405,6 +531,6 @@ mod tests {
 
     #[test]
     fn no_texts_no_batches() {
-        assert!(padding_bounded_runs(&[]).is_empty());
+        assert!(padding_bounded_runs(&[], CPU).is_empty());
     }
 }
