@@ -38,7 +38,11 @@ fn assert_rows(rows: &[Value], lines: usize) {
     for (i, row) in tickets.iter().enumerate() {
         // Ticket i is preceded by i / 1000 bad lines.
         let line = (i + 1 + i / 1_000) as i64;
-        assert_eq!((&row["line"], &row["id"]), (&json!(line), &json!(i)), "{row}");
+        assert_eq!(
+            (&row["line"], &row["id"]),
+            (&json!(line), &json!(i)),
+            "{row}"
+        );
         assert!(row["label"].is_string(), "{row}");
     }
     assert_eq!(errors.len(), lines / 1_000);
