@@ -8,7 +8,7 @@ completed (first pass and assembly included), the speed-up of N instances over o
 on N instances from that rate and the measured scaling.
 
   eval "$(scripts/setup.py --print-env)" && cargo build --release &&
-  scripts/scale_report.py [--megabytes 100] [--instances 1,2] [--out scale.json]
+  scripts/scale_report.py [--megabytes 100] [--instances 1,2] [--no-adapt] [--out scale.json]
 
 Needs PostgreSQL (ZEROSHOT_TEST_POSTGRES_URL, default postgres://postgres@127.0.0.1:5432/test;
 a fresh database is created per run and dropped after).
@@ -68,7 +68,7 @@ def run_job(instances, input_path, args, tmp):
             f"{tmp}/instance-{instances}-{i}", flags, binary=args.binary,
             database_url=database_url, data_dir=data_dir)) for i in range(instances)]
         base, key, _ = started[0]
-        job_id, began = start_batch_job(base, key, input_path, adapt=True)
+        job_id, began = start_batch_job(base, key, input_path, adapt=args.adapt)
         while True:
             state = request(base, key, "GET", f"/v1/batch/{job_id}")
             if state["status"] in ("completed", "failed"):
@@ -90,6 +90,9 @@ def main():
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--shard-bytes", type=int, default=None,
                         help="default: a sixteenth of the input, so instances share the shards")
+    parser.add_argument("--no-adapt", dest="adapt", action="store_false",
+                        help="score without adaptation: its sample (up to 20,000 lines, "
+                        "embedded in the first pass by one instance) is the serial part")
     parser.add_argument("--binary", type=Path, default=BINARY)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -109,7 +112,7 @@ def main():
     tokens_per_byte = one["tokens"] / size
     report = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "input_mb": round(size / 1e6, 1), "lines": lines, "threads": args.threads,
-              "shard_bytes": args.shard_bytes, "runs": runs, "speedup": {}, "projection_5gb": {}}
+              "shard_bytes": args.shard_bytes, "adapt": args.adapt, "runs": runs, "speedup": {}, "projection_5gb": {}}
     print(f"\n| instances | seconds | tokens/s | speed-up over 1 |\n|---|---|---|---|")
     for run in runs:
         speedup = one["seconds"] / run["seconds"]
