@@ -24,7 +24,7 @@ import uuid
 from pathlib import Path
 
 from local_server import BINARY, local_server
-from perf_report import LABELS, log, request, start_batch_job, write_tickets
+from perf_report import batch_job, log, write_tickets
 
 ADMIN_URL = os.environ.get("ZEROSHOT_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
 FIVE_GB = 5 * 1000**3
@@ -68,19 +68,10 @@ def run_job(instances, input_path, args, tmp):
             f"{tmp}/instance-{instances}-{i}", flags, binary=args.binary,
             database_url=database_url, data_dir=data_dir)) for i in range(instances)]
         base, key, _ = started[0]
-        job_id, began = start_batch_job(base, key, input_path, adapt=args.adapt)
-        while True:
-            state = request(base, key, "GET", f"/v1/batch/{job_id}")
-            if state["status"] in ("completed", "failed"):
-                break
-            time.sleep(0.2)
-        seconds = time.perf_counter() - began
-    if state["status"] != "completed":
-        raise SystemExit(f"batch job {state['status']}: {state.get('error')}")
-    return {"instances": instances, "seconds": round(seconds, 1),
-            "lines": state["requests_completed"], "tokens": state["actual_tokens"],
-            "shards": state["shards"]["total"],
-            "tokens_per_second": round(state["actual_tokens"] / seconds)}
+        job = batch_job(base, key, input_path, adapt=args.adapt)
+    return {"instances": instances, "seconds": round(job["seconds"], 1),
+            "lines": job["texts"], "tokens": job["tokens"],
+            "tokens_per_second": round(job["tokens_per_second"])}
 
 
 def main():
