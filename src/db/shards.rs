@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use sqlx::AnyConnection;
+
 use super::batch::{shard_sum, status, Checkpoint, JobRow, Lease};
 use super::{now_ms, Db, DbError};
 
@@ -56,63 +58,80 @@ const CLAIMABLE: &str =
     AND j.requests_total IS NOT NULL \
     AND (j.status = $2 OR (j.status = $3 AND s.lease_owner IS NOT NULL))";
 
+/// Claims one claimable shard on `conn` (`lock` locks the rows read on PostgreSQL):
+/// its job, number and the lease it had.
+async fn take_shard(
+    conn: &mut AnyConnection,
+    owner: &str,
+    lease_ms: i64,
+    lock: &str,
+) -> Result<Option<(String, i64, Option<i64>)>, DbError> {
+    let now = now_ms();
+    let candidates: Vec<(String, i64, Option<i64>)> = sqlx::query_as(&format!(
+        "SELECT s.job_id, s.shard, s.lease_expires_at FROM batch_shards s \
+         JOIN batch_jobs j ON j.id = s.job_id WHERE {CLAIMABLE} \
+         ORDER BY j.started_at, s.shard LIMIT 4{lock}"
+    ))
+    .bind(now)
+    .bind(status::PROCESSING)
+    .bind(status::CANCELLING)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (job_id, shard, lease) in candidates {
+        let claimed = sqlx::query(
+            "UPDATE batch_shards SET lease_owner = $1, lease_expires_at = $2, \
+             requests_completed = cp_completed, requests_failed = cp_failed \
+             WHERE job_id = $3 AND shard = $4 AND completed_at IS NULL \
+             AND (lease_expires_at IS NULL OR lease_expires_at < $5)",
+        )
+        .bind(owner)
+        .bind(now + lease_ms)
+        .bind(&job_id)
+        .bind(shard)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        if claimed.rows_affected() == 1 {
+            return Ok(Some((job_id, shard, lease)));
+        }
+    }
+    Ok(None)
+}
+
 impl Db {
     /// Takes one shard nobody holds for `owner`, for `lease_ms`, oldest job first. On
-    /// PostgreSQL concurrent claims skip each other's rows (`FOR UPDATE SKIP LOCKED`);
-    /// the update re-checks the lease either way, so two workers never hold one shard.
+    /// PostgreSQL concurrent claims skip each other's rows (`FOR UPDATE SKIP LOCKED`,
+    /// in a transaction); on SQLite, which has one writer, no transaction: a deferred
+    /// one that reads first could not upgrade to a write under a busy writer. Either
+    /// way the update re-checks the lease, so two workers never hold one shard.
     pub async fn claim_shard(
         &self,
         owner: &str,
         lease_ms: i64,
     ) -> Result<Option<ClaimedShard>, DbError> {
-        let now = now_ms();
-        let lock = if self.is_postgres() {
-            " FOR UPDATE OF s SKIP LOCKED"
+        let claimed = if self.is_postgres() {
+            let mut tx = self.pool().begin().await?;
+            let claimed =
+                take_shard(&mut tx, owner, lease_ms, " FOR UPDATE OF s SKIP LOCKED").await?;
+            tx.commit().await?;
+            claimed
         } else {
-            ""
+            take_shard(&mut *self.pool().acquire().await?, owner, lease_ms, "").await?
         };
-        let mut tx = self.pool().begin().await?;
-        let candidates: Vec<(String, i64, Option<i64>)> = sqlx::query_as(&format!(
-            "SELECT s.job_id, s.shard, s.lease_expires_at FROM batch_shards s \
-             JOIN batch_jobs j ON j.id = s.job_id WHERE {CLAIMABLE} \
-             ORDER BY j.started_at, s.shard LIMIT 4{lock}"
-        ))
-        .bind(now)
-        .bind(status::PROCESSING)
-        .bind(status::CANCELLING)
-        .fetch_all(&mut *tx)
-        .await?;
-        for (job_id, shard, lease) in candidates {
-            let claimed = sqlx::query(
-                "UPDATE batch_shards SET lease_owner = $1, lease_expires_at = $2, \
-                 requests_completed = cp_completed, requests_failed = cp_failed \
-                 WHERE job_id = $3 AND shard = $4 AND completed_at IS NULL \
-                 AND (lease_expires_at IS NULL OR lease_expires_at < $5)",
-            )
-            .bind(owner)
-            .bind(now + lease_ms)
-            .bind(&job_id)
-            .bind(shard)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            if claimed.rows_affected() == 1 {
-                tx.commit().await?;
-                let (Some(job), Some(shard)) = (
-                    self.job_by_id(&job_id).await?,
-                    self.shard(&job_id, shard).await?,
-                ) else {
-                    return Ok(None); // deleted meanwhile
-                };
-                return Ok(Some(ClaimedShard {
-                    job,
-                    shard,
-                    resumed: lease.is_some(),
-                }));
-            }
-        }
-        tx.commit().await?;
-        Ok(None)
+        let Some((job_id, shard, lease)) = claimed else {
+            return Ok(None);
+        };
+        let (Some(job), Some(shard)) = (
+            self.job_by_id(&job_id).await?,
+            self.shard(&job_id, shard).await?,
+        ) else {
+            return Ok(None); // deleted meanwhile
+        };
+        Ok(Some(ClaimedShard {
+            job,
+            shard,
+            resumed: lease.is_some(),
+        }))
     }
 
     async fn shard(&self, job_id: &str, shard: i64) -> Result<Option<ShardRow>, DbError> {
