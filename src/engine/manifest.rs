@@ -233,8 +233,10 @@ mod tests {
         assert_eq!(
             names,
             [
+                "all-minilm-l6-v2-fp16: model-fp16.onnx tokenizer.json",
                 "all-minilm-l6-v2-int8-cpu: model-int8-cpu.onnx tokenizer.json",
                 "all-minilm-l6-v2-int8: model.onnx tokenizer.json",
+                "nomic-embed-text-v1.5-fp16: model-fp16.onnx tokenizer.json",
                 "nomic-embed-text-v1.5-int8-cpu: model-int8-cpu.onnx tokenizer.json",
                 "nomic-embed-text-v1.5: model.onnx tokenizer.json",
             ]
