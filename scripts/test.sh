@@ -42,4 +42,4 @@ python3 scripts/parity_reference.py --out "$ZEROSHOT_PARITY_REFERENCE"
 export ZEROSHOT_NOMIC_REFERENCE="${ZEROSHOT_CACHE:-$HOME/.cache/zeroshot}/nomic-reference.json"
 python3 scripts/nomic_reference.py --out "$ZEROSHOT_NOMIC_REFERENCE"
 
-cargo test --release --locked "$@"
+cargo test --release --locked --no-fail-fast "$@"

@@ -274,15 +274,21 @@ async fn batch_job_metrics(backend: Backend) {
     let mut db = sqlx::AnyConnection::connect(&server.database_url)
         .await
         .expect("connect to the test database");
+    sqlx::query("UPDATE batch_jobs SET status = 'processing', completed_at = NULL WHERE id = $1")
+        .bind(id)
+        .execute(&mut db)
+        .await
+        .expect("reopen the job");
     sqlx::query(
-        "UPDATE batch_jobs SET status = 'processing', completed_at = NULL, lease_owner = 'gone', \
-         lease_expires_at = 1, cp_input_offset = 0, cp_line = 0, cp_completed = 0, cp_failed = 0, \
-         cp_tokens = 0, cp_output_state = NULL WHERE id = $1",
+        "UPDATE batch_shards SET completed_at = NULL, lease_owner = 'gone', lease_expires_at = 1, \
+         cp_input_offset = start_offset, cp_line = start_line, cp_completed = 0, cp_failed = 0, \
+         cp_tokens = 0, cp_output_state = NULL, cp_errors_state = NULL, cp_errors_pending = NULL \
+         WHERE job_id = $1",
     )
     .bind(id)
     .execute(&mut db)
     .await
-    .expect("abandon the job");
+    .expect("abandon its shard");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (_, samples) = scrape(&server, &server.base).await;

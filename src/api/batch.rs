@@ -138,7 +138,7 @@ pub struct Job {
     pub error: Option<String>,
     pub progress: Progress,
     /// How the job's shards stand, once its input is surveyed (cut into shards that
-    /// any instance scores); null before, and in webhook events.
+    /// any instance scores); null before.
     pub shards: Option<Shards>,
     /// RFC 3339, like every time below.
     pub created_at: String,

@@ -404,9 +404,9 @@ impl Db {
 
     /// Records what the survey found, before any line is scored: the number of
     /// requests, what adaptation did, the adapted label vectors (JSON) when it applied,
-    /// and the shards (replacing an earlier run's). Gives the job-level lease back, so
-    /// that every worker, this one included, can take the shards. `false` when the
-    /// lease was lost.
+    /// and the shards (replacing an earlier run's). Clears the job-level lease (the
+    /// assembly's claim is a first claim, not a resume), so that every worker, this one
+    /// included, can take the shards. `false` when the lease was lost.
     pub async fn set_survey(
         &self,
         id: &str,
@@ -416,7 +416,7 @@ impl Db {
         let mut tx = self.pool().begin().await?;
         let done = sqlx::query(
             "UPDATE batch_jobs SET requests_total = $1, adaptation = $2, adapted_labels = $3, \
-             shards = $4, lease_expires_at = 0 WHERE id = $5 AND lease_owner = $6",
+             shards = $4, lease_owner = NULL, lease_expires_at = NULL WHERE id = $5 AND lease_owner = $6",
         )
         .bind(survey.requests)
         .bind(survey.adaptation)

@@ -16,6 +16,7 @@ use tokio::sync::Semaphore;
 use super::address::{pin, ResolveError};
 use super::{event_type, retry_delay, signature, Event, Settings, WINDOW};
 use crate::db::batch::JobRow;
+use crate::db::shards::ShardCounts;
 use crate::db::webhooks::{Attempt, DeliveryRow, NewDelivery};
 use crate::db::{now_ms, rfc3339, Db, DbError};
 use crate::outage::{self, Dependency};
@@ -104,7 +105,8 @@ impl Dispatcher {
     async fn enqueue(&self) -> Result<(), DbError> {
         let since = now_ms() - WINDOW.as_millis() as i64;
         for job in self.db.unannounced_endings(since, ENQUEUE_BATCH).await? {
-            let Some((event, url, ended_at)) = announce(&job) else {
+            let shards = self.db.shard_counts(&[job.id.as_str()]).await?;
+            let Some((event, url, ended_at)) = announce(&job, shards.get(&job.id).copied()) else {
                 continue;
             };
             let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
@@ -258,13 +260,15 @@ impl Dispatcher {
     }
 }
 
-/// The event a job's ending announces, its URL and the ending's time; `None` for a
-/// job that has not ended or has no URL.
-fn announce(job: &JobRow) -> Option<(Event, &str, i64)> {
+/// The event a job's ending announces (the job as `GET /v1/batch/{id}` shows it, its
+/// shards included), its URL and the ending's time; `None` for a job that has not
+/// ended or has no URL.
+fn announce(job: &JobRow, shards: Option<ShardCounts>) -> Option<(Event, &str, i64)> {
     let kind = event_type(&job.status)?;
     let ended_at = job.completed_at?;
     let url = job.webhook_url.as_deref()?;
-    let data = crate::api::batch::view(job).ok()?;
+    let mut data = crate::api::batch::view(job).ok()?;
+    data.shards = shards.map(Into::into);
     Some((
         Event {
             kind: kind.to_string(),
