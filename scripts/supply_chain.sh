@@ -49,6 +49,12 @@ PY
   fi
 fi
 
+# cargo-deny reads the dependency graph for every target platform with `cargo metadata`;
+# in offline mode that needs every crate in Cargo.lock on disk, including the Windows
+# and wasm ones a Linux build never downloads. `cargo fetch` gets them all from
+# crates.io (reachable everywhere this runs).
+cargo fetch --locked --quiet
+
 if "$DENY" --locked fetch db 2>/dev/null; then
   "$DENY" --locked check --hide-inclusion-graph
 elif compgen -G "$ADVISORY_DBS/advisory-db-*/.git" >/dev/null; then
