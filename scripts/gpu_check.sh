@@ -4,21 +4,24 @@
 # (README "GPU"). Four steps, the first on a machine with the registries and a Rust
 # build, the others on the GPU machine, from a copy of this repository:
 #
-#   scripts/gpu_check.sh pack          here: after `scripts/setup.py --gpu`, builds the
-#        release binary and benches/ceiling.rs, packs ONNX Runtime's CUDA build with
-#        the CUDA libraries (runtime.tar.xz) and the binaries, fp16 model and docs UI
-#        (app.tar.xz), cuts both into pieces of at most 60 MiB under .gpu-bundle/ with
+#   scripts/gpu_check.sh pack [--cuda] here: after `scripts/setup.py --gpu`, builds the
+#        release binary and benches/ceiling.rs, packs ONNX Runtime's CUDA build with the
+#        CUDA runtime (ort.tar.xz), the binaries, fp16 model and docs UI (app.tar.xz)
+#        and, with --cuda, the cuBLAS, cuRAND, NVRTC and cuDNN libraries (cuda.tar.xz,
+#        1.7 GB unpacked: only for a machine that lacks them; PyTorch's CUDA 13 wheels
+#        bring them), cuts each into pieces of at most 60 MiB under .gpu-bundle/ with
 #        their sha256 in .gpu-bundle/SHA256SUMS, and prints the calls that follow.
-#        The runtime archive is kept while its files stay the same.
-#   scripts/gpu_check.sh probe         there: driver, GPU, glibc and the tools used
-#        below, before any piece is sent.
+#        The ort and cuda archives are kept while their files stay the same.
+#   scripts/gpu_check.sh probe         there: driver, GPU, glibc, the tools used below
+#        and the CUDA libraries the machine already has, before any piece is sent.
 #   scripts/gpu_check.sh receive PIECE...   there: checks each piece's sha256 and
 #        moves it to the stash ($ZEROSHOT_GPU_STASH, default ~/.cache/zeroshot-gpu),
 #        which a warm machine keeps between calls; says which pieces are still missing.
 #   scripts/gpu_check.sh run [--device cuda|cpu] [--lines N]   there: puts each
 #        archive together, checks its sha256, unpacks it and measures:
-#        1. one `zeroshot classify` on the device (fails at once when the CUDA
-#           provider cannot load: driver, missing library);
+#        1. `zeroshot classify` of eight texts on the device (fails at once when the
+#           CUDA provider cannot load: driver, missing library), and on the CPU, to
+#           compare the two devices' labels and scores from the same fp16 graph;
 #        2. scripts/perf_report.py --sections batch,ceiling: a real `zeroshot serve`
 #           batch job of N synthetic tickets (upload, start, poll to completed;
 #           SQLite, local storage, adaptation on, as a user runs it) next to
@@ -32,7 +35,9 @@
 #        but the GPU.
 #
 # Needs there: bash, coreutils, tar, python3 (standard library only), curl (the
-# upload), and xz or python3's lzma; an NVIDIA driver for CUDA 13 (580 or newer).
+# upload), and xz or python3's lzma; an NVIDIA driver for CUDA 13 (580 or newer); and
+# the libraries in MACHINE_LIBS, from the machine's Python NVIDIA wheels or its
+# linker's cache, unless the bundle was packed with --cuda.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -42,13 +47,46 @@ CACHE=${ZEROSHOT_CACHE:-$HOME/.cache/zeroshot}
 PIECE_BYTES=$((60 * 1024 * 1024))
 MODEL=all-minilm-l6-v2-fp16
 SWEEP_TOKENS=(4096 16384 65536)
+# Step 1's texts: the same fp16 graph's scores on the device and on the CPU provider.
+PARITY_LABELS=billing,technical_issue,account_access,shipping,cancellation,feedback
+PARITY_TEXTS=("I was charged twice this month" "The app crashes when I upload a photo"
+  "Password reset email never arrives" "Where is my parcel? It was due on Monday"
+  "Please close my account and stop the subscription" "Great support, thank you all!"
+  "The invoice shows the wrong VAT number" "Export to CSV times out after a minute")
+# Always sent: ONNX Runtime and the CUDA runtime it was built against (0.8 MB; a
+# machine's own may be an older CUDA 13 release, lacking symbols the provider uses).
+ORT_FILES=(libonnxruntime.so.1.31.1 libonnxruntime_providers_cuda.so
+  libonnxruntime_providers_shared.so libcudart.so.13)
+# What the CUDA provider links or loads besides those: the machine's own, unless the
+# bundle carries them (pack --cuda). cuDNN finds its sub-libraries beside libcudnn.so.9.
+MACHINE_LIBS=(libcublas.so.13 libcublasLt.so.13 libcurand.so.10 libcudnn.so.9 libnvrtc.so.13)
 
 log() { echo "gpu_check: $*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
 
 # ------------------------------------------------------------------------ pack (here)
 
+# Packs the files $3... of folder $2 into $BUNDLE/$1.tar.xz, again only when they changed.
+pack_files() {
+  local name=$1 dir=$2 sums
+  shift 2
+  sums=$(cd "$dir" && sha256sum -- "$@")
+  if [ -f "$BUNDLE/$name.tar.xz" ] && [ "$(cat "$BUNDLE/$name.files" 2>/dev/null)" = "$sums" ]; then
+    return
+  fi
+  log "packing $name: $(cd "$dir" && du -cb -- "$@" | tail -1 | numfmt --to=iec | cut -f1) (xz, minutes)"
+  tar -C "$dir" -cf - --sort=name -- "$@" | xz -6 -T2 > "$BUNDLE/$name.tar.xz.part"
+  mv "$BUNDLE/$name.tar.xz.part" "$BUNDLE/$name.tar.xz"
+  echo "$sums" > "$BUNDLE/$name.files"
+}
+
 pack() {
+  local with_cuda=
+  case ${1:-} in
+    --cuda) with_cuda=1 ;;
+    '') ;;
+    *) die "unknown option $1" ;;
+  esac
   local runtime_dir=$CACHE/onnxruntime-gpu/1.31.1 target=${CARGO_TARGET_DIR:-$REPO/target}
   [ -f "$runtime_dir/libonnxruntime_providers_cuda.so" ] ||
     die "no $runtime_dir: run scripts/setup.py --gpu first"
@@ -65,14 +103,14 @@ for line in sys.stdin:
         print(m["executable"])')
   [ -x "$ceiling" ] || die "cargo bench --no-run made no ceiling executable"
 
-  # The runtime: the same files `setup.py --gpu` verified, packed again only when they change.
-  local sums
-  sums=$(cd "$runtime_dir" && sha256sum -- *)
-  if [ ! -f "$BUNDLE/runtime.tar.xz" ] || [ "$(cat "$BUNDLE/runtime.files" 2>/dev/null)" != "$sums" ]; then
-    log "packing $(du -sh "$runtime_dir" | cut -f1) of ONNX Runtime and CUDA libraries (xz, minutes)"
-    tar -C "$runtime_dir" -cf - --sort=name . | xz -6 -T2 > "$BUNDLE/runtime.tar.xz.part"
-    mv "$BUNDLE/runtime.tar.xz.part" "$BUNDLE/runtime.tar.xz"
-    echo "$sums" > "$BUNDLE/runtime.files"
+  # The runtime: the same files `setup.py --gpu` verified.
+  local archives=(ort app)
+  pack_files ort "$runtime_dir" "${ORT_FILES[@]}"
+  if [ -n "$with_cuda" ]; then
+    local cuda_files
+    mapfile -t cuda_files < <(cd "$runtime_dir" && ls | grep -vxF -f <(printf '%s\n' "${ORT_FILES[@]}"))
+    pack_files cuda "$runtime_dir" "${cuda_files[@]}"
+    archives+=(cuda)
   fi
 
   local app
@@ -91,15 +129,14 @@ for line in sys.stdin:
 
   rm -f "$BUNDLE"/*.tar.xz.[0-9][0-9] "$BUNDLE/SHA256SUMS"
   local archive
-  for archive in runtime app; do
+  for archive in "${archives[@]}"; do
     split -b "$PIECE_BYTES" -d -a 2 "$BUNDLE/$archive.tar.xz" "$BUNDLE/$archive.tar.xz."
+    (cd "$BUNDLE" && sha256sum "$archive.tar.xz" "$archive".tar.xz.[0-9][0-9] >> SHA256SUMS)
+    log "$archive.tar.xz: $(du -h "$BUNDLE/$archive.tar.xz" | cut -f1)"
   done
-  (cd "$BUNDLE" && sha256sum runtime.tar.xz app.tar.xz ./*.tar.xz.[0-9][0-9] |
-    sed 's#  \./#  #' > SHA256SUMS)
   local pieces
-  pieces=$(cd "$BUNDLE" && ls ./*.tar.xz.[0-9][0-9] | sed 's#^\./##')
-  log "runtime.tar.xz $(du -h "$BUNDLE/runtime.tar.xz" | cut -f1), app.tar.xz" \
-    "$(du -h "$BUNDLE/app.tar.xz" | cut -f1): $(echo "$pieces" | wc -l) pieces of at most 60 MiB"
+  pieces=$(awk '$2 ~ /\.tar\.xz\.[0-9][0-9]$/ {print $2}' "$BUNDLE/SHA256SUMS")
+  log "$(echo "$pieces" | wc -l) pieces of at most 60 MiB"
   echo "# on the GPU machine, one call each, back to back (a machine left idle is handed back):"
   echo "scripts/gpu_check.sh probe"
   local piece
@@ -121,14 +158,39 @@ probe() {
   else
     echo "gpu: no nvidia-smi"
   fi
-  ldconfig -p 2>/dev/null | grep -E 'libcuda\.so\.1|libcublasLt\.so\.13|libcudnn\.so\.9' |
-    sed 's/^\s*/found: /' || true
+  ldconfig -p 2>/dev/null | grep -E 'libcuda\.so\.1' | sed 's/^\s*/found: /' || true
+  local libs
+  if libs=$(machine_lib_path); then
+    echo "CUDA libraries here (a bundle without --cuda will do): $libs"
+  else
+    echo "CUDA libraries: $libs not found here: pack with --cuda"
+  fi
   local tool
   for tool in python3 curl xz tar sha256sum; do
     printf '%s: %s\n' "$tool" "$(command -v "$tool" || echo MISSING)"
   done
   echo "stash $STASH: $(ls "$STASH/pieces" 2>/dev/null | wc -l) pieces"
   df -h "$HOME" | tail -1 | awk '{print "disk free under $HOME: " $4}'
+}
+
+# Prints the folders (colon-separated) that hold MACHINE_LIBS on this machine: its
+# Python's NVIDIA wheels (as PyTorch installs them) or the linker's cache. Fails
+# printing the first one not found.
+machine_lib_path() {
+  local roots name found root dirs=()
+  roots=$(python3 -c 'import site; print("\n".join(site.getsitepackages()))' 2>/dev/null || true)
+  for name in "${MACHINE_LIBS[@]}"; do
+    found=
+    for root in $roots; do
+      [ -d "$root/nvidia" ] || continue
+      found=$(find "$root/nvidia" -name "$name" -print -quit 2>/dev/null)
+      [ -z "$found" ] || break
+    done
+    [ -n "$found" ] || found=$(ldconfig -p 2>/dev/null | awk -v name="$name" '$1 == name {print $NF; exit}')
+    [ -n "$found" ] || { echo "$name"; return 1; }
+    dirs+=("$(dirname "$found")")
+  done
+  printf '%s\n' "${dirs[@]}" | awk '!seen[$0]++' | paste -sd:
 }
 
 # --------------------------------------------------------------------- receive (there)
@@ -214,26 +276,38 @@ run() {
   fi
   [ -f "$STASH/SHA256SUMS" ] || die "no SHA256SUMS: run pack, then receive the pieces"
   missing >&2 || die "pieces are missing (above): receive them first"
-  unpack runtime
-  unpack app
+  local archive cuda_path
+  for archive in $(awk '$2 ~ /\.tar\.xz$/ {sub(/\.tar\.xz$/, "", $2); print $2}' "$STASH/SHA256SUMS"); do
+    unpack "$archive"
+  done
   (cd "$STASH/app" && sha256sum --quiet -c APP.SHA256SUMS) || die "app files do not match"
-  (cd "$STASH/runtime" && [ -f libonnxruntime_providers_cuda.so ]) || die "runtime incomplete"
+  (cd "$STASH/ort" && [ -f libonnxruntime_providers_cuda.so ]) || die "ort incomplete"
+  if grep -q ' cuda\.tar\.xz$' "$STASH/SHA256SUMS"; then
+    cuda_path=$STASH/cuda
+  elif ! cuda_path=$(machine_lib_path); then
+    [ "$device" = cpu ] || die "$cuda_path is not on this machine: pack with --cuda and send those pieces too"
+    log "no $cuda_path here: no matter on the CPU"
+    cuda_path=
+  fi
+  log "CUDA libraries from ${cuda_path:-nowhere}"
 
   local out=${OUT:-$BUNDLE/out}
   mkdir -p "$out"
-  export ORT_DYLIB_PATH=$STASH/runtime/libonnxruntime.so.1.31.1
-  export LD_LIBRARY_PATH=$STASH/runtime${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  export ORT_DYLIB_PATH=$STASH/ort/libonnxruntime.so.1.31.1
+  export LD_LIBRARY_PATH=$STASH/ort${cuda_path:+:$cuda_path}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   export ZEROSHOT_MODELS_DIR=$STASH/app/models ZEROSHOT_MODEL=$MODEL ZEROSHOT_DEVICE=$device
   export ZEROSHOT_DOCS_UI_DIR=$STASH/app/docs-ui CARGO_TARGET_DIR=$STASH/app
   export ZEROSHOT_CEILING_BIN=$STASH/app/release/ceiling
   unset ZEROSHOT_ONNX_RUN_TOKENS
 
-  log "1. one classify call on $device"
+  log "1. classify on $device, and the same texts on the CPU to compare the scores"
   local started=$SECONDS
-  timeout 120 "$STASH/app/release/zeroshot" classify --labels billing,technical_issue \
-    "I was charged twice this month" > "$out/classify.json" ||
+  timeout 120 "$STASH/app/release/zeroshot" classify --labels "$PARITY_LABELS" \
+    "${PARITY_TEXTS[@]}" > "$out/classify.json" ||
     die "zeroshot classify --device $device failed (see above)"
   log "   $(tr -d ' \n' < "$out/classify.json" | head -c 100)... ($((SECONDS - started)) s with model load)"
+  ZEROSHOT_DEVICE=cpu timeout 120 "$STASH/app/release/zeroshot" classify --labels "$PARITY_LABELS" \
+    "${PARITY_TEXTS[@]}" > "$out/classify-cpu.json" || die "zeroshot classify on the CPU failed"
 
   log "2. batch job and ceiling, $lines tickets"
   timeout 360 python3 scripts/perf_report.py --sections batch,ceiling --lines "$lines" \
@@ -258,8 +332,18 @@ out, device, lines, budgets = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), 
 report = json.loads((out / "perf_report.json").read_text())
 batch, ceiling = report["batch"], report["ceiling"]
 sweep = [json.loads((out / f"ceiling-{b}.json").read_text()) for b in budgets]
+on_device, on_cpu = (json.loads((out / name).read_text())["results"]
+                     for name in ["classify.json", "classify-cpu.json"])
+parity = {
+    "texts": len(on_device),
+    "same_label": sum(a["label"] == b["label"] for a, b in zip(on_device, on_cpu)),
+    "max_score_difference": max(abs(x["score"] - y["score"])
+                                for a, b in zip(on_device, on_cpu)
+                                for x, y in zip(a["scores"], b["scores"])),
+}
 summary = {"device": device, "lines": lines, "batch": batch, "ceiling": ceiling, "sweep": sweep,
-           "batch_over_ceiling": batch["tokens_per_second"] / ceiling["tokens_per_second"]}
+           "batch_over_ceiling": batch["tokens_per_second"] / ceiling["tokens_per_second"],
+           "parity_with_cpu": parity}
 (out / "gpu_check.json").write_text(json.dumps(summary, indent=2))
 print(f"\n{lines:,} tickets on {device} ({batch['tokens']:,} tokens)\n")
 print("| run | tokens/s | texts/s | peak RSS |")
@@ -271,12 +355,14 @@ for r in sorted([ceiling, *sweep], key=lambda r: r["run_tokens"]):
           f"{' (the default)' if r is ceiling else ''} | {r['tokens_per_second']:,.0f} | "
           f"{r['texts_per_second']:,.1f} | {r['peak_rss_mb']:,.0f} MB |")
 print(f"\nbatch job ÷ ceiling: **{summary['batch_over_ceiling']:.2f}**")
+print(f"{device} against the CPU on {parity['texts']} texts: {parity['same_label']} same labels, "
+      f"largest score difference {parity['max_score_difference']:.2g}")
 EOF
   log "done in $((SECONDS - started)) s; results in $out"
 }
 
 case ${1:-} in
-  pack) pack ;;
+  pack) shift; pack "$@" ;;
   probe) probe ;;
   receive) shift; receive "$@" ;;
   run) shift; run "$@" ;;
