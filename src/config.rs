@@ -535,6 +535,15 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// `--chunks-in-flight`, else the device's default.
+    pub fn chunks_in_flight(&self) -> usize {
+        match (self.batch.chunks_in_flight, self.model.device) {
+            (Some(chunks), _) => chunks as usize,
+            (None, Device::Cpu) => 1,
+            (None, Device::Cuda) => 2,
+        }
+    }
+
     /// The flag, else where setup puts the files.
     pub fn docs_ui_dir(&self) -> PathBuf {
         self.docs_ui_dir
@@ -600,6 +609,12 @@ pub struct BatchArgs {
     /// job spreads over all the instances sharing the database and the storage.
     #[arg(long, env = "ZEROSHOT_SHARD_BYTES", default_value_t = 64 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub shard_bytes: u64,
+    /// Chunks (2,048 lines each) of a shard a worker scores at once, so that one
+    /// chunk's parsing, tokenizing and row building overlap another's model runs
+    /// [default: 1 on the CPU, where both share the cores; 2 with `--device cuda`,
+    /// which otherwise idles between runs].
+    #[arg(long, env = "ZEROSHOT_CHUNKS_IN_FLIGHT", value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub chunks_in_flight: Option<u32>,
     /// Days a job's input, results and error rows are kept after it ends (a job never
     /// started: after it was created); then they are deleted and the job shows
     /// `expired`. 0 keeps them forever.

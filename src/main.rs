@@ -204,6 +204,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             stopping: stopping.clone(),
             storage_retry: Duration::from_secs(args.batch.storage_retry_secs),
             shard_bytes: args.batch.shard_bytes,
+            chunks_in_flight: args.chunks_in_flight(),
         }
         .run(),
     );

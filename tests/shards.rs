@@ -72,12 +72,14 @@ async fn error_rows(server: &Server, id: &str) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sharded_job_scores_as_one_shard_does() {
-    const LINES: usize = 4_000;
+    // Three chunks of 2,048 lines: the job of one shard scores two of them at once
+    // (`--chunks-in-flight 2`, the GPU default), the sharded job one at a time.
+    const LINES: usize = 5_000;
     let input = lines_with_errors(LINES);
     let config = json!({"labels": LABELS});
 
     let database_url = common::fresh_database(Backend::Sqlite).await;
-    let whole = Server::start_with(&database_url, &[]).await;
+    let whole = Server::start_with(&database_url, &["--chunks-in-flight", "2"]).await;
     let id = whole.start_job(&config, input.clone()).await;
     let one = whole
         .wait_for_job(&id, "completed", Duration::from_secs(300))

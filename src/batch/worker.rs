@@ -6,7 +6,8 @@
 //!   boundaries and fits the adapted label vectors, all stored before any line is scored.
 //! - **Shards** (a lease each): any worker claims any shard nobody holds, streams its
 //!   byte range from the shard's checkpoint, scores chunks (rayon-parallel parsing and
-//!   row building, ONNX inference) while reading the next one and renewing its lease,
+//!   row building, ONNX inference; `--chunks-in-flight` at once, one by default on the
+//!   CPU, two on a GPU) while reading the next one and renewing its lease,
 //!   appends rows to the shard's result part (and error rows to its errors part) and
 //!   commits a checkpoint after each part.
 //! - **Assembly** (job-level lease): when no shard is left, the parts are joined in
@@ -15,6 +16,7 @@
 //!
 //! A cancel asked on any instance is seen at each shard's next lease renewal.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -69,6 +71,9 @@ pub struct Worker {
     pub storage_retry: Duration,
     /// Input bytes per shard, cut at the next line boundary (`--shard-bytes`).
     pub shard_bytes: u64,
+    /// Chunks of a shard scored at once (`--chunks-in-flight`): with more than one, a
+    /// chunk's parsing, tokenizing and row building overlap another's model runs.
+    pub chunks_in_flight: usize,
 }
 
 /// Why a task stopped before completing.
@@ -525,14 +530,43 @@ impl Worker {
         }
         let scorer = run.labels().await?;
         let mut reader = run.input().await?;
-        let mut next = read_chunk(&mut reader).await?;
-        while !next.lines.is_empty() {
-            let chunk = std::mem::take(&mut next);
-            // The next chunk is read while this one is scored.
-            let (scored, read) =
-                tokio::join!(run.score(&scorer, chunk.lines), read_chunk(&mut reader));
-            run.add(scored?, chunk.end_offset, chunk.end_line);
-            next = read?;
+        let in_flight_at_most = self.chunks_in_flight.max(1);
+        // Chunks being scored, oldest first; their rows are added in this order.
+        let mut in_flight: VecDeque<Scoring> = VecDeque::with_capacity(in_flight_at_most);
+        // The chunk read and not yet being scored (empty: none), and whether the
+        // shard's input is read to its end.
+        let mut next = Chunk::default();
+        let mut read_all = false;
+        loop {
+            if in_flight.len() < in_flight_at_most {
+                if !next.lines.is_empty() {
+                    in_flight.push_back(run.start_scoring(&scorer, std::mem::take(&mut next)));
+                    continue;
+                }
+                if !read_all {
+                    next = read_chunk(&mut reader).await?;
+                    read_all = next.lines.is_empty();
+                    continue;
+                }
+            }
+            let Some(oldest) = in_flight.pop_front() else {
+                break;
+            };
+            // The next chunk is read while the oldest is scored.
+            let read_ahead = next.lines.is_empty() && !read_all;
+            let (scored, read) = tokio::join!(run.scored(oldest), async {
+                if read_ahead {
+                    read_chunk(&mut reader).await.map(Some)
+                } else {
+                    Ok(None)
+                }
+            });
+            let (scored, end_offset, end_line) = scored?;
+            run.add(scored, end_offset, end_line);
+            if let Some(chunk) = read? {
+                read_all = chunk.lines.is_empty();
+                next = chunk;
+            }
             if run.flush(false).await? == Lease::CancelAsked {
                 return run.finish(Ending::Cancelled).await;
             }
@@ -819,17 +853,27 @@ impl<'w> Run<'w> {
         ))
     }
 
-    /// Scores one chunk off the async threads, renewing the lease meanwhile.
-    async fn score(
-        &self,
-        scorer: &Arc<dyn LabelScorer>,
-        lines: Vec<RawLine>,
-    ) -> Result<ScoredChunk, JobError> {
+    /// Starts scoring one chunk off the async threads.
+    fn start_scoring(&self, scorer: &Arc<dyn LabelScorer>, chunk: Chunk) -> Scoring {
         let (engine, scorer, spec) = (self.engine.clone(), scorer.clone(), self.spec.clone());
-        let scoring = tokio::task::spawn_blocking(move || {
-            score_chunk(&engine, scorer.as_ref(), &spec, lines)
-        });
-        self.worker.renewing_lease(self.held(), scoring).await?
+        let lines = chunk.lines;
+        Scoring {
+            task: tokio::task::spawn_blocking(move || {
+                score_chunk(&engine, scorer.as_ref(), &spec, lines)
+            }),
+            end_offset: chunk.end_offset,
+            end_line: chunk.end_line,
+        }
+    }
+
+    /// Waits for a chunk's scoring, renewing the lease meanwhile; with where the
+    /// input stands after the chunk.
+    async fn scored(&self, scoring: Scoring) -> Result<(ScoredChunk, u64, i64), JobError> {
+        let scored = self
+            .worker
+            .renewing_lease(self.held(), scoring.task)
+            .await??;
+        Ok((scored, scoring.end_offset, scoring.end_line))
     }
 
     /// Takes a scored chunk's rows and counts; the input now stands after it.
@@ -916,6 +960,15 @@ struct ScoredChunk {
 #[derive(Default)]
 struct Chunk {
     lines: Vec<RawLine>,
+    end_offset: u64,
+    end_line: i64,
+}
+
+/// A chunk being scored on the blocking threads. Dropped unawaited (a cancel, a stop,
+/// an error), it runs to its end and its rows are thrown away: they are after the
+/// last checkpoint, so whoever goes on scores them again.
+struct Scoring {
+    task: tokio::task::JoinHandle<Result<ScoredChunk, JobError>>,
     end_offset: u64,
     end_line: i64,
 }
