@@ -775,3 +775,31 @@ impl From<CliMode> for Mode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_args(flags: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let args = ["zeroshot", "serve"].iter().chain(flags);
+        match Cli::try_parse_from(args)?.command {
+            Command::Serve(args) => Ok(*args),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn chunks_in_flight_default_to_the_devices_and_the_flag_wins() {
+        let in_flight = |flags: &[&str]| serve_args(flags).unwrap().chunks_in_flight();
+        assert_eq!(in_flight(&[]), 1);
+        assert_eq!(in_flight(&["--device", "cuda"]), 2);
+        assert_eq!(
+            in_flight(&["--device", "cuda", "--chunks-in-flight", "1"]),
+            1
+        );
+        assert_eq!(in_flight(&["--chunks-in-flight", "3"]), 3);
+        for refused in ["0", "9"] {
+            assert!(serve_args(&["--chunks-in-flight", refused]).is_err());
+        }
+    }
+}
