@@ -8,7 +8,7 @@
 #        release binary and benches/ceiling.rs, packs ONNX Runtime's CUDA build with the
 #        CUDA runtime (ort.tar.xz), the binaries, fp16 model and docs UI (app.tar.xz)
 #        and, with --cuda, the cuBLAS, cuRAND, NVRTC and cuDNN libraries (cuda.tar.xz,
-#        1.7 GB unpacked: only for a machine that lacks them; PyTorch's CUDA 13 wheels
+#        1.8 GB unpacked: only for a machine that lacks them; PyTorch's CUDA 13 wheels
 #        bring them), cuts each into pieces of at most 60 MiB under .gpu-bundle/ with
 #        their sha256 in .gpu-bundle/SHA256SUMS, and prints the calls that follow.
 #        The ort and cuda archives are kept while their files stay the same.

@@ -72,7 +72,7 @@ async fn error_rows(server: &Server, id: &str) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sharded_job_scores_as_one_shard_does() {
-    // Three chunks of 2,048 lines: the job of one shard scores two of them at once
+    // Three chunks (2,048 + 2,048 + 909 lines): the job of one shard scores two of them at once
     // (`--chunks-in-flight 2`, the GPU default), the sharded job one at a time.
     const LINES: usize = 5_000;
     let input = lines_with_errors(LINES);
