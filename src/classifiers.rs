@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
+use crate::clock::{now_ms, rfc3339};
 use crate::db::classifiers::ClassifierRow;
-use crate::db::{now_ms, rfc3339, Db, DbError};
+use crate::db::{Db, DbError};
 use crate::engine::{ClassificationSpec, Engine, EngineError, LabelError, LabelVectors, Mode};
 
 /// Longest classifier name.

@@ -145,10 +145,10 @@ pub struct JobRequest {
     pub webhook_url: Option<String>,
 }
 
-/// The server's own response types: the client reads what the server writes.
-pub use crate::api::batch::{CreatedJob, Job, JobList, JobStatus, ResultsLink};
 pub use crate::api::usage::UsageReport;
 pub use crate::api::webhooks::WebhookSecret;
+/// The server's own response types: the client reads what the server writes.
+pub use crate::wire::{CreatedJob, Job, JobList, JobStatus, ResultsLink};
 
 /// One server, one API key.
 #[derive(Debug, Clone)]

@@ -17,9 +17,9 @@
 
 pub mod api;
 pub mod batch;
-pub mod calendar;
 pub mod classifiers;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod engine;
@@ -30,3 +30,4 @@ pub mod remote;
 pub mod storage;
 pub mod usage;
 pub mod webhooks;
+pub mod wire;

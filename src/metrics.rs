@@ -13,9 +13,6 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::db::batch::status;
-use crate::db::{Db, DbError};
-
 const HTTP_REQUESTS: &str = "zeroshot_http_requests_total";
 const HTTP_DURATION: &str = "zeroshot_http_request_duration_seconds";
 const INFERENCE_TEXTS: &str = "zeroshot_inference_batch_texts";
@@ -126,17 +123,13 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
     Ok(handle)
 }
 
-/// The Prometheus text exposition, with the job counts read from the database now.
-pub async fn render(handle: &PrometheusHandle, db: &Db) -> Result<String, DbError> {
-    let counts = db.count_jobs_by_status().await?;
-    for state in status::ALL {
-        let count = counts
-            .iter()
-            .find(|(stored, _)| stored == state)
-            .map_or(0, |(_, count)| *count);
-        gauge!(BATCH_JOBS, "status" => *state).set(count as f64);
+/// The Prometheus text exposition, with the number of batch jobs in each status as the
+/// caller read them now (every status, zero included: the gauge keeps its last value).
+pub fn render(handle: &PrometheusHandle, jobs_by_status: &[(&'static str, i64)]) -> String {
+    for &(status, count) in jobs_by_status {
+        gauge!(BATCH_JOBS, "status" => status).set(count as f64);
     }
-    Ok(handle.render())
+    handle.render()
 }
 
 /// One answered HTTP request. `route` is the matched route template (or a fixed word

@@ -36,15 +36,6 @@ pub struct Fault {
     pub message: String,
 }
 
-impl From<crate::db::DbError> for Fault {
-    fn from(err: crate::db::DbError) -> Self {
-        Fault {
-            dependency: Dependency::Database,
-            message: err.to_string(),
-        }
-    }
-}
-
 /// First wait after a fault; each further one doubles, up to [`MAX_DELAY`].
 const FIRST_DELAY: Duration = Duration::from_millis(250);
 /// Longest wait between two tries, so a dependency that comes back is used within

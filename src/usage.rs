@@ -7,8 +7,8 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::api::usage::{Usage, UsageReport};
-use crate::calendar::Day;
 use crate::client::Client;
+use crate::clock::Day;
 use crate::config::{AccountsCommand, ServerArgs, UsageArgs};
 use crate::db::{Account, Db};
 use crate::remote::RemoteError;

@@ -7,19 +7,21 @@ use std::collections::BTreeMap;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::inline::{check_items, InlineItem};
 use super::spec::{Resolved, SpecFields};
 use super::{ApiError, ApiJson, AppState, ErrorBody};
 use crate::batch::inline::write_items;
+use crate::batch::view::{view, view_one, views};
 use crate::batch::{errors_key, estimate_tokens, input_key, job_output_keys, output_key};
-use crate::db::batch::{status, CancelOutcome, JobRow, NewJob, StartOutcome};
-use crate::db::shards::ShardCounts;
-use crate::db::{now_ms, rfc3339, Account};
-use crate::engine::{AdaptationReport, ClassificationSpec, Mode};
+use crate::clock::{now_ms, rfc3339};
+use crate::db::batch::{CancelOutcome, JobRow, NewJob, StartOutcome};
+use crate::db::Account;
+use crate::engine::Mode;
 use crate::webhooks::{self, address::check_url};
+use crate::wire::{CreatedJob, Job, JobList, JobStatus, ResultsLink};
 
 /// Most metadata entries, and their sizes.
 const MAX_METADATA_ENTRIES: usize = 16;
@@ -68,132 +70,6 @@ pub struct CreateRequest {
     /// name or password, to a public address.
     #[schema(max_length = 2048, pattern = "^https?://")]
     pub webhook_url: Option<String>,
-}
-
-/// A job's state. `failed` jobs may be started again (from the start of the file).
-/// The CLI's client reads the same type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum JobStatus {
-    /// Created; waiting for its file and `start`.
-    Pending,
-    Processing,
-    /// Cancel was asked; it stops at its next chunk and becomes `cancelled`.
-    Cancelling,
-    Completed,
-    Failed,
-    /// Stopped on request; the rows scored before that stay downloadable.
-    Cancelled,
-}
-
-impl JobStatus {
-    fn of(row: &JobRow) -> Self {
-        match row.status.as_str() {
-            status::PENDING => Self::Pending,
-            status::PROCESSING => Self::Processing,
-            status::CANCELLING => Self::Cancelling,
-            status::COMPLETED => Self::Completed,
-            status::CANCELLED => Self::Cancelled,
-            _ => Self::Failed,
-        }
-    }
-
-    /// The word the API uses, as stored.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => status::PENDING,
-            Self::Processing => status::PROCESSING,
-            Self::Cancelling => status::CANCELLING,
-            Self::Completed => status::COMPLETED,
-            Self::Failed => status::FAILED,
-            Self::Cancelled => status::CANCELLED,
-        }
-    }
-}
-
-/// A batch job as the API shows it (and as the CLI's client reads it).
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Job {
-    pub job_id: String,
-    pub status: JobStatus,
-    /// The saved classifier the job pinned, as `name@vN`.
-    pub classifier: Option<String>,
-    pub mode: Mode,
-    pub threshold: f32,
-    pub adapt: bool,
-    /// What adaptation did, once the job has read its input.
-    pub adaptation: Option<AdaptationReport>,
-    pub labels: Vec<String>,
-    pub metadata: BTreeMap<String, String>,
-    /// Where the job's end is announced.
-    pub webhook_url: Option<String>,
-    /// Lines of the input, once counted.
-    pub requests_total: Option<i64>,
-    pub requests_completed: i64,
-    pub requests_failed: i64,
-    pub estimated_tokens: Option<i64>,
-    pub actual_tokens: Option<i64>,
-    pub input_bytes: Option<i64>,
-    /// Why the job failed.
-    pub error: Option<String>,
-    pub progress: Progress,
-    /// How the job's shards stand, once its input is surveyed (cut into shards that
-    /// any instance scores); null before.
-    pub shards: Option<Shards>,
-    /// RFC 3339, like every time below.
-    pub created_at: String,
-    pub started_at: Option<String>,
-    pub completed_at: Option<String>,
-    /// Retention (`--retention-days` after the job ended) deleted its input and
-    /// results; the job stays listed, its results answer 410.
-    pub expired: bool,
-}
-
-impl Job {
-    /// Lines scored so far, failed ones included.
-    pub fn lines_done(&self) -> u64 {
-        (self.requests_completed + self.requests_failed).max(0) as u64
-    }
-}
-
-/// A new job and the form that uploads its input (an S3-style presigned POST). A job
-/// created with `items` has its input already: the upload fields are null.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct CreatedJob {
-    #[serde(flatten)]
-    pub job: Job,
-    /// POST a `multipart/form-data` body here: every `upload_fields` entry, then `file`.
-    pub upload_url: Option<String>,
-    pub upload_fields: Option<BTreeMap<String, String>>,
-    /// Where the input is stored.
-    pub input_key: String,
-    /// When the upload form stops being accepted (RFC 3339).
-    pub expires_at: Option<String>,
-    pub max_upload_bytes: Option<u64>,
-}
-
-/// Time-limited downloads of a completed (or cancelled) job's results.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct ResultsLink {
-    pub job_id: String,
-    /// GET it (no API key): NDJSON, one row per input line scored, in input order.
-    pub url: String,
-    /// GET it (no API key): the error rows of `url` alone, same format and order.
-    pub errors_url: String,
-    /// Rows in `errors_url` (the lines that failed).
-    pub errors: i64,
-    /// RFC 3339; both links stop working then.
-    pub expires_at: String,
-    pub requests_completed: i64,
-    pub requests_failed: i64,
-}
-
-/// One page of jobs, newest first.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct JobList {
-    pub data: Vec<Job>,
-    /// Pass as `after` for the next page; null on the last one.
-    pub next_cursor: Option<String>,
 }
 
 fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), ApiError> {
@@ -306,7 +182,7 @@ pub async fn create(
         .await;
     let started = match created {
         Ok(job) if request.start == Some(true) => start_job(&state, &account, &job).await,
-        Ok(job) => view(&job),
+        Ok(job) => view(&job).map_err(ApiError::from),
         Err(err) => Err(err.into()),
     };
     let job = match started {
@@ -387,7 +263,7 @@ async fn start_job(state: &AppState, account: &Account, job: &JobRow) -> Result<
     if let Some(at) = job.expired_at {
         return Err(expired(at));
     }
-    if job.status != status::PENDING && job.status != status::FAILED {
+    if job.status != JobStatus::Pending && job.status != JobStatus::Failed {
         return Err(ApiError::conflict(format!(
             "job is {}; only pending or failed jobs start",
             job.status
@@ -421,7 +297,7 @@ async fn start_job(state: &AppState, account: &Account, job: &JobRow) -> Result<
         StartOutcome::NotFound => return Err(ApiError::not_found(format!("no batch job {id:?}"))),
     }
     state.wake_workers.notify_one();
-    view(&own_job(state, account, id).await?)
+    Ok(view(&own_job(state, account, id).await?)?)
 }
 
 /// One job's status and progress.
@@ -437,7 +313,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
     let job = own_job(&state, &account, &id).await?;
-    Ok(Json(view_one(&state, &job).await?))
+    Ok(Json(view_one(&state.db, &job).await?))
 }
 
 /// Time-limited download URLs for a job's results and its error rows: once it is
@@ -459,11 +335,11 @@ pub async fn results(
     if let Some(at) = job.expired_at {
         return Err(expired(at));
     }
-    let has_results = job.status == status::COMPLETED
-        || (job.status == status::CANCELLED && job.started_at.is_some());
+    let has_results = job.status == JobStatus::Completed
+        || (job.status == JobStatus::Cancelled && job.started_at.is_some());
     if !has_results {
-        return Err(ApiError::conflict(match job.status.as_str() {
-            status::CANCELLED => {
+        return Err(ApiError::conflict(match job.status {
+            JobStatus::Cancelled => {
                 "job was cancelled before it started; it has no results".to_string()
             }
             other => format!("job is {other}; results exist once it is completed or cancelled"),
@@ -503,7 +379,7 @@ pub async fn cancel(
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
     match state.db.cancel_job(&account.id, &id).await? {
         CancelOutcome::Stopping(job) => {
-            Ok((StatusCode::ACCEPTED, Json(view_one(&state, &job).await?)))
+            Ok((StatusCode::ACCEPTED, Json(view_one(&state.db, &job).await?)))
         }
         CancelOutcome::AlreadyEnded(current) => Err(ApiError::conflict(format!(
             "job is {current}; only pending or processing jobs can be cancelled"
@@ -583,121 +459,7 @@ pub async fn list(
         _ => None,
     };
     Ok(Json(JobList {
-        data: views(&state, &page).await?,
+        data: views(&state.db, &page).await?,
         next_cursor,
     }))
-}
-
-/// A job's shards by state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct Shards {
-    pub total: i64,
-    /// Waiting for a worker (or given back, or left by a worker that stopped).
-    pub pending: i64,
-    /// Being scored by a worker now.
-    pub processing: i64,
-    pub completed: i64,
-}
-
-impl From<ShardCounts> for Shards {
-    fn from(counts: ShardCounts) -> Self {
-        Self {
-            total: counts.total,
-            pending: counts.pending,
-            processing: counts.processing,
-            completed: counts.completed,
-        }
-    }
-}
-
-/// Jobs as the API shows them, with their shards (one query for all).
-async fn views(state: &AppState, jobs: &[&JobRow]) -> Result<Vec<Job>, ApiError> {
-    let ids: Vec<&str> = jobs.iter().map(|job| job.id.as_str()).collect();
-    let mut shards = state.db.shard_counts(&ids).await?;
-    jobs.iter()
-        .map(|job| {
-            let mut shown = view(job)?;
-            shown.shards = shards.remove(&job.id).map(Shards::from);
-            Ok(shown)
-        })
-        .collect()
-}
-
-/// One job as the API shows it, with its shards.
-async fn view_one(state: &AppState, job: &JobRow) -> Result<Job, ApiError> {
-    Ok(views(state, &[job]).await?.remove(0))
-}
-
-/// Progress a person can read: share of the input read, and an estimate of the rest.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Progress {
-    /// 0-100, one decimal.
-    pub percent: f64,
-    pub lines_per_second: Option<f64>,
-    /// While processing, once the rate is known.
-    pub eta_seconds: Option<f64>,
-}
-
-fn progress(job: &JobRow) -> Progress {
-    let done = job.requests_completed + job.requests_failed;
-    let percent = match (job.status.as_str(), job.requests_total) {
-        (status::COMPLETED, _) => 100.0,
-        (_, Some(total)) if total > 0 => (100.0 * done as f64 / total as f64).min(100.0),
-        _ => 0.0,
-    };
-    let elapsed = job
-        .started_at
-        .map(|started| (job.completed_at.unwrap_or_else(now_ms) - started) as f64 / 1000.0);
-    let rate = elapsed
-        .filter(|&s| s > 0.0 && done > 0)
-        .map(|s| done as f64 / s);
-    let eta = match (job.status.as_str(), rate, job.requests_total) {
-        (status::PROCESSING, Some(rate), Some(total)) => {
-            Some(((total - done).max(0) as f64) / rate)
-        }
-        _ => None,
-    };
-    Progress {
-        percent: (percent * 10.0).round() / 10.0,
-        lines_per_second: rate.map(|r| r.round()),
-        eta_seconds: eta.map(|e| e.ceil()),
-    }
-}
-
-/// The job as the API shows it (and as webhook events carry it).
-pub(crate) fn view(job: &JobRow) -> Result<Job, ApiError> {
-    let spec: ClassificationSpec = serde_json::from_str(&job.config)
-        .map_err(|err| ApiError::internal(format!("job {} config: {err}", job.id)))?;
-    Ok(Job {
-        job_id: job.id.clone(),
-        status: JobStatus::of(job),
-        classifier: job
-            .classifier_name
-            .as_ref()
-            .zip(job.classifier_version)
-            .map(|(name, version)| format!("{name}@v{version}")),
-        mode: spec.mode,
-        threshold: spec.threshold,
-        adapt: spec.adapt,
-        adaptation: job
-            .adaptation
-            .as_deref()
-            .and_then(|report| serde_json::from_str(report).ok()),
-        labels: spec.labels.names().map(str::to_string).collect(),
-        metadata: serde_json::from_str(&job.metadata).unwrap_or_default(),
-        webhook_url: job.webhook_url.clone(),
-        requests_total: job.requests_total,
-        requests_completed: job.requests_completed,
-        requests_failed: job.requests_failed,
-        estimated_tokens: job.estimated_tokens,
-        actual_tokens: job.actual_tokens,
-        input_bytes: job.input_bytes,
-        error: job.error.clone(),
-        progress: progress(job),
-        shards: None,
-        created_at: rfc3339(job.created_at),
-        started_at: job.started_at.map(rfc3339),
-        completed_at: job.completed_at.map(rfc3339),
-        expired: job.expired_at.is_some(),
-    })
 }

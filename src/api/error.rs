@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::batch::view::{ViewError, ViewsError};
 use crate::classifiers::ClassifierError;
 use crate::db::DbError;
 use crate::engine::queue::QueueError;
@@ -304,6 +305,21 @@ impl From<ClassifierError> for ApiError {
             ClassifierError::Invalid(err) => err.into(),
             ClassifierError::Db(err) => err.into(),
             ClassifierError::Engine(err) => err.into(),
+        }
+    }
+}
+
+impl From<ViewError> for ApiError {
+    fn from(err: ViewError) -> Self {
+        ApiError::internal(err)
+    }
+}
+
+impl From<ViewsError> for ApiError {
+    fn from(err: ViewsError) -> Self {
+        match err {
+            ViewsError::Db(err) => err.into(),
+            ViewsError::View(err) => err.into(),
         }
     }
 }

@@ -110,7 +110,13 @@ pub async fn serve_metrics(listener: tokio::net::TcpListener, handle: Prometheus
 }
 
 async fn scrape(handle: &PrometheusHandle, db: &Db) -> Result<Response, ApiError> {
-    let text = crate::metrics::render(handle, db).await?;
+    let jobs: Vec<(&'static str, i64)> = db
+        .count_jobs_by_status()
+        .await?
+        .into_iter()
+        .map(|(status, count)| (status.as_str(), count))
+        .collect();
+    let text = crate::metrics::render(handle, &jobs);
     Ok((
         [(
             header::CONTENT_TYPE,

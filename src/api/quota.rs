@@ -8,8 +8,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::{ApiError, AppState};
-use crate::calendar::Day;
-use crate::db::{now_ms, Account};
+use crate::clock::{now_ms, Day};
+use crate::db::Account;
 
 /// The routes whose POST can answer 429 (and whose description says so).
 pub(super) const ROUTES: [&str; 2] = ["/v1/classify", "/v1/batch/{id}/start"];

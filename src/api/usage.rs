@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, AppState};
-use crate::calendar::Day;
+use crate::clock::Day;
 use crate::db::usage::{Source, UsageRow};
 use crate::db::{Account, Limits};
 

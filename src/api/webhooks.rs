@@ -8,9 +8,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{ApiError, AppState, ErrorBody};
-use crate::db::webhooks::{delivery_status, DeliveryRow, SecretRow};
-use crate::db::{rfc3339, Account};
+use crate::clock::rfc3339;
+use crate::db::webhooks::{DeliveryRow, SecretRow};
+use crate::db::Account;
 use crate::webhooks;
+use crate::wire::DeliveryStatus;
 
 /// The key webhook signatures are made with. Verify `webhook-signature` with it as
 /// the Standard Webhooks libraries do (the key is the base64 after `whsec_`).
@@ -26,7 +28,7 @@ pub struct WebhookSecret {
 
 impl From<SecretRow> for WebhookSecret {
     fn from(row: SecretRow) -> Self {
-        let now = crate::db::now_ms();
+        let now = crate::clock::now_ms();
         Self {
             secret: row.secret,
             created_at: rfc3339(row.created_at),
@@ -66,18 +68,6 @@ pub async fn rotate_secret(
     ))
 }
 
-/// Where a delivery stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum DeliveryStatus {
-    /// Waiting for its next attempt.
-    Pending,
-    /// The receiver answered 2xx.
-    Delivered,
-    /// Given up: a refused address, or no 2xx within 24 hours of the event.
-    Failed,
-}
-
 /// One event of a job and its delivery.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Delivery {
@@ -101,11 +91,7 @@ pub struct Delivery {
 
 impl From<DeliveryRow> for Delivery {
     fn from(row: DeliveryRow) -> Self {
-        let status = match row.status.as_str() {
-            delivery_status::PENDING => DeliveryStatus::Pending,
-            delivery_status::DELIVERED => DeliveryStatus::Delivered,
-            _ => DeliveryStatus::Failed,
-        };
+        let status = row.status;
         Self {
             id: row.id,
             kind: row.event_type,

@@ -5,6 +5,7 @@ pub mod inline;
 pub mod lines;
 pub mod retention;
 pub mod sample;
+pub mod view;
 pub mod worker;
 
 pub use worker::Worker;

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::job_output_keys;
+use crate::clock::now_ms;
 use crate::db::retention::Expirable;
-use crate::db::{now_ms, Db, DbError};
+use crate::db::{Db, DbError};
 use crate::storage::{Storage, StorageError};
 
 /// Jobs read per query.

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use super::lines::{parse_line, LineReader, RawLine};
 use super::sample::Sampler;
 use super::{job_output_keys, shard_keys};
-use crate::db::batch::{status, Checkpoint, Claimed, JobRow, Lease, NewShard, Survey};
+use crate::db::batch::{Checkpoint, Claimed, JobRow, Lease, NewShard, Survey};
 use crate::db::shards::{ClaimedShard, ShardRow};
 use crate::db::Db;
 use crate::engine::{
@@ -38,6 +38,7 @@ use crate::engine::{
 };
 use crate::outage::{self, Dependency, Fault};
 use crate::storage::{ByteStream, OutputState, Storage, StorageError};
+use crate::wire::JobStatus;
 
 /// Lines scored per engine call. The engine sorts a call's texts by length before
 /// batching them, so larger chunks pad less: 512 lines of 20-80 word tickets run 4% more
@@ -357,7 +358,7 @@ impl Worker {
     /// A job's job-level work: its survey when it has none yet, else (every shard
     /// done, or cancel asked) its assembly.
     async fn job_level(&self, engine: &Arc<Engine>, job: JobRow) -> Result<Ending, JobError> {
-        if job.requests_total.is_none() && job.status != status::CANCELLING {
+        if job.requests_total.is_none() && job.status != JobStatus::Cancelling {
             return match self.survey(engine, &job).await {
                 Err(JobError::CancelAsked) => self.assemble(&job).await,
                 Ok(()) => Ok(Ending::Surveyed),
@@ -471,7 +472,7 @@ impl Worker {
         let (completed, failed) = shards.iter().fold((0, 0), |(completed, failed), shard| {
             (completed + shard.cp_completed, failed + shard.cp_failed)
         });
-        if job.status == status::PROCESSING && completed == 0 {
+        if job.status == JobStatus::Processing && completed == 0 {
             return Err(JobError::Fatal(format!(
                 "every line failed ({failed} lines); see the results for each error"
             )));
@@ -505,7 +506,7 @@ impl Worker {
                 }
             }
         }
-        Ok(if job.status == status::CANCELLING {
+        Ok(if job.status == JobStatus::Cancelling {
             Ending::Cancelled
         } else {
             Ending::Completed
@@ -525,7 +526,7 @@ impl Worker {
         shard: ShardRow,
     ) -> Result<Ending, JobError> {
         let mut run = Run::open(self, engine, job, shard).await?;
-        if run.job.status == status::CANCELLING {
+        if run.job.status == JobStatus::Cancelling {
             return run.finish(Ending::Cancelled).await;
         }
         let scorer = run.labels().await?;

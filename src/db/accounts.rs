@@ -5,7 +5,8 @@ use rand::RngCore;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::{now_ms, Db, DbError};
+use super::{Db, DbError};
+use crate::clock::now_ms;
 
 /// Every key starts with this, so leaked keys are easy to grep for.
 const KEY_PREFIX: &str = "zs_";

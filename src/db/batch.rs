@@ -2,31 +2,16 @@
 //! the job-level leases of the survey (which cuts the shards) and the assembly (which
 //! joins their parts). The shards' own leases and checkpoints are in `db::shards`.
 
-use super::{now_ms, Db, DbError};
-
-/// Job states as stored and as the API shows them.
-pub mod status {
-    pub const PENDING: &str = "pending";
-    pub const PROCESSING: &str = "processing";
-    pub const COMPLETED: &str = "completed";
-    pub const FAILED: &str = "failed";
-    /// Cancel was asked while processing; the worker holding it stops at its next chunk.
-    pub const CANCELLING: &str = "cancelling";
-    pub const CANCELLED: &str = "cancelled";
-    /// Every status, for reports that list each one (zero included).
-    pub const ALL: &[&str] = &[
-        PENDING, PROCESSING, CANCELLING, COMPLETED, FAILED, CANCELLED,
-    ];
-    /// States a job does not leave by itself; `completed_at` says when it got there.
-    pub const ENDED: &[&str] = &[COMPLETED, FAILED, CANCELLED];
-}
+use super::{Db, DbError};
+use crate::clock::now_ms;
+use crate::wire::JobStatus;
 
 /// A job as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct JobRow {
     pub id: String,
     pub account_id: String,
-    pub status: String,
+    pub status: JobStatus,
     pub config: String,
     pub metadata: String,
     pub input_key: String,
@@ -88,7 +73,7 @@ pub struct NewJob<'a> {
 pub enum StartOutcome {
     Started,
     /// The job is not pending or failed; carries its status.
-    WrongStatus(String),
+    WrongStatus(JobStatus),
     /// Another job of the account is processing.
     AnotherActive,
     /// Retention deleted its input at this time (ms).
@@ -123,10 +108,10 @@ pub enum Lease {
 }
 
 impl Lease {
-    pub(super) fn of(row: Option<(String,)>) -> Self {
+    pub(super) fn of(row: Option<(JobStatus,)>) -> Self {
         match row {
             None => Lease::Lost,
-            Some((state,)) if state == status::CANCELLING => Lease::CancelAsked,
+            Some((state,)) if state == JobStatus::Cancelling => Lease::CancelAsked,
             Some(_) => Lease::Held,
         }
     }
@@ -138,7 +123,7 @@ pub enum CancelOutcome {
     /// The job is cancelled, or cancelling until its worker's next chunk.
     Stopping(Box<JobRow>),
     /// It had already ended this way (completed or failed) and stays so.
-    AlreadyEnded(String),
+    AlreadyEnded(JobStatus),
     NotFound,
 }
 
@@ -152,7 +137,7 @@ impl Db {
         )
         .bind(job.id)
         .bind(job.account_id)
-        .bind(status::PENDING)
+        .bind(JobStatus::Pending)
         .bind(job.config)
         .bind(job.metadata)
         .bind(job.input_key)
@@ -227,14 +212,14 @@ impl Db {
              error = NULL, completed_at = NULL, shards = NULL, lease_owner = NULL, lease_expires_at = NULL \
              WHERE id = $5 AND account_id = $6 AND status IN ($7, $8) AND expired_at IS NULL",
         )
-        .bind(status::PROCESSING)
+        .bind(JobStatus::Processing)
         .bind(now_ms())
         .bind(input_bytes)
         .bind(estimated_tokens)
         .bind(id)
         .bind(account_id)
-        .bind(status::PENDING)
-        .bind(status::FAILED)
+        .bind(JobStatus::Pending)
+        .bind(JobStatus::Failed)
         .execute(self.pool())
         .await;
         match result {
@@ -268,8 +253,8 @@ impl Db {
         )
         .bind(id)
         .bind(account_id)
-        .bind(status::PROCESSING)
-        .bind(status::CANCELLING)
+        .bind(JobStatus::Processing)
+        .bind(JobStatus::Cancelling)
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected() == 1)
@@ -282,27 +267,29 @@ impl Db {
         let pending = sqlx::query(
             "UPDATE batch_jobs SET status = $1, completed_at = $2 WHERE id = $3 AND account_id = $4 AND status = $5",
         )
-        .bind(status::CANCELLED)
+        .bind(JobStatus::Cancelled)
         .bind(now)
         .bind(id)
         .bind(account_id)
-        .bind(status::PENDING)
+        .bind(JobStatus::Pending)
         .execute(self.pool())
         .await?;
         if pending.rows_affected() == 0 {
             sqlx::query(
                 "UPDATE batch_jobs SET status = $1 WHERE id = $2 AND account_id = $3 AND status = $4",
             )
-            .bind(status::CANCELLING)
+            .bind(JobStatus::Cancelling)
             .bind(id)
             .bind(account_id)
-            .bind(status::PROCESSING)
+            .bind(JobStatus::Processing)
             .execute(self.pool())
             .await?;
         }
         Ok(match self.job(account_id, id).await? {
             None => CancelOutcome::NotFound,
-            Some(job) if job.status == status::CANCELLING || job.status == status::CANCELLED => {
+            Some(job)
+                if job.status == JobStatus::Cancelling || job.status == JobStatus::Cancelled =>
+            {
                 CancelOutcome::Stopping(Box::new(job))
             }
             Some(job) => CancelOutcome::AlreadyEnded(job.status),
@@ -322,8 +309,8 @@ impl Db {
              AND (lease_expires_at IS NULL OR lease_expires_at < $3) AND {JOB_LEVEL_WORK} \
              ORDER BY started_at LIMIT 4"
         ))
-        .bind(status::PROCESSING)
-        .bind(status::CANCELLING)
+        .bind(JobStatus::Processing)
+        .bind(JobStatus::Cancelling)
         .bind(now)
         .fetch_all(self.pool())
         .await?;
@@ -335,8 +322,8 @@ impl Db {
             .bind(owner)
             .bind(now + lease_ms)
             .bind(&id)
-            .bind(status::PROCESSING)
-            .bind(status::CANCELLING)
+            .bind(JobStatus::Processing)
+            .bind(JobStatus::Cancelling)
             .bind(now)
             .execute(self.pool())
             .await?;
@@ -366,8 +353,8 @@ impl Db {
         .bind(now_ms() + lease_ms)
         .bind(id)
         .bind(owner)
-        .bind(status::PROCESSING)
-        .bind(status::CANCELLING)
+        .bind(JobStatus::Processing)
+        .bind(JobStatus::Cancelling)
         .execute(self.pool())
         .await?;
         if renewed.rows_affected() == 0 {
@@ -378,25 +365,31 @@ impl Db {
 
     /// Jobs per status across every account, in one query, so that every instance
     /// sharing the database reports the same counts.
-    pub async fn count_jobs_by_status(&self) -> Result<Vec<(String, i64)>, DbError> {
-        Ok(
+    pub async fn count_jobs_by_status(&self) -> Result<Vec<(JobStatus, i64)>, DbError> {
+        let counts: Vec<(JobStatus, i64)> =
             sqlx::query_as("SELECT status, COUNT(*) FROM batch_jobs GROUP BY status")
                 .fetch_all(self.pool())
-                .await?,
-        )
+                .await?;
+        Ok(JobStatus::ALL
+            .into_iter()
+            .map(|status| {
+                let count = counts.iter().find(|(stored, _)| *stored == status);
+                (status, count.map_or(0, |(_, count)| *count))
+            })
+            .collect())
     }
 
     /// Extends the job-level lease (survey, assembly).
     pub async fn heartbeat(&self, id: &str, owner: &str, lease_ms: i64) -> Result<Lease, DbError> {
-        let row: Option<(String,)> = sqlx::query_as(
+        let row: Option<(JobStatus,)> = sqlx::query_as(
             "UPDATE batch_jobs SET lease_expires_at = $1 \
              WHERE id = $2 AND lease_owner = $3 AND status IN ($4, $5) RETURNING status",
         )
         .bind(now_ms() + lease_ms)
         .bind(id)
         .bind(owner)
-        .bind(status::PROCESSING)
-        .bind(status::CANCELLING)
+        .bind(JobStatus::Processing)
+        .bind(JobStatus::Cancelling)
         .fetch_optional(self.pool())
         .await?;
         Ok(Lease::of(row))
@@ -470,8 +463,8 @@ impl Db {
         )
         .bind(id)
         .bind(owner)
-        .bind(status::PROCESSING)
-        .bind(status::CANCELLING)
+        .bind(JobStatus::Processing)
+        .bind(JobStatus::Cancelling)
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected() == 1)
@@ -489,8 +482,8 @@ impl Db {
         error: Option<&str>,
     ) -> Result<bool, DbError> {
         let (ran_to, tokens) = match error {
-            None => (status::COMPLETED, shard_sum("cp_tokens")),
-            Some(_) => (status::FAILED, "NULL".to_string()),
+            None => (JobStatus::Completed, shard_sum("cp_tokens")),
+            Some(_) => (JobStatus::Failed, "NULL".to_string()),
         };
         let finish =
             format!(
@@ -503,13 +496,13 @@ impl Db {
             held = if owner.is_some() { "AND lease_owner = $8" } else { "" },
         );
         let mut query = sqlx::query(&finish)
-            .bind(status::CANCELLING)
-            .bind(status::CANCELLED)
+            .bind(JobStatus::Cancelling)
+            .bind(JobStatus::Cancelled)
             .bind(ran_to)
             .bind(error)
             .bind(now_ms())
             .bind(id)
-            .bind(status::PROCESSING);
+            .bind(JobStatus::Processing);
         if let Some(owner) = owner {
             query = query.bind(owner);
         }

@@ -1,7 +1,8 @@
 //! Saved classifier versions.
 
-use super::batch::status;
-use super::{now_ms, Db, DbError};
+use super::{Db, DbError};
+use crate::clock::now_ms;
+use crate::wire::JobStatus;
 
 /// One stored version.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -105,8 +106,8 @@ impl Db {
         )
         .bind(account_id)
         .bind(name)
-        .bind(status::PENDING)
-        .bind(status::PROCESSING)
+        .bind(JobStatus::Pending)
+        .bind(JobStatus::Processing)
         .execute(self.pool())
         .await?;
         if deleted.rows_affected() > 0 {

@@ -4,7 +4,8 @@
 
 use sqlx::Row;
 
-use super::{now_ms, Db, DbError};
+use super::{Db, DbError};
+use crate::clock::now_ms;
 
 /// A key's first answer is replayed for this long.
 pub const KEY_TTL_MS: i64 = 24 * 3600 * 1000;

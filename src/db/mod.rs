@@ -11,7 +11,6 @@ pub mod usage;
 pub mod webhooks;
 
 use std::str::FromStr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{install_default_drivers, AnyPoolOptions};
 use sqlx::AnyPool;
@@ -31,6 +30,15 @@ pub enum DbError {
     NotFound(String),
     #[error("unsupported database url {0:?} (expected sqlite:// or postgres://)")]
     UnsupportedUrl(String),
+}
+
+impl From<DbError> for crate::outage::Fault {
+    fn from(err: DbError) -> Self {
+        crate::outage::Fault {
+            dependency: crate::outage::Dependency::Database,
+            message: err.to_string(),
+        }
+    }
 }
 
 /// Longest wait for a pooled connection.
@@ -101,36 +109,38 @@ impl Db {
     }
 }
 
-/// Milliseconds since the Unix epoch: the one time format stored in every table.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+/// Status enums are stored as the words they serialize to: bound as text, and read
+/// back strictly, so a word this version does not know fails the query's decoding
+/// instead of passing for some status.
+macro_rules! stored_as_text {
+    ($($status:ty),*) => {$(
+        impl sqlx::Type<sqlx::Any> for $status {
+            fn type_info() -> sqlx::any::AnyTypeInfo {
+                <&str as sqlx::Type<sqlx::Any>>::type_info()
+            }
+
+            fn compatible(ty: &sqlx::any::AnyTypeInfo) -> bool {
+                <&str as sqlx::Type<sqlx::Any>>::compatible(ty)
+            }
+        }
+
+        impl<'q> sqlx::Encode<'q, sqlx::Any> for $status {
+            fn encode_by_ref(
+                &self,
+                buf: &mut <sqlx::Any as sqlx::Database>::ArgumentBuffer<'q>,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <&str as sqlx::Encode<'q, sqlx::Any>>::encode_by_ref(&self.as_str(), buf)
+            }
+        }
+
+        impl<'r> sqlx::Decode<'r, sqlx::Any> for $status {
+            fn decode(
+                value: <sqlx::Any as sqlx::Database>::ValueRef<'r>,
+            ) -> Result<Self, sqlx::error::BoxDynError> {
+                Ok(<&str as sqlx::Decode<'r, sqlx::Any>>::decode(value)?.parse()?)
+            }
+        }
+    )*};
 }
 
-/// RFC 3339 UTC time from unix milliseconds.
-pub fn rfc3339(ms: i64) -> String {
-    let rem = ms.div_euclid(1000).rem_euclid(86_400);
-    format!(
-        "{}T{:02}:{:02}:{:02}.{:03}Z",
-        crate::calendar::Day::from_ms(ms),
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms.rem_euclid(1000)
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn times_are_rfc3339() {
-        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            super::rfc3339(1_795_434_123_456),
-            "2026-11-23T11:42:03.456Z"
-        );
-        assert_eq!(super::rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
-    }
-}
+stored_as_text!(crate::wire::JobStatus, crate::wire::DeliveryStatus);

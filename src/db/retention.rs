@@ -1,8 +1,9 @@
 //! Retention: which jobs are past it, and the claim that lets exactly one instance
 //! delete a job's objects and mark it expired.
 
-use super::batch::status;
-use super::{now_ms, Db, DbError};
+use super::{Db, DbError};
+use crate::clock::now_ms;
+use crate::wire::JobStatus;
 
 /// A job whose input and results are due for deletion.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -16,7 +17,7 @@ pub struct Expirable {
 /// retention once it ended before the cutoff, or when it is still pending (never
 /// started: uploaded and left, or never uploaded) and was created before it.
 fn past_retention(first: usize) -> String {
-    let ended = (0..status::ENDED.len())
+    let ended = (0..JobStatus::ENDED.len())
         .map(|i| format!("${}", first + 2 + i))
         .collect::<Vec<_>>()
         .join(", ");
@@ -28,16 +29,16 @@ fn past_retention(first: usize) -> String {
 }
 
 /// How many placeholders [`past_retention`] uses.
-const PAST_RETENTION_BINDS: usize = 2 + status::ENDED.len();
+const PAST_RETENTION_BINDS: usize = 2 + JobStatus::ENDED.len();
 
 /// Binds [`past_retention`]'s values, in its order.
 fn bind_past_retention<'q, O>(
     mut query: sqlx::query::QueryAs<'q, sqlx::Any, O, sqlx::any::AnyArguments<'q>>,
     cutoff: i64,
 ) -> sqlx::query::QueryAs<'q, sqlx::Any, O, sqlx::any::AnyArguments<'q>> {
-    query = query.bind(cutoff).bind(status::PENDING);
-    for ended in status::ENDED {
-        query = query.bind(*ended);
+    query = query.bind(cutoff).bind(JobStatus::Pending);
+    for ended in JobStatus::ENDED {
+        query = query.bind(ended);
     }
     query
 }

@@ -5,8 +5,10 @@ use std::collections::HashMap;
 
 use sqlx::AnyConnection;
 
-use super::batch::{shard_sum, status, Checkpoint, JobRow, Lease};
-use super::{now_ms, Db, DbError};
+use super::batch::{shard_sum, Checkpoint, JobRow, Lease};
+use super::{Db, DbError};
+use crate::clock::now_ms;
+use crate::wire::{JobStatus, Shards};
 
 /// A shard as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -40,17 +42,6 @@ pub struct ClaimedShard {
     pub resumed: bool,
 }
 
-/// How a job's shards stand, for the API.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ShardCounts {
-    pub total: i64,
-    /// Not begun, or given back, or left by a worker whose lease expired.
-    pub pending: i64,
-    /// Held by a worker now.
-    pub processing: i64,
-    pub completed: i64,
-}
-
 /// The shards a worker may take: not completed, nobody's lease running, of a job that
 /// is processing (or cancelling, for a shard that began: it ends what it wrote).
 const CLAIMABLE: &str =
@@ -73,8 +64,8 @@ async fn take_shard(
          ORDER BY j.started_at, s.shard LIMIT 4{lock}"
     ))
     .bind(now)
-    .bind(status::PROCESSING)
-    .bind(status::CANCELLING)
+    .bind(JobStatus::Processing)
+    .bind(JobStatus::Cancelling)
     .fetch_all(&mut *conn)
     .await?;
     for (job_id, shard, lease) in candidates {
@@ -184,7 +175,7 @@ impl Db {
         ) else {
             return Ok(None);
         };
-        let active = [status::PROCESSING, status::CANCELLING].contains(&job.status.as_str());
+        let active = [JobStatus::Processing, JobStatus::Cancelling].contains(&job.status);
         Ok(active.then_some((job, shard)))
     }
 
@@ -228,15 +219,15 @@ impl Db {
         conn: &mut sqlx::AnyConnection,
         job_id: &str,
     ) -> Result<Lease, DbError> {
-        let row: Option<(String,)> = sqlx::query_as(&format!(
+        let row: Option<(JobStatus,)> = sqlx::query_as(&format!(
             "UPDATE batch_jobs SET requests_completed = {completed}, requests_failed = {failed} \
              WHERE id = $1 AND status IN ($2, $3) RETURNING status",
             completed = shard_sum("requests_completed"),
             failed = shard_sum("requests_failed"),
         ))
         .bind(job_id)
-        .bind(status::PROCESSING)
-        .bind(status::CANCELLING)
+        .bind(JobStatus::Processing)
+        .bind(JobStatus::Cancelling)
         .fetch_optional(conn)
         .await?;
         Ok(Lease::of(row))
@@ -325,10 +316,7 @@ impl Db {
     }
 
     /// Shard counts of each of `job_ids` that has shards, in one query.
-    pub async fn shard_counts(
-        &self,
-        job_ids: &[&str],
-    ) -> Result<HashMap<String, ShardCounts>, DbError> {
+    pub async fn shard_counts(&self, job_ids: &[&str]) -> Result<HashMap<String, Shards>, DbError> {
         if job_ids.is_empty() {
             return Ok(HashMap::new());
         }
@@ -349,7 +337,7 @@ impl Db {
             .await?
             .into_iter()
             .map(|(id, total, processing, completed)| {
-                let counts = ShardCounts {
+                let counts = Shards {
                     total,
                     pending: total - processing - completed,
                     processing,

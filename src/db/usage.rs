@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use sqlx::AnyConnection;
 
 use super::{Db, DbError};
-use crate::calendar::Day;
+use crate::clock::Day;
 
 /// Where tokens were spent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

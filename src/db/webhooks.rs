@@ -2,18 +2,10 @@
 //! enqueued once however many instances race for it and claimed under a lease for
 //! each attempt.
 
-use super::batch::{status, JobRow, COLUMNS};
-use super::{now_ms, Db, DbError};
-
-/// Delivery states as stored.
-pub mod delivery_status {
-    /// Waiting for its next attempt (`next_attempt_at`).
-    pub const PENDING: &str = "pending";
-    /// A 2xx answer came back.
-    pub const DELIVERED: &str = "delivered";
-    /// Given up: refused address, or no success within the retry window.
-    pub const FAILED: &str = "failed";
-}
+use super::batch::{JobRow, COLUMNS};
+use super::{Db, DbError};
+use crate::clock::now_ms;
+use crate::wire::{DeliveryStatus, JobStatus};
 
 /// An account's signing secret, and the previous one while it still signs.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -50,7 +42,7 @@ pub struct DeliveryRow {
     pub url: String,
     /// The request body, built when the event was enqueued.
     pub payload: String,
-    pub status: String,
+    pub status: DeliveryStatus,
     pub attempts: i64,
     pub next_attempt_at: i64,
     pub last_status: Option<i64>,
@@ -150,7 +142,7 @@ impl Db {
         since: i64,
         limit: i64,
     ) -> Result<Vec<JobRow>, DbError> {
-        let ended: Vec<String> = (0..status::ENDED.len())
+        let ended: Vec<String> = (0..JobStatus::ENDED.len())
             .map(|i| format!("${}", i + 3))
             .collect();
         let sql = format!(
@@ -161,7 +153,7 @@ impl Db {
             ended.join(", ")
         );
         let query = sqlx::query_as::<_, JobRow>(&sql).bind(since).bind(limit);
-        Ok(status::ENDED
+        Ok(JobStatus::ENDED
             .iter()
             .fold(query, |query, state| query.bind(*state))
             .fetch_all(self.pool())
@@ -184,7 +176,7 @@ impl Db {
         .bind(delivery.event_type)
         .bind(delivery.url)
         .bind(delivery.payload)
-        .bind(delivery_status::PENDING)
+        .bind(DeliveryStatus::Pending)
         .bind(now)
         .execute(self.pool())
         .await?;
@@ -206,7 +198,7 @@ impl Db {
              AND next_attempt_at <= $2 AND (lease_expires_at IS NULL OR lease_expires_at < $2) \
              ORDER BY next_attempt_at LIMIT $3"
         ))
-        .bind(delivery_status::PENDING)
+        .bind(DeliveryStatus::Pending)
         .bind(now)
         .bind(limit)
         .fetch_all(self.pool())
@@ -221,7 +213,7 @@ impl Db {
             .bind(owner)
             .bind(now + lease_ms)
             .bind(&delivery.id)
-            .bind(delivery_status::PENDING)
+            .bind(DeliveryStatus::Pending)
             .bind(delivery.attempts)
             .bind(now)
             .execute(self.pool())
@@ -244,7 +236,7 @@ impl Db {
         let now = now_ms();
         let (state, status, error, next, delivered) = match attempt {
             Attempt::Delivered { status } => (
-                delivery_status::DELIVERED,
+                DeliveryStatus::Delivered,
                 Some(*status),
                 None,
                 now,
@@ -255,14 +247,14 @@ impl Db {
                 error,
                 next_attempt_at,
             } => (
-                delivery_status::PENDING,
+                DeliveryStatus::Pending,
                 *status,
                 Some(error.as_str()),
                 *next_attempt_at,
                 None,
             ),
             Attempt::Failed { status, error } => (
-                delivery_status::FAILED,
+                DeliveryStatus::Failed,
                 *status,
                 Some(error.as_str()),
                 now,

@@ -13,7 +13,7 @@ use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::{ByteStream, Composed, OutputState, Storage, StorageError, UploadForm};
-use crate::db::now_ms;
+use crate::clock::now_ms;
 
 type HmacSha256 = Hmac<Sha256>;
 

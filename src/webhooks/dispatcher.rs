@@ -15,11 +15,12 @@ use tokio::sync::Semaphore;
 
 use super::address::{pin, ResolveError};
 use super::{event_type, retry_delay, signature, Event, Settings, WINDOW};
+use crate::clock::{now_ms, rfc3339};
 use crate::db::batch::JobRow;
-use crate::db::shards::ShardCounts;
 use crate::db::webhooks::{Attempt, DeliveryRow, NewDelivery};
-use crate::db::{now_ms, rfc3339, Db, DbError};
+use crate::db::{Db, DbError};
 use crate::outage::{self, Dependency};
+use crate::wire::Shards;
 
 /// Deliveries attempted at once by one instance.
 const IN_FLIGHT: usize = 8;
@@ -263,12 +264,12 @@ impl Dispatcher {
 /// The event a job's ending announces (the job as `GET /v1/batch/{id}` shows it, its
 /// shards included), its URL and the ending's time; `None` for a job that has not
 /// ended or has no URL.
-fn announce(job: &JobRow, shards: Option<ShardCounts>) -> Option<(Event, &str, i64)> {
-    let kind = event_type(&job.status)?;
+fn announce(job: &JobRow, shards: Option<Shards>) -> Option<(Event, &str, i64)> {
+    let kind = event_type(job.status)?;
     let ended_at = job.completed_at?;
     let url = job.webhook_url.as_deref()?;
-    let mut data = crate::api::batch::view(job).ok()?;
-    data.shards = shards.map(Into::into);
+    let mut data = crate::batch::view::view(job).ok()?;
+    data.shards = shards;
     Some((
         Event {
             kind: kind.to_string(),

@@ -16,10 +16,9 @@ use serde::Serialize;
 use sha2::Sha256;
 use utoipa::ToSchema;
 
-use crate::api::batch::Job;
-use crate::db::batch::status;
 use crate::db::webhooks::SecretRow;
 use crate::db::{Db, DbError};
+use crate::wire::{Job, JobStatus};
 
 pub use dispatcher::Dispatcher;
 
@@ -56,11 +55,11 @@ pub struct Event {
 }
 
 /// The event a job in this status announces; `None` while it has not ended.
-pub fn event_type(job_status: &str) -> Option<&'static str> {
+pub fn event_type(job_status: JobStatus) -> Option<&'static str> {
     match job_status {
-        status::COMPLETED => Some("batch.completed"),
-        status::FAILED => Some("batch.failed"),
-        status::CANCELLED => Some("batch.cancelled"),
+        JobStatus::Completed => Some("batch.completed"),
+        JobStatus::Failed => Some("batch.failed"),
+        JobStatus::Cancelled => Some("batch.cancelled"),
         _ => None,
     }
 }

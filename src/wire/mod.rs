@@ -1,0 +1,16 @@
+//! The wire types: what the API answers, webhook events carry and the CLI's client
+//! reads, one struct per concept. Plain serde and OpenAPI types; the layers above
+//! build them (`batch::view`) and the database stores their statuses as the words
+//! they serialize to.
+
+mod jobs;
+mod webhooks;
+
+pub use jobs::{CreatedJob, Job, JobList, JobStatus, Progress, ResultsLink, Shards};
+pub use webhooks::DeliveryStatus;
+
+/// A status word that names no status: stored data this version does not know, an
+/// error rather than a guess.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown status {0:?}")]
+pub struct UnknownStatus(pub String);
