@@ -18,15 +18,13 @@
 pub mod api;
 pub mod batch;
 pub mod classifiers;
-pub mod client;
+pub mod cli;
 pub mod clock;
-pub mod config;
 pub mod db;
 pub mod engine;
-pub mod eval;
 pub mod metrics;
 pub mod outage;
-pub mod remote;
+pub mod server;
 pub mod storage;
 pub mod usage;
 pub mod webhooks;

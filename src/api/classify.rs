@@ -138,8 +138,8 @@ pub async fn handle(
     let embeddings = queue.embed(texts).await?;
     let tokens = embeddings.iter().map(|e| e.tokens as i64).sum();
     state
-        .db
-        .add_classify_usage(&account.id, embeddings.len() as i64, tokens);
+        .usage
+        .add(&account.id, embeddings.len() as i64, tokens);
     Ok(Json(respond(
         &engine,
         &request,

@@ -41,6 +41,7 @@ use crate::db::Db;
 use crate::engine::queue::InferenceQueue;
 use crate::engine::Engine;
 use crate::storage::Storage;
+use crate::usage::PendingUsage;
 
 pub use error::{ApiError, ErrorBody};
 pub use json::ApiJson;
@@ -71,6 +72,8 @@ pub struct AppState {
     pub webhooks: crate::webhooks::Settings,
     /// Accounts' requests per second on `/v1/classify`, counted in this process.
     pub rate_limiter: Arc<RateLimiter>,
+    /// `/v1/classify` usage counted in this process and not written yet.
+    pub usage: PendingUsage,
 }
 
 /// Limits and lifetimes of batch uploads and downloads.

@@ -107,12 +107,12 @@ pub async fn admit_batch(
     Ok(())
 }
 
-/// Tokens the account used since the start of this UTC month.
-async fn month_to_date(state: &AppState, account: &Account) -> Result<i64, ApiError> {
-    Ok(state
-        .db
-        .tokens_since(&account.id, Day::today().first_of_month())
-        .await?)
+/// Tokens the account used since the start of this UTC month: as written, plus this
+/// process's classify usage not written yet.
+pub(super) async fn month_to_date(state: &AppState, account: &Account) -> Result<i64, ApiError> {
+    let first = Day::today().first_of_month();
+    let written = state.db.tokens_since(&account.id, first).await?;
+    Ok(written + state.usage.tokens_since(&account.id, first))
 }
 
 /// Whole seconds (rounded up) until the next UTC month starts, when quotas reset.

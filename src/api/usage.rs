@@ -109,9 +109,10 @@ pub async fn get(
 ) -> Result<Json<UsageReport>, ApiError> {
     let Query(query) = query.map_err(|err| ApiError::invalid_request(err.body_text()))?;
     let (from, to) = range(&query, Day::today())?;
+    // This process's classify usage first, so the report counts every call it answered.
+    state.usage.write(&state.db).await?;
     let rows = state.db.usage(&account.id, from, to).await?;
-    let this_month = Day::today().first_of_month();
-    let month_to_date_tokens = state.db.tokens_since(&account.id, this_month).await?;
+    let month_to_date_tokens = super::quota::month_to_date(&state, &account).await?;
     Ok(Json(report(
         from,
         to,

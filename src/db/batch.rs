@@ -111,7 +111,7 @@ impl Lease {
     pub(super) fn of(row: Option<(JobStatus,)>) -> Self {
         match row {
             None => Lease::Lost,
-            Some((state,)) if state == JobStatus::Cancelling => Lease::CancelAsked,
+            Some((JobStatus::Cancelling,)) => Lease::CancelAsked,
             Some(_) => Lease::Held,
         }
     }

@@ -48,8 +48,6 @@ const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 #[derive(Clone)]
 pub struct Db {
     pool: AnyPool,
-    /// `/v1/classify` usage not written yet, shared by every clone in the process.
-    classify_usage: std::sync::Arc<usage::Pending>,
     /// PostgreSQL rather than SQLite, for the few statements that differ.
     is_postgres: bool,
 }
@@ -93,7 +91,6 @@ impl Db {
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Self {
             pool,
-            classify_usage: Default::default(),
             is_postgres: !is_sqlite,
         })
     }

@@ -1,10 +1,9 @@
 //! Usage counters: one row per account, UTC day and source, added to where the work
-//! is done (a successful `/v1/classify` call, gathered in memory and written about
-//! once a second; a batch checkpoint, in its transaction). The upsert adds in the
+//! is done (successful `/v1/classify` calls, gathered in memory by `crate::usage` and
+//! written about once a second; a batch checkpoint, in its transaction). The upsert adds in the
 //! database, so instances sharing it never lose an update.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 use sqlx::AnyConnection;
 
@@ -83,112 +82,54 @@ pub(super) async fn add_checkpoint_usage(
     Ok(())
 }
 
-/// Classify usage counted in memory and written about once a second
-/// ([`Db::write_classify_usage`]): one upsert per account and day instead of one per
-/// call, which kept SQLite's single writer from capping `/v1/classify` throughput.
-#[derive(Debug, Default)]
-pub struct Pending {
-    counts: Mutex<HashMap<(String, Day), Counts>>,
-}
-
 /// Requests, texts and tokens of one account on one day.
-#[derive(Debug, Default, Clone, Copy)]
-struct Counts {
-    requests: i64,
-    texts: i64,
-    tokens: i64,
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub requests: i64,
+    pub texts: i64,
+    pub tokens: i64,
 }
 
-impl Pending {
-    fn add(&self, account_id: &str, day: Day, counts: Counts) {
-        let mut pending = self.counts.lock().expect("usage lock");
-        let entry = pending.entry((account_id.to_string(), day)).or_default();
-        entry.requests += counts.requests;
-        entry.texts += counts.texts;
-        entry.tokens += counts.tokens;
-    }
-
-    fn tokens_since(&self, account_id: &str, from: Day) -> i64 {
-        let pending = self.counts.lock().expect("usage lock");
-        pending
-            .iter()
-            .filter(|((account, day), _)| account == account_id && *day >= from)
-            .map(|(_, counts)| counts.tokens)
-            .sum()
+impl std::ops::AddAssign for Counts {
+    fn add_assign(&mut self, more: Counts) {
+        self.requests += more.requests;
+        self.texts += more.texts;
+        self.tokens += more.tokens;
     }
 }
 
 impl Db {
-    /// Counts one successful `/v1/classify` call of `texts` texts and `tokens` tokens,
-    /// today; written with the next [`Db::write_classify_usage`].
-    pub fn add_classify_usage(&self, account_id: &str, texts: i64, tokens: i64) {
-        let counts = Counts {
-            requests: 1,
-            texts,
-            tokens,
-        };
-        self.classify_usage.add(account_id, Day::today(), counts);
-    }
-
-    /// Writes the classify usage counted in memory, in one transaction; kept for the
-    /// next call if that fails.
-    pub async fn write_classify_usage(&self) -> Result<(), DbError> {
-        let taken = std::mem::take(&mut *self.classify_usage.counts.lock().expect("usage lock"));
-        if taken.is_empty() {
-            return Ok(());
+    /// Adds `/v1/classify` counts (per account and day) in one transaction.
+    pub async fn add_classify_usage(
+        &self,
+        counts: &HashMap<(String, Day), Counts>,
+    ) -> Result<(), DbError> {
+        let mut tx = self.pool().begin().await?;
+        for ((account_id, day), counts) in counts {
+            sqlx::query(&format!(
+                "INSERT INTO usage_daily (account_id, day, source, requests, texts, tokens) \
+                 VALUES ($1, $2, $3, $4, $5, $6) {ADD}"
+            ))
+            .bind(account_id)
+            .bind(day.to_string())
+            .bind(Source::Classify.as_str())
+            .bind(counts.requests)
+            .bind(counts.texts)
+            .bind(counts.tokens)
+            .execute(&mut *tx)
+            .await?;
         }
-        let written = async {
-            let mut tx = self.pool().begin().await?;
-            for ((account_id, day), counts) in &taken {
-                sqlx::query(&format!(
-                    "INSERT INTO usage_daily (account_id, day, source, requests, texts, tokens) \
-                     VALUES ($1, $2, $3, $4, $5, $6) {ADD}"
-                ))
-                .bind(account_id)
-                .bind(day.to_string())
-                .bind(Source::Classify.as_str())
-                .bind(counts.requests)
-                .bind(counts.texts)
-                .bind(counts.tokens)
-                .execute(&mut *tx)
-                .await?;
-            }
-            tx.commit().await
-        }
-        .await;
-        if let Err(err) = written {
-            for ((account_id, day), counts) in taken {
-                self.classify_usage.add(&account_id, day, counts);
-            }
-            return Err(err.into());
-        }
-        Ok(())
-    }
-
-    /// Writes the classify usage counted in memory every `period`, for ever (`serve`
-    /// runs it; it writes once more when it stops).
-    pub async fn write_classify_usage_every(self, period: std::time::Duration) {
-        let mut tick = tokio::time::interval(period);
-        loop {
-            tick.tick().await;
-            // Counts not written stay in memory for the next tick. The outage is logged
-            // once, and ended by the loops that reach the database every second (a tick
-            // with nothing to write proves nothing).
-            if let Err(err) = self.write_classify_usage().await {
-                crate::outage::fault(&err.into());
-            }
-        }
+        Ok(tx.commit().await?)
     }
 
     /// An account's counters from `from` to `to` (both included), by day then source,
-    /// this process's classify usage written first.
+    /// as written.
     pub async fn usage(
         &self,
         account_id: &str,
         from: Day,
         to: Day,
     ) -> Result<Vec<UsageRow>, DbError> {
-        self.write_classify_usage().await?;
         Ok(sqlx::query_as::<_, UsageRow>(
             "SELECT day, source, requests, texts, tokens FROM usage_daily \
              WHERE account_id = $1 AND day >= $2 AND day <= $3 ORDER BY day, source",
@@ -200,8 +141,8 @@ impl Db {
         .await?)
     }
 
-    /// Tokens an account used (classify and batch) from `from` through today: as
-    /// written, plus this process's classify usage not written yet.
+    /// Tokens an account used (classify and batch) from `from` through today, as
+    /// written.
     pub async fn tokens_since(&self, account_id: &str, from: Day) -> Result<i64, DbError> {
         // Postgres sums BIGINTs as NUMERIC, which the `Any` driver does not read.
         let (tokens,): (i64,) = sqlx::query_as(
@@ -212,6 +153,6 @@ impl Db {
         .bind(from.to_string())
         .fetch_one(self.pool())
         .await?;
-        Ok(tokens + self.classify_usage.tokens_since(account_id, from))
+        Ok(tokens)
     }
 }

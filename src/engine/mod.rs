@@ -12,7 +12,7 @@ pub mod text;
 
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
@@ -183,6 +183,33 @@ pub struct Engine {
     /// Prepared vectors (fitted heads included) keyed by model and whole set: a set
     /// sent again costs one lookup instead of one per label sentence.
     set_cache: Mutex<LruCache<String, LabelVectors>>,
+}
+
+/// Which model to load and how: plain settings (the CLI makes them from its flags).
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    /// The ONNX Runtime shared library.
+    pub ort_library: PathBuf,
+    /// The model directory (its `manifest.json`, graph and tokenizer).
+    pub model_dir: PathBuf,
+    /// ONNX Runtime intra-op threads; 0 means one per core.
+    pub threads: usize,
+    pub device: Device,
+    /// Tokens per ONNX run, padding included; `None` for the device's default.
+    pub run_tokens: Option<usize>,
+}
+
+impl ModelConfig {
+    /// Loads the engine (ONNX Runtime once per process, then the model).
+    pub fn load(&self) -> Result<Engine, EngineError> {
+        Engine::load(
+            &self.ort_library,
+            &self.model_dir,
+            self.threads,
+            self.device,
+            RunLimits::for_device(self.device, self.run_tokens),
+        )
+    }
 }
 
 impl Engine {

@@ -7,7 +7,9 @@ pub mod local;
 pub mod s3;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -15,6 +17,35 @@ use tokio::io::AsyncRead;
 
 pub use local::LocalStore;
 pub use s3::{S3Config, S3Store};
+
+/// Where objects live: plain settings (the CLI makes them from its flags).
+#[derive(Debug, Clone)]
+pub enum StorageConfig {
+    /// Files under `data_dir`; upload forms and download links point at `public_url`
+    /// (`None`: the service's own address).
+    Local {
+        data_dir: PathBuf,
+        public_url: Option<String>,
+    },
+    S3(S3Config),
+}
+
+impl StorageConfig {
+    /// Opens the storage; `own_url` is the service's address, where local uploads go
+    /// unless `public_url` says otherwise.
+    pub async fn open(&self, own_url: &str) -> Result<Arc<dyn Storage>, StorageError> {
+        Ok(match self {
+            StorageConfig::Local {
+                data_dir,
+                public_url,
+            } => Arc::new(LocalStore::open(
+                data_dir,
+                public_url.as_deref().unwrap_or(own_url),
+            )?),
+            StorageConfig::S3(config) => Arc::new(S3Store::connect(config.clone()).await?),
+        })
+    }
+}
 
 /// A streamed object body.
 pub type ByteStream = Pin<Box<dyn AsyncRead + Send>>;

@@ -1,4 +1,4 @@
-//! The CLI's server commands, on top of [`crate::client`]: `zeroshot batch ...` and
+//! The CLI's server commands, on top of [`super::client`]: `zeroshot batch ...` and
 //! `zeroshot classify --url`. JSON and results go to stdout (or `--output`); progress
 //! goes to stderr, as a live bar on a terminal and as a plain line now and then
 //! otherwise (logs, CI). [`RemoteError::exit_code`] gives scripts distinct codes.
@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::classifiers::{Definition, DefinitionFileError};
-use crate::client::{
+use super::args::{BatchCommand, ClassifyArgs, ServerArgs, SubmitArgs, WebhooksCommand};
+use super::client::{
     ClassifyRequest, Client, ClientError, CreatedJob, Job, JobRequest, JobStatus, SpecRequest,
 };
-use crate::config::{BatchCommand, ClassifyArgs, ServerArgs, SubmitArgs, WebhooksCommand};
+use crate::classifiers::{Definition, DefinitionFileError};
 
 /// How often a followed job is polled.
 const POLL: Duration = Duration::from_secs(1);
