@@ -25,7 +25,8 @@ pub fn errors_key(job_id: &str) -> String {
     format!("errors/{job_id}.ndjson")
 }
 
-/// Object keys a shard writes (results, errors): parts of their own, joined when the
+/// Object keys a shard writes (results, errors): segments of their own (stored under
+/// `parts/`, the prefix since sharding began), joined when the
 /// job is assembled, or the job's objects themselves when it has one shard (nothing to
 /// join).
 pub fn shard_keys(job_id: &str, shard: i64, shards: i64) -> (String, String) {
@@ -38,7 +39,7 @@ pub fn shard_keys(job_id: &str, shard: i64, shards: i64) -> (String, String) {
     )
 }
 
-/// Every object a job's run writes (results, errors, the parts of `shards` shards), for
+/// Every object a job's run writes (results, errors, the segments of `shards` shards), for
 /// those who delete a job's outputs: a failed run, `DELETE /v1/batch/{id}`, retention.
 pub fn job_output_keys(job_id: &str, shards: Option<i64>) -> Vec<String> {
     let shards = shards.unwrap_or(0);

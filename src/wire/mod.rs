@@ -4,9 +4,11 @@
 //! they serialize to.
 
 mod jobs;
+mod rows;
 mod webhooks;
 
 pub use jobs::{CreatedJob, Job, JobList, JobStatus, Progress, ResultsLink, Shards};
+pub use rows::{FailedRow, ResultRow, RowError, ScoredRow};
 pub use webhooks::DeliveryStatus;
 
 /// A status word that names no status: stored data this version does not know, an
