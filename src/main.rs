@@ -43,7 +43,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
-            // 1, or the server commands' own codes (README, "Command line").
+            // 1, or the server commands' own codes (docs/cli.md#exit-codes).
             ExitCode::from(
                 err.downcast_ref::<remote::RemoteError>()
                     .map_or(1, remote::RemoteError::exit_code),
@@ -55,8 +55,9 @@ fn main() -> ExitCode {
 /// Bounds glibc's malloc arenas to one per core, before any thread starts. By default
 /// glibc allows eight per core, and the threads that score batch chunks (rayon, ONNX
 /// Runtime, tokio) each keep their own arena's high-water mark: RSS climbed 27.6% over
-/// a 10-minute soak with the defaults, 5.4% with two arenas on two cores (README, "Soak
-/// test"). `MALLOC_ARENA_MAX` in the environment, which glibc reads itself, wins.
+/// a 10-minute soak with the defaults, 5.4% with two arenas on two cores
+/// (docs/performance.md#soak-test). `MALLOC_ARENA_MAX` in the environment, which glibc
+/// reads itself, wins.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
