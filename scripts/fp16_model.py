@@ -20,7 +20,7 @@ The conversion is onnxruntime.transformers' `convert_float_to_float16` with
 `keep_io_types`: every fp32 initializer becomes fp16 (values beyond fp16's range are
 clamped to it: attention masks' large negative fill), every fp32 node computes in fp16.
 `scripts/fp16_check.py` measures how far its vectors are from the fp32 graph's (on
-the CPU; README, "Models").
+the CPU; docs/gpu.md#fp16-models).
 
 Usage: fp16_model.py [--gguf] SOURCE OUTPUT
        fp16_model.py --rounded-fp32 FP16.onnx OUTPUT   (for scripts/fp16_check.py)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The batch path on an NVIDIA GPU against the model's ceiling there, as a ratio, for a
 # machine that may reach no registry and takes files only in pieces of at most 64 MiB
-# (README "GPU"). Four steps, the first on a machine with the registries and a Rust
-# build, the others on the GPU machine, from a copy of this repository:
+# (docs/gpu.md#checking-on-a-gpu-machine). Four steps, the first on a machine with
+# the registries and a Rust build, the others on the GPU machine, from a copy of this
+# repository:
 #
 #   scripts/gpu_check.sh pack [--cuda] here: after `scripts/setup.py --gpu`, builds the
 #        release binary and benches/ceiling.rs, packs ONNX Runtime's CUDA build with the

@@ -10,9 +10,9 @@ still land on these vectors.
 
 The reference is made on the machine that runs the test (scripts/test.sh does it
 before every run): ONNX Runtime computes differently on different CPU kinds (AVX2
-against AVX-512 VNNI moves the default model's vectors by 1 - cos ~1e-3, README
-"Models"), far more than the parity test allows, so a reference made elsewhere would
-not test the engine.
+against AVX-512 VNNI moves the default model's vectors by 1 - cos ~1e-3,
+docs/models.md#parity), far more than the parity test allows, so a reference made
+elsewhere would not test the engine.
 
 Writes --out:
   {"model", "generated_by", "max_tokens", "dim",

@@ -34,7 +34,7 @@ products themselves integer:
 Neither kind of scale depends on the other texts of a batch, so neither does a text's
 vector (ONNX Runtime's own dynamic quantization takes one scale per batch tensor, which
 moves a text's vector by 1 - cos ~ 0.009 with its batch mates). Measured against the
-fp32 graph and the previous all-per-token graph: README, "Models".
+fp32 graph and the previous all-per-token graph: docs/models.md#the-default-model.
 
 Usage: quantize_model.py SOURCE.onnx OUTPUT.onnx
        quantize_model.py --calibrate SOURCE.onnx TOKENIZER.json TEXTS.tsv...

@@ -50,7 +50,8 @@ fn assert_no_worse(data: &[Example]) {
 }
 
 /// The three dev sets: adaptation applies and lifts macro-F1 by at least .03 on each
-/// (.04-.07 measured, README "Adaptive scoring"; .03 leaves room for CPU kinds); and
+/// (.04-.07 measured, docs/accuracy.md#adaptive-scoring-batch-jobs; .03 leaves room
+/// for CPU kinds); and
 /// multi mode's adapted calibration transfers: fitted on two of the sets, threshold
 /// 0.3 returns the true label for 75-92% of the third's texts, for every rotation.
 #[test]

@@ -202,7 +202,7 @@ fn empty_after_trim_texts_are_rejected() {
 
 /// The default model's integer products against the published graph it is made from
 /// (fp32 arithmetic): its quantization moves vectors by 1 - cos ~0.005 on
-/// average (README "Models"); a broken derivation would land far away.
+/// average (docs/models.md#the-default-model); a broken derivation would land far away.
 #[test]
 fn integer_model_stays_close_to_the_float_graph() {
     let fixture = fixture();
@@ -211,7 +211,7 @@ fn integer_model_stays_close_to_the_float_graph() {
 }
 
 /// `nomic-embed-text-v1.5`'s integer graph against its fp32 graph, on texts of up to
-/// 1,884 tokens: 1 - cos ~0.001 on average (README "Models").
+/// 1,884 tokens: 1 - cos ~0.001 on average (docs/models.md#nomic-embed-text-v15-opt-in).
 #[test]
 fn nomic_integer_model_stays_close_to_the_float_graph() {
     let fixture = read_fixture("ZEROSHOT_NOMIC_REFERENCE");

@@ -128,7 +128,7 @@ async fn playground_works_in_a_real_browser() {
         "--screenshots",
         screenshots.to_str().expect("utf-8 path"),
     ]);
-    // Regenerates the README's picture when asked (ZEROSHOT_README_SCREENSHOT=path).
+    // Regenerates docs/playground.md's picture when asked (ZEROSHOT_README_SCREENSHOT=path).
     if let Some(path) = std::env::var_os("ZEROSHOT_README_SCREENSHOT") {
         command.arg("--readme-screenshot").arg(path);
     }

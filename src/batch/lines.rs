@@ -103,7 +103,8 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
 /// The UTF-8 byte order mark some editors write at the start of a file.
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
-/// Why a line produced an error row. The codes are part of the API (README).
+/// Why a line produced an error row. The codes are part of the API
+/// (docs/api.md#input-lines-results-and-error-codes).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LineError {
     pub code: &'static str,
@@ -284,7 +285,8 @@ mod tests {
     use proptest::prelude::*;
 
     /// What the reader must return for `input` read from its start: (number, bytes or
-    /// None when too long) per non-blank line, by the README's rules, written plainly.
+    /// None when too long) per non-blank line, by the rules of
+    /// docs/api.md#input-lines-results-and-error-codes, written plainly.
     fn expected_lines(input: &[u8]) -> Vec<(i64, Option<Vec<u8>>)> {
         let mut segments: Vec<&[u8]> = input.split(|&b| b == b'\n').collect();
         if segments.last().is_some_and(|last| last.is_empty()) {
@@ -414,7 +416,8 @@ mod tests {
         }
     }
 
-    /// Every code [`parse_line`] may give (the README's table).
+    /// Every code [`parse_line`] may give (the table of
+    /// docs/api.md#input-lines-results-and-error-codes).
     const LINE_ERROR_CODES: &[&str] = &[
         "invalid_json",
         "invalid_utf8",

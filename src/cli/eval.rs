@@ -100,7 +100,8 @@ pub struct EvalOptions {
     pub threshold: f32,
     pub fit_calibration: bool,
     /// Label vectors from the bare names (underscores as spaces) instead of the
-    /// engine's label method: the baseline the README compares against.
+    /// engine's label method: the baseline that
+    /// docs/accuracy.md#results-test-sets-one-command compares against.
     pub baseline: bool,
     /// Score the file as a batch job with `adapt: true` would: the same sample (the
     /// texts as NDJSON lines, picked by byte offset), the same fit, the same scoring.

@@ -114,7 +114,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
 }
 
 /// The process's exit code for a command that failed: 1, or the server commands' own
-/// codes (docs/cli.md).
+/// codes (docs/cli.md#exit-codes).
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     err.downcast_ref::<remote::RemoteError>()
         .map_or(1, remote::RemoteError::exit_code)

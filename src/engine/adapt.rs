@@ -14,9 +14,10 @@
 //!    stays where its name put it); a text's similarity to a label is the mean of its
 //!    cosines in the two views.
 //!
-//! Measured on the dev sets (README, "Adaptive scoring"), with the guard rails that
-//! switch it off where it cannot help: too few lines, or texts that concentrate on a
-//! few labels (a label with 90% of the rows drags the others' vectors into its texts).
+//! Measured on the dev sets (docs/accuracy.md#adaptive-scoring-batch-jobs), with the
+//! guard rails that switch it off where it cannot help: too few lines, or texts that
+//! concentrate on a few labels (a label with 90% of the rows drags the others' vectors
+//! into its texts).
 //!
 //! Deterministic: matrix products run single-threaded in a fixed order, so the same
 //! sample gives the same vectors bit for bit.

@@ -4,8 +4,9 @@
 //! what plain averaging gives) and takes a few steps of gradient descent on a softmax
 //! regression over the examples and the label's own vector, pulled back towards the
 //! prototypes by an L2 term. On Banking77 with 8 examples per label this lifts test
-//! macro-F1 from .817 (prototypes) to .853 (README, "Accuracy"). The logit scale matches
-//! the single-mode calibration temperature, so scores stay on the same footing.
+//! macro-F1 from .817 (prototypes) to .853 (docs/accuracy.md#results-test-sets-one-command).
+//! The logit scale matches the single-mode calibration temperature, so scores stay on
+//! the same footing.
 
 use rayon::prelude::*;
 

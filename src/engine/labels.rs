@@ -196,8 +196,9 @@ pub fn label_words(name: &str) -> String {
 }
 
 /// The sentences whose mean vector stands for a label. Measured on the dev sets
-/// (README, "Accuracy"): the bare words and "about <words>" averaged beat either alone
-/// and every longer template tried ("This text is about ...", "<type> topic: ...").
+/// (docs/accuracy.md#choices-measured-on-the-dev-sets): the bare words and
+/// "about <words>" averaged beat either alone and every longer template tried ("This
+/// text is about ...", "<type> topic: ...").
 /// A description, when given, is appended to each; `source_type` names the subject.
 pub fn label_sentences(label: &Label, source_type: Option<&str>) -> Vec<String> {
     let words = label_words(&label.name);
@@ -370,8 +371,8 @@ mod tests {
         })
     }
 
-    /// The param the README's limits say is at fault first, in the order the request
-    /// is checked; `None` when they allow the request.
+    /// The param the limits (docs/api.md#post-v1classify) say is at fault first, in the
+    /// order the request is checked; `None` when they allow the request.
     fn first_fault(
         names: &[String],
         descriptions: &BTreeMap<String, String>,

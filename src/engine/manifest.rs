@@ -126,7 +126,7 @@ pub struct InputNames {
 }
 
 /// Constants that turn cosine similarities into probabilities. Fitted per model on
-/// labelled dev data (see README, "Calibration"), so one threshold means the same
+/// labelled dev data (see docs/accuracy.md#calibration), so one threshold means the same
 /// thing for 3 labels or 200.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

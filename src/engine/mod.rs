@@ -36,7 +36,7 @@ const LABEL_CACHE_ENTRIES: usize = 20_000;
 const SET_CACHE_ENTRIES: usize = 64;
 /// With examples, the label's own vector counts as this many examples: its weight is
 /// M / (M + K) for K examples, so one example leans on the name and eight on the
-/// examples (chosen on the dev sets, README "Accuracy").
+/// examples (chosen on the dev sets, docs/accuracy.md#choices-measured-on-the-dev-sets).
 const LABEL_WORTH_IN_EXAMPLES: f32 = 1.0;
 /// Sampled texts embedded per engine call when adapting (as many as a batch job's chunk).
 const ADAPT_EMBED_CHUNK: usize = 2048;

@@ -25,7 +25,7 @@ const CPU_RUN_TOKENS: usize = 4096;
 /// its memory holds the larger attention scores (MiniLM at 256 tokens in fp16: 0.4 GB
 /// per layer's scores; nomic-embed-text-v1.5, 16 texts of 2,048 tokens: 3.2 GB). Chosen
 /// without a GPU to measure on; `scripts/gpu_check.sh` times the ceiling at several
-/// budgets so that a machine with one can tell (README "GPU").
+/// budgets so that a machine with one can tell (docs/gpu.md#larger-runs).
 const CUDA_RUN_TOKENS: usize = 32_768;
 /// A run's text count is bounded too, at one text per this many tokens of its budget
 /// (32 texts on the CPU): short texts gain little from longer runs, and a run's texts
@@ -364,7 +364,7 @@ impl EmbeddingModel {
 /// text longer than the token budget runs alone. Thousands of batch-job
 /// lines sort into near-equal neighbours and fill whole runs; a few concurrent
 /// `/v1/classify` texts of mixed lengths run in smaller runs instead of paying for
-/// padding (measured with `scripts/perf_report.py`, README "Performance").
+/// padding (measured with `scripts/perf_report.py`, docs/performance.md#cpu).
 pub fn padding_bounded_runs(
     sorted_lengths: &[usize],
     limits: RunLimits,

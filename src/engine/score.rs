@@ -32,7 +32,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// `multi`: a logistic per label on its cosine and its gap to the text's best cosine.
 /// The cosine alone meant different things on different label sets (banking's labels
 /// all sit closer to its texts than stackoverflow's); with the gap, threshold 0.3
-/// returns the true label for 81-84% of texts on each dev set (README, "Calibration").
+/// returns the true label for 81-84% of texts on each dev set (docs/accuracy.md#calibration).
 pub fn probabilities(cosines: &[f32], mode: Mode, calibration: &Calibration) -> Vec<f32> {
     match mode {
         Mode::Single => {

@@ -17,7 +17,7 @@ pub enum TextError {
 }
 
 impl TextError {
-    /// The batch error row code (README, "Error codes").
+    /// The batch error row code (docs/api.md#input-lines-results-and-error-codes).
     pub fn code(self) -> &'static str {
         match self {
             TextError::Blank => "empty_text",
