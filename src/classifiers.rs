@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::{now_ms, rfc3339};
 use crate::db::classifiers::ClassifierRow;
 use crate::db::{Db, DbError};
-use crate::engine::{ClassificationSpec, Engine, EngineError, LabelError, LabelVectors, Mode};
+use crate::engine::{Engine, EngineError, LabelError, LabelVectors, Mode, Spec};
 
 /// Longest classifier name.
 pub const MAX_NAME_CHARS: usize = 64;
@@ -127,7 +127,7 @@ pub struct Classifier {
     pub name: String,
     pub version: i64,
     pub description: Option<String>,
-    pub spec: ClassificationSpec,
+    pub spec: Spec,
     pub vectors: LabelVectors,
     pub created_at: i64,
 }
@@ -228,7 +228,7 @@ pub async fn save(
             format!("at most {MAX_DESCRIPTION_CHARS} characters"),
         ));
     }
-    let spec = ClassificationSpec::new(
+    let spec = Spec::new(
         &definition.labels,
         definition.descriptions.as_ref().unwrap_or(&BTreeMap::new()),
         definition.examples.as_ref().unwrap_or(&BTreeMap::new()),
@@ -292,7 +292,7 @@ pub async fn load(
                 None => format!("no classifier {name:?}"),
             })
         })?;
-    let spec: ClassificationSpec = serde_json::from_str(&row.spec)
+    let spec: Spec = serde_json::from_str(&row.spec)
         .map_err(|err| DbError::Conflict(format!("stored classifier is unreadable: {err}")))?;
     let names: Vec<String> = spec.labels.names().map(str::to_string).collect();
     let stored = (row.model == engine.model_name())
@@ -336,7 +336,7 @@ impl Classifier {
 
 /// A stored version as the API and CLI show it, without decoding its vectors.
 pub fn describe_row(row: &ClassifierRow) -> Result<ClassifierView, ClassifierError> {
-    let spec: ClassificationSpec = serde_json::from_str(&row.spec)
+    let spec: Spec = serde_json::from_str(&row.spec)
         .map_err(|err| DbError::Conflict(format!("stored classifier is unreadable: {err}")))?;
     Ok(describe(
         &row.name,
@@ -351,7 +351,7 @@ fn describe(
     name: &str,
     version: i64,
     description: &Option<String>,
-    spec: &ClassificationSpec,
+    spec: &Spec,
     created_at: i64,
 ) -> ClassifierView {
     let labels = &spec.labels.labels;

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::clock::Day;
+use crate::clock::{now_ms, Day};
 use crate::db::usage::Counts;
 use crate::db::{Db, DbError};
 
@@ -76,4 +76,22 @@ impl PendingUsage {
             }
         }
     }
+}
+
+/// Tokens an account used since the start of this UTC month: as written, plus what
+/// `pending` holds.
+pub async fn month_to_date(
+    db: &Db,
+    pending: &PendingUsage,
+    account_id: &str,
+) -> Result<i64, DbError> {
+    let first = Day::today().first_of_month();
+    let written = db.tokens_since(account_id, first).await?;
+    Ok(written + pending.tokens_since(account_id, first))
+}
+
+/// Whole seconds (rounded up) until the next UTC month starts, when quotas reset.
+pub fn seconds_to_next_month() -> u64 {
+    let next = Day::today().first_of_next_month().start_ms();
+    ((next - now_ms()).max(0) as u64).div_ceil(1000)
 }

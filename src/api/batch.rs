@@ -13,22 +13,11 @@ use utoipa::{IntoParams, ToSchema};
 use super::inline::{check_items, InlineItem};
 use super::spec::{Resolved, SpecFields};
 use super::{ApiError, ApiJson, AppState, ErrorBody};
-use crate::batch::inline::write_items;
-use crate::batch::view::{view, view_one, views};
-use crate::batch::{errors_key, estimate_tokens, input_key, job_output_keys, output_key};
-use crate::clock::{now_ms, rfc3339};
-use crate::db::batch::{CancelOutcome, JobRow, NewJob, StartOutcome};
+use crate::batch::jobs::NewJobRequest;
 use crate::db::Account;
 use crate::engine::Mode;
 use crate::webhooks::{self, address::check_url};
-use crate::wire::{CreatedJob, Job, JobList, JobStatus, ResultsLink};
-
-/// Most metadata entries, and their sizes.
-const MAX_METADATA_ENTRIES: usize = 16;
-const MAX_METADATA_KEY_CHARS: usize = 64;
-const MAX_METADATA_VALUE_CHARS: usize = 512;
-/// Largest page of `GET /v1/batch`.
-const MAX_PAGE: i64 = 100;
+use crate::wire::{CreatedJob, Job, JobList, ResultsLink};
 
 /// `POST /v1/batch`: the classification config of `/v1/classify` minus the text.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -72,30 +61,6 @@ pub struct CreateRequest {
     pub webhook_url: Option<String>,
 }
 
-fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), ApiError> {
-    if metadata.len() > MAX_METADATA_ENTRIES {
-        return Err(ApiError::validation(
-            "metadata",
-            format!("at most {MAX_METADATA_ENTRIES} metadata entries"),
-        ));
-    }
-    for (key, value) in metadata {
-        if key.is_empty() || key.chars().count() > MAX_METADATA_KEY_CHARS {
-            return Err(ApiError::validation(
-                format!("metadata.{key}"),
-                format!("metadata keys are 1-{MAX_METADATA_KEY_CHARS} characters"),
-            ));
-        }
-        if value.chars().count() > MAX_METADATA_VALUE_CHARS {
-            return Err(ApiError::validation(
-                format!("metadata.{key}"),
-                format!("metadata values are at most {MAX_METADATA_VALUE_CHARS} characters"),
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// Creates a pending job and the form that uploads its input, or a job whose input
 /// is the request's `items` (started at once with `"start": true`).
 #[utoipa::path(post, path = "/batch", operation_id = "create_batch", tag = "batch",
@@ -133,96 +98,26 @@ pub async fn create(
     }
     .resolve(&state, &account)
     .await?;
-    let metadata = request.metadata.unwrap_or_default();
-    check_metadata(&metadata)?;
-    if let Some(items) = &request.items {
+    let new = NewJobRequest {
+        spec,
+        classifier: saved.map(|saved| (saved.name, saved.version)),
+        metadata: request.metadata.unwrap_or_default(),
+        items: request.items,
+        start: request.start == Some(true),
+        webhook_url: request.webhook_url,
+    };
+    new.check()?;
+    if let Some(items) = &new.items {
         check_items(items)?;
-    } else if request.start == Some(true) {
-        return Err(ApiError::validation(
-            "start",
-            "start needs items; a job whose file is uploaded starts with POST /v1/batch/{id}/start",
-        ));
     }
-    if let Some(url) = &request.webhook_url {
+    if let Some(url) = &new.webhook_url {
         check_url(url, state.webhooks.allow_private)
             .map_err(|err| ApiError::validation("webhook_url", err.to_string()))?;
         // Made now, so it can be read before the first event is signed with it.
         webhooks::secret(&state.db, &account.id).await?;
     }
-
-    let id = format!("batch_{}", uuid::Uuid::new_v4().simple());
-    let input = input_key(&id);
-    // Inline items are stored before the job exists, so it is never seen without them.
-    let form = match &request.items {
-        Some(items) => {
-            write_items(state.storage.as_ref(), &input, items).await?;
-            None
-        }
-        None => Some(
-            state
-                .storage
-                .presign_upload(&input, state.batch.max_upload_bytes, state.batch.upload_ttl)
-                .await?,
-        ),
-    };
-    let created = state
-        .db
-        .create_job(&NewJob {
-            id: &id,
-            account_id: &account.id,
-            config: &serde_json::to_string(&spec).expect("serialisable"),
-            metadata: &serde_json::to_string(&metadata).expect("serialisable"),
-            input_key: &input,
-            output_key: &output_key(&id),
-            // Inline: no form, none to accept.
-            upload_expires_at: form.as_ref().map_or_else(now_ms, |form| form.expires_at),
-            classifier: saved.as_ref().map(|c| (c.name.as_str(), c.version)),
-            webhook_url: request.webhook_url.as_deref(),
-        })
-        .await;
-    let started = match created {
-        Ok(job) if request.start == Some(true) => start_job(&state, &account, &job).await,
-        Ok(job) => view(&job).map_err(ApiError::from),
-        Err(err) => Err(err.into()),
-    };
-    let job = match started {
-        Ok(job) => job,
-        Err(err) => {
-            // Nothing is kept of a request that failed, so that it can be sent again.
-            if form.is_none() {
-                state.db.delete_job(&account.id, &id).await?;
-                state.storage.delete(&input).await?;
-            }
-            return Err(err);
-        }
-    };
-    Ok((
-        StatusCode::CREATED,
-        Json(CreatedJob {
-            job,
-            upload_url: form.as_ref().map(|form| form.url.clone()),
-            expires_at: form.as_ref().map(|form| rfc3339(form.expires_at)),
-            upload_fields: form.map(|form| form.fields),
-            input_key: input,
-            max_upload_bytes: request
-                .items
-                .is_none()
-                .then_some(state.batch.max_upload_bytes),
-        }),
-    ))
-}
-
-/// The caller's job `id`, or 404 (another account's job included).
-pub(super) async fn own_job(
-    state: &AppState,
-    account: &Account,
-    id: &str,
-) -> Result<JobRow, ApiError> {
-    state
-        .db
-        .job(&account.id, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no batch job {id:?}")))
+    let created = state.jobs().create(&account, new).await?;
+    Ok((StatusCode::CREATED, Json(created)))
 }
 
 /// Starts a pending job whose file was uploaded, or resumes a failed one.
@@ -240,64 +135,8 @@ pub async fn start(
     Extension(account): Extension<Account>,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
-    let job = own_job(&state, &account, &id).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(start_job(&state, &account, &job).await?),
-    ))
-}
-
-/// The 410 of a job retention expired at `at` (ms).
-fn expired(at: i64) -> ApiError {
-    ApiError::expired(format!(
-        "the input and results of this job were deleted at {} (--retention-days after it \
-         ended); the job itself stays",
-        rfc3339(at)
-    ))
-}
-
-/// Starts a pending job whose input is stored, or restarts a failed one: for `start`
-/// and for `create` with `"start": true`.
-async fn start_job(state: &AppState, account: &Account, job: &JobRow) -> Result<Job, ApiError> {
-    let id = &job.id;
-    if let Some(at) = job.expired_at {
-        return Err(expired(at));
-    }
-    if job.status != JobStatus::Pending && job.status != JobStatus::Failed {
-        return Err(ApiError::conflict(format!(
-            "job is {}; only pending or failed jobs start",
-            job.status
-        )));
-    }
-    let size = state.storage.size(&job.input_key).await?.ok_or_else(|| {
-        ApiError::validation(
-            "file",
-            "no file was uploaded for this job; POST it to upload_url first",
-        )
-    })?;
-    let estimated_tokens = estimate_tokens(size);
-    super::quota::admit_batch(state, account, estimated_tokens).await?;
-    match state
-        .db
-        .start_job(&account.id, id, size as i64, estimated_tokens)
-        .await?
-    {
-        StartOutcome::Started => {}
-        StartOutcome::WrongStatus(current) => {
-            return Err(ApiError::conflict(format!(
-                "job is {current}; only pending or failed jobs start"
-            )))
-        }
-        StartOutcome::AnotherActive => {
-            return Err(ApiError::conflict(
-                "another batch job of this account is processing; one active job per account",
-            ))
-        }
-        StartOutcome::Expired(at) => return Err(expired(at)),
-        StartOutcome::NotFound => return Err(ApiError::not_found(format!("no batch job {id:?}"))),
-    }
-    state.wake_workers.notify_one();
-    Ok(view(&own_job(state, account, id).await?)?)
+    let job = state.jobs().start(&account, &id).await?;
+    Ok((StatusCode::ACCEPTED, Json(job)))
 }
 
 /// One job's status and progress.
@@ -312,8 +151,7 @@ pub async fn get(
     Extension(account): Extension<Account>,
     Path(id): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
-    let job = own_job(&state, &account, &id).await?;
-    Ok(Json(view_one(&state.db, &job).await?))
+    Ok(Json(state.jobs().show(&account, &id).await?))
 }
 
 /// Time-limited download URLs for a job's results and its error rows: once it is
@@ -331,35 +169,7 @@ pub async fn results(
     Extension(account): Extension<Account>,
     Path(id): Path<String>,
 ) -> Result<Json<ResultsLink>, ApiError> {
-    let job = own_job(&state, &account, &id).await?;
-    if let Some(at) = job.expired_at {
-        return Err(expired(at));
-    }
-    let has_results = job.status == JobStatus::Completed
-        || (job.status == JobStatus::Cancelled && job.started_at.is_some());
-    if !has_results {
-        return Err(ApiError::conflict(match job.status {
-            JobStatus::Cancelled => {
-                "job was cancelled before it started; it has no results".to_string()
-            }
-            other => format!("job is {other}; results exist once it is completed or cancelled"),
-        }));
-    }
-    let ttl = state.batch.download_ttl;
-    let url = state.storage.presign_download(&job.output_key, ttl).await?;
-    let errors_url = state
-        .storage
-        .presign_download(&errors_key(&job.id), ttl)
-        .await?;
-    Ok(Json(ResultsLink {
-        job_id: job.id,
-        url,
-        errors_url,
-        errors: job.requests_failed,
-        expires_at: rfc3339(now_ms() + ttl.as_millis() as i64),
-        requests_completed: job.requests_completed,
-        requests_failed: job.requests_failed,
-    }))
+    Ok(Json(state.jobs().results(&account, &id).await?))
 }
 
 /// Stops a job: a pending one is cancelled at once; a processing one is `cancelling`
@@ -377,15 +187,8 @@ pub async fn cancel(
     Extension(account): Extension<Account>,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
-    match state.db.cancel_job(&account.id, &id).await? {
-        CancelOutcome::Stopping(job) => {
-            Ok((StatusCode::ACCEPTED, Json(view_one(&state.db, &job).await?)))
-        }
-        CancelOutcome::AlreadyEnded(current) => Err(ApiError::conflict(format!(
-            "job is {current}; only pending or processing jobs can be cancelled"
-        ))),
-        CancelOutcome::NotFound => Err(ApiError::not_found(format!("no batch job {id:?}"))),
-    }
+    let job = state.jobs().cancel(&account, &id).await?;
+    Ok((StatusCode::ACCEPTED, Json(job)))
 }
 
 /// Deletes a job that is not processing, with its input and results.
@@ -401,15 +204,7 @@ pub async fn delete(
     Extension(account): Extension<Account>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let job = own_job(&state, &account, &id).await?;
-    if !state.db.delete_job(&account.id, &id).await? {
-        return Err(ApiError::conflict(
-            "job is processing; cancel it, or delete it once it ends",
-        ));
-    }
-    for key in std::iter::once(job.input_key).chain(job_output_keys(&job.id, job.shards)) {
-        state.storage.delete(&key).await?;
-    }
+    state.jobs().delete(&account, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -436,30 +231,9 @@ pub async fn list(
 ) -> Result<Json<JobList>, ApiError> {
     let Query(query) = query.map_err(|err| ApiError::invalid_request(err.body_text()))?;
     let limit = query.limit.unwrap_or(20);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::validation(
-            "limit",
-            format!("limit must be 1-{MAX_PAGE}"),
-        ));
-    }
-    let cursor = match &query.after {
-        None => None,
-        Some(after) => Some(
-            after
-                .split_once(':')
-                .and_then(|(created, id)| Some((created.parse::<i64>().ok()?, id)))
-                .ok_or_else(|| ApiError::validation("after", "not a cursor from next_cursor"))?,
-        ),
-    };
-    let jobs = state.db.list_jobs(&account.id, cursor, limit + 1).await?;
-    let more = jobs.len() as i64 > limit;
-    let page: Vec<&JobRow> = jobs.iter().take(limit as usize).collect();
-    let next_cursor = match (more, page.last()) {
-        (true, Some(last)) => Some(format!("{}:{}", last.created_at, last.id)),
-        _ => None,
-    };
-    Ok(Json(JobList {
-        data: views(&state.db, &page).await?,
-        next_cursor,
-    }))
+    let page = state
+        .jobs()
+        .list(&account, limit, query.after.as_deref())
+        .await?;
+    Ok(Json(page))
 }

@@ -14,7 +14,7 @@ use super::spec::{Resolved, SpecFields};
 use super::{ApiError, ApiJson, AppState};
 use crate::db::Account;
 use crate::engine::text::{self, TextError};
-use crate::engine::{Classification, ClassificationSpec, Embedding, Engine, LabelVectors, Mode};
+use crate::engine::{Classification, Embedding, Engine, LabelVectors, Mode, Spec};
 
 /// Most texts in one `texts` request.
 pub const MAX_TEXTS: usize = 64;
@@ -174,7 +174,7 @@ pub fn run(engine: &Engine, request: &ClassifyRequest) -> Result<ClassifyRespons
 fn respond(
     engine: &Engine,
     request: &ClassifyRequest,
-    spec: &ClassificationSpec,
+    spec: &Spec,
     labels: &LabelVectors,
     classifier: Option<String>,
     embeddings: &[Embedding],

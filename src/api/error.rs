@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::batch::jobs::JobsError;
 use crate::batch::view::{ViewError, ViewsError};
 use crate::classifiers::ClassifierError;
 use crate::db::DbError;
@@ -305,6 +306,24 @@ impl From<ClassifierError> for ApiError {
             ClassifierError::Invalid(err) => err.into(),
             ClassifierError::Db(err) => err.into(),
             ClassifierError::Engine(err) => err.into(),
+        }
+    }
+}
+
+impl From<JobsError> for ApiError {
+    fn from(err: JobsError) -> Self {
+        match err {
+            JobsError::Invalid { param, message } => ApiError::validation(param, message),
+            JobsError::NotFound(message) => ApiError::not_found(message),
+            JobsError::Conflict(message) => ApiError::conflict(message),
+            JobsError::Expired(message) => ApiError::expired(message),
+            JobsError::QuotaExceeded {
+                message,
+                retry_after,
+            } => ApiError::quota_exceeded(message, retry_after),
+            JobsError::Db(err) => err.into(),
+            JobsError::Storage(err) => err.into(),
+            JobsError::View(err) => err.into(),
         }
     }
 }

@@ -37,6 +37,7 @@ use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::batch::jobs::{BatchSettings, Jobs};
 use crate::db::Db;
 use crate::engine::queue::InferenceQueue;
 use crate::engine::Engine;
@@ -76,14 +77,6 @@ pub struct AppState {
     pub usage: PendingUsage,
 }
 
-/// Limits and lifetimes of batch uploads and downloads.
-#[derive(Debug, Clone)]
-pub struct BatchSettings {
-    pub max_upload_bytes: u64,
-    pub upload_ttl: Duration,
-    pub download_ttl: Duration,
-}
-
 /// The route whose POST takes inline batch items, and so a larger body.
 const LARGE_BODY_ROUTE: &str = "/v1/batch";
 
@@ -101,6 +94,17 @@ impl AppState {
     /// The inference queue, or 503 while the model loads.
     pub fn queue(&self) -> Result<InferenceQueue, ApiError> {
         self.queue.get().cloned().ok_or_else(ApiError::not_ready)
+    }
+
+    /// The batch jobs of this service's database and storage.
+    pub fn jobs(&self) -> Jobs<'_> {
+        Jobs {
+            db: &self.db,
+            storage: self.storage.as_ref(),
+            settings: &self.batch,
+            usage: &self.usage,
+            wake: &self.wake_workers,
+        }
     }
 
     /// The engine, or 503 while it loads.

@@ -8,7 +8,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::{ApiError, AppState};
-use crate::clock::{now_ms, Day};
 use crate::db::Account;
 
 /// The routes whose POST can answer 429 (and whose description says so).
@@ -77,32 +76,9 @@ pub async fn admit_classify(state: &AppState, account: &Account) -> Result<(), A
         if used >= quota {
             return Err(ApiError::quota_exceeded(
                 format!("this account's monthly quota of {quota} tokens is used up ({used} used this month, UTC)"),
-                seconds_to_next_month(),
+                crate::usage::seconds_to_next_month(),
             ));
         }
-    }
-    Ok(())
-}
-
-/// Whether a batch job estimated at `estimated_tokens` may start: it must fit in what
-/// is left of the month's quota. A job already running is not stopped.
-pub async fn admit_batch(
-    state: &AppState,
-    account: &Account,
-    estimated_tokens: i64,
-) -> Result<(), ApiError> {
-    let Some(quota) = account.limits.monthly_token_quota else {
-        return Ok(());
-    };
-    let used = month_to_date(state, account).await?;
-    if used.saturating_add(estimated_tokens) > quota {
-        return Err(ApiError::quota_exceeded(
-            format!(
-                "this job's estimated {estimated_tokens} tokens do not fit in this account's \
-                 monthly quota of {quota} ({used} used this month, UTC)"
-            ),
-            seconds_to_next_month(),
-        ));
     }
     Ok(())
 }
@@ -110,15 +86,7 @@ pub async fn admit_batch(
 /// Tokens the account used since the start of this UTC month: as written, plus this
 /// process's classify usage not written yet.
 pub(super) async fn month_to_date(state: &AppState, account: &Account) -> Result<i64, ApiError> {
-    let first = Day::today().first_of_month();
-    let written = state.db.tokens_since(&account.id, first).await?;
-    Ok(written + state.usage.tokens_since(&account.id, first))
-}
-
-/// Whole seconds (rounded up) until the next UTC month starts, when quotas reset.
-fn seconds_to_next_month() -> u64 {
-    let next = Day::today().first_of_next_month().start_ms();
-    ((next - now_ms()).max(0) as u64).div_ceil(1000)
+    Ok(crate::usage::month_to_date(&state.db, &state.usage, &account.id).await?)
 }
 
 #[cfg(test)]

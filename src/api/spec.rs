@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use super::{ApiError, AppState};
 use crate::classifiers::{self, Classifier, ClassifierError};
 use crate::db::{Account, DbError};
-use crate::engine::{threshold_or_default, ClassificationSpec, Mode};
+use crate::engine::{threshold_or_default, Mode, Spec};
 
 /// Borrowed request fields that define a classification.
 pub struct SpecFields<'a> {
@@ -25,13 +25,13 @@ pub struct SpecFields<'a> {
 
 /// A validated spec, and the saved classifier it came from (with its stored vectors).
 pub struct Resolved {
-    pub spec: ClassificationSpec,
+    pub spec: Spec,
     pub saved: Option<Classifier>,
 }
 
 impl SpecFields<'_> {
     /// Inline labels only (the CLI has no saved classifiers).
-    pub fn inline(&self) -> Result<ClassificationSpec, ApiError> {
+    pub fn inline(&self) -> Result<Spec, ApiError> {
         match (self.labels, self.classifier) {
             (Some(_), Some(_)) => Err(ApiError::invalid_request(
                 "send either labels or classifier, not both",
@@ -45,7 +45,7 @@ impl SpecFields<'_> {
                 "labels",
                 "labels (or classifier) is required",
             )),
-            (Some(names), None) => Ok(ClassificationSpec::new(
+            (Some(names), None) => Ok(Spec::new(
                 names,
                 self.descriptions.as_ref().unwrap_or(&BTreeMap::new()),
                 self.examples.as_ref().unwrap_or(&BTreeMap::new()),

@@ -126,7 +126,7 @@ pub async fn deliveries(
     Extension(account): Extension<Account>,
     Path(id): Path<String>,
 ) -> Result<Json<DeliveryList>, ApiError> {
-    super::batch::own_job(&state, &account, &id).await?;
+    state.jobs().get(&account, &id).await?;
     let rows = state.db.job_deliveries(&account.id, &id).await?;
     Ok(Json(DeliveryList {
         data: rows.into_iter().map(Delivery::from).collect(),

@@ -2,6 +2,7 @@
 //! side is in `api::batch`, its rows in `db::batch`.
 
 pub mod inline;
+pub mod jobs;
 pub mod lines;
 pub mod retention;
 pub mod sample;

@@ -4,7 +4,7 @@
 use crate::clock::{now_ms, rfc3339};
 use crate::db::batch::JobRow;
 use crate::db::{Db, DbError};
-use crate::engine::ClassificationSpec;
+use crate::engine::Spec;
 use crate::wire::{Job, JobStatus, Progress};
 
 /// A stored job whose spec cannot be read back: a fault of this service, not the caller.
@@ -70,7 +70,7 @@ fn progress(job: &JobRow) -> Progress {
 
 /// The job as the API shows it (and as webhook events carry it), without its shards.
 pub fn view(job: &JobRow) -> Result<Job, ViewError> {
-    let spec: ClassificationSpec = serde_json::from_str(&job.config).map_err(|err| ViewError {
+    let spec: Spec = serde_json::from_str(&job.spec).map_err(|err| ViewError {
         job_id: job.id.clone(),
         message: err.to_string(),
     })?;

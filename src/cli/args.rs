@@ -146,7 +146,7 @@ pub struct SpecFlags {
 
 /// `zeroshot batch submit`: the job's classification, the file, and what to do after.
 #[derive(Debug, Clone, Args)]
-#[command(group(ArgGroup::new("spec").required(true).args(["labels", "classifier", "config"])))]
+#[command(group(ArgGroup::new("labels_or_classifier").required(true).args(["labels", "classifier", "spec_file"])))]
 pub struct SubmitArgs {
     /// The input: NDJSON, one `{"text": ..., "id": ...}` per line.
     pub file: PathBuf,
@@ -156,11 +156,12 @@ pub struct SubmitArgs {
     /// A saved classifier on the server: `name` (latest) or `name@vN`.
     #[arg(long)]
     pub classifier: Option<String>,
-    /// A classifier definition file, JSON or YAML, as for `zeroshot classifiers create`
-    /// (labels, descriptions, examples, source_type, mode, threshold, adapt; its name
-    /// and description are not used). Flags given next to it override its values.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
+    /// A spec file, JSON or YAML, as for `zeroshot classifiers create` (labels,
+    /// descriptions, examples, source_type, mode, threshold, adapt; its name and
+    /// description are not used). Flags given next to it override its values.
+    /// (`--config` is its old name, still accepted.)
+    #[arg(long = "spec", alias = "config", value_name = "FILE")]
+    pub spec_file: Option<PathBuf>,
     #[command(flatten)]
     pub spec: SpecFlags,
     /// Fit the label vectors to this file's texts before scoring (the server's default,

@@ -140,10 +140,10 @@ pub async fn classify(url: &str, args: &ClassifyArgs) -> Result<(), RemoteError>
     Ok(())
 }
 
-/// The job body from the flags, over the `--config` file's values.
+/// The job body from the flags, over the `--spec` file's values.
 fn job_request(args: &SubmitArgs) -> Result<JobRequest, RemoteError> {
     let mut request = JobRequest::default();
-    if let Some(path) = &args.config {
+    if let Some(path) = &args.spec_file {
         let definition = Definition::from_file(path)?;
         request.spec = SpecRequest {
             labels: Some(definition.labels),

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Args;
 
 use super::args::{cache_dir, DbArgs, Device, ModelArgs};
-use crate::api::BatchSettings;
+use crate::batch::jobs::BatchSettings;
 use crate::engine::queue::QueueLimits;
 use crate::server::{BatchConfig, Config};
 use crate::storage::{S3Config, StorageConfig};

@@ -12,7 +12,7 @@ pub struct JobRow {
     pub id: String,
     pub account_id: String,
     pub status: JobStatus,
-    pub config: String,
+    pub spec: String,
     pub metadata: String,
     pub input_key: String,
     pub output_key: String,
@@ -40,7 +40,7 @@ pub struct JobRow {
 }
 
 /// Every [`JobRow`] column, for the queries that read whole jobs.
-pub(super) const COLUMNS: &str = "id, account_id, status, config, metadata, input_key, output_key, upload_expires_at, \
+pub(super) const COLUMNS: &str = "id, account_id, status, spec, metadata, input_key, output_key, upload_expires_at, \
     input_bytes, requests_total, requests_completed, requests_failed, estimated_tokens, actual_tokens, error, \
     created_at, started_at, completed_at, classifier_name, classifier_version, adaptation, expired_at, webhook_url, shards";
 
@@ -57,12 +57,12 @@ pub struct Claimed {
 pub struct NewJob<'a> {
     pub id: &'a str,
     pub account_id: &'a str,
-    pub config: &'a str,
+    pub spec: &'a str,
     pub metadata: &'a str,
     pub input_key: &'a str,
     pub output_key: &'a str,
     pub upload_expires_at: i64,
-    /// The saved classifier (name, version) the config came from.
+    /// The saved classifier (name, version) the spec came from.
     pub classifier: Option<(&'a str, i64)>,
     /// Where the job's end is announced.
     pub webhook_url: Option<&'a str>,
@@ -131,14 +131,14 @@ impl Db {
     /// Inserts a pending job.
     pub async fn create_job(&self, job: &NewJob<'_>) -> Result<JobRow, DbError> {
         sqlx::query(
-            "INSERT INTO batch_jobs (id, account_id, status, config, metadata, input_key, output_key, \
+            "INSERT INTO batch_jobs (id, account_id, status, spec, metadata, input_key, output_key, \
              upload_expires_at, created_at, classifier_name, classifier_version, webhook_url) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(job.id)
         .bind(job.account_id)
         .bind(JobStatus::Pending)
-        .bind(job.config)
+        .bind(job.spec)
         .bind(job.metadata)
         .bind(job.input_key)
         .bind(job.output_key)

@@ -83,7 +83,7 @@ pub struct Classification {
 /// Everything that defines how texts are classified: validated once, stored with batch
 /// jobs and saved classifiers, applied the same way by every path.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct ClassificationSpec {
+pub struct Spec {
     pub labels: LabelSet,
     pub mode: Mode,
     pub threshold: f32,
@@ -97,7 +97,7 @@ fn adapt_by_default() -> bool {
     true
 }
 
-impl ClassificationSpec {
+impl Spec {
     /// Validates every part; errors name the request field at fault.
     pub fn new(
         names: &[String],

@@ -17,7 +17,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, AppState, BatchSettings};
+use crate::api::{self, AppState};
+use crate::batch::jobs::BatchSettings;
 use crate::batch::retention::Sweeper;
 use crate::batch::Worker;
 use crate::db::{Db, DbError};

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::{Counts, JobError, CHUNK_BYTES, CHUNK_LINES};
 use crate::batch::lines::{parse_line, LineError, LineReader, RawLine};
-use crate::engine::{Classification, ClassificationSpec, Embedding, Engine, LabelScorer};
+use crate::engine::{Classification, Embedding, Engine, LabelScorer, Spec};
 use crate::outage::{Dependency, Fault};
 use crate::wire::{FailedRow, ResultRow, RowError, ScoredRow};
 
@@ -93,7 +93,7 @@ pub(super) fn injected_inference_failure() -> Option<JobError> {
 pub(super) fn score_chunk(
     engine: &Engine,
     labels: &dyn LabelScorer,
-    spec: &ClassificationSpec,
+    spec: &Spec,
     chunk: Vec<RawLine>,
 ) -> Result<ScoredChunk, JobError> {
     if let Some(injected) = injected_inference_failure() {

@@ -14,7 +14,7 @@ use crate::batch::lines::LineReader;
 use crate::batch::shard_keys;
 use crate::db::batch::{Checkpoint, JobRow, Lease};
 use crate::db::shards::ShardRow;
-use crate::engine::{AdaptedLabels, ClassificationSpec, Engine, LabelScorer};
+use crate::engine::{AdaptedLabels, Engine, LabelScorer, Spec};
 use crate::outage::{self, Dependency};
 use crate::storage::{ByteStream, OutputState, Storage};
 use crate::wire::JobStatus;
@@ -147,7 +147,7 @@ pub(super) struct OpenShard<'w> {
     engine: Arc<Engine>,
     job: JobRow,
     shard: ShardRow,
-    spec: ClassificationSpec,
+    spec: Spec,
     results: Output,
     errors: Output,
     /// Counters and input position of the rows scored so far (checkpointed at a flush).
@@ -157,7 +157,7 @@ pub(super) struct OpenShard<'w> {
 }
 
 impl<'w> OpenShard<'w> {
-    /// Reads the job's config and the shard's checkpoint and opens its outputs.
+    /// Reads the job's spec and the shard's checkpoint and opens its outputs.
     pub(super) async fn open(
         worker: &'w Worker,
         engine: &Arc<Engine>,

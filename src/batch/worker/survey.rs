@@ -11,7 +11,7 @@ use super::{scoring_stopped, Held, JobError, Worker, READ_BUFFER};
 use crate::batch::lines::LineReader;
 use crate::batch::sample::Sampler;
 use crate::db::batch::{JobRow, Lease, NewShard, Survey};
-use crate::engine::{AdaptationReport, Adapted, ClassificationSpec, Engine, LabelVectors};
+use crate::engine::{AdaptationReport, Adapted, Engine, LabelVectors, Spec};
 
 impl Worker {
     /// The survey: label vectors, one streaming pass that counts the lines, samples
@@ -153,16 +153,16 @@ impl ShardCuts {
     }
 }
 
-/// The job's classification config, as validated at creation.
-pub(super) fn job_spec(job: &JobRow) -> Result<ClassificationSpec, JobError> {
-    serde_json::from_str(&job.config)
-        .map_err(|err| JobError::Fatal(format!("stored job config is unreadable: {err}")))
+/// The job's spec, as validated at creation.
+pub(super) fn job_spec(job: &JobRow) -> Result<Spec, JobError> {
+    serde_json::from_str(&job.spec)
+        .map_err(|err| JobError::Fatal(format!("stored job spec is unreadable: {err}")))
 }
 
 /// The spec's label vectors, computed off the async threads.
 pub(super) async fn label_vectors(
     engine: &Arc<Engine>,
-    spec: &ClassificationSpec,
+    spec: &Spec,
 ) -> Result<LabelVectors, JobError> {
     let (engine, set) = (engine.clone(), spec.labels.clone());
     tokio::task::spawn_blocking(move || engine.label_vectors(&set))
