@@ -15,7 +15,7 @@ use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, Promet
 
 const HTTP_REQUESTS: &str = "zeroshot_http_requests_total";
 const HTTP_DURATION: &str = "zeroshot_http_request_duration_seconds";
-const INFERENCE_TEXTS: &str = "zeroshot_inference_batch_texts";
+const INFERENCE_TEXTS: &str = "zeroshot_inference_run_texts";
 const INFERENCE_DURATION: &str = "zeroshot_inference_duration_seconds";
 const TOKENS_EMBEDDED: &str = "zeroshot_tokens_embedded_total";
 const QUEUE_DEPTH: &str = "zeroshot_inference_queue_depth";

@@ -343,7 +343,7 @@ impl Engine {
     }
 
     /// Fits label vectors to a batch job's sampled texts (see `adapt`), embedding them
-    /// in chunks so the sample's token batches stay as tight as a job's.
+    /// in chunks so the sample's runs stay as tight as a job's.
     pub fn adapt(&self, sample: &[String], labels: &LabelVectors) -> Result<Adapted, EngineError> {
         let mut vectors = Vec::with_capacity(sample.len());
         for chunk in sample.chunks(ADAPT_EMBED_CHUNK) {

@@ -501,9 +501,9 @@ mod tests {
     fn mixed_lengths_split_where_padding_would_exceed_the_bound() {
         // 20, 21, 22 pad to 22 x 3 = 66 for 63 real tokens (5%); adding 40 would pad to
         // 160 for 103 (55%), and 40, 41 pad 2% again.
-        let batches = padding_bounded_runs(&[20, 21, 22, 40, 41, 100], CPU);
-        assert_eq!(batches, vec![0..3, 3..5, 5..6]);
-        for range in batches {
+        let runs = padding_bounded_runs(&[20, 21, 22, 40, 41, 100], CPU);
+        assert_eq!(runs, vec![0..3, 3..5, 5..6]);
+        for range in runs {
             let slice = &[20, 21, 22, 40, 41, 100][range];
             let padded = slice.iter().max().unwrap() * slice.len();
             let real: usize = slice.iter().sum();
@@ -513,8 +513,8 @@ mod tests {
 
     #[test]
     fn long_texts_run_in_smaller_runs() {
-        let batches = padding_bounded_runs(&[256; 40], CPU);
-        assert_eq!(batches, vec![0..16, 16..32, 32..40]);
+        let runs = padding_bounded_runs(&[256; 40], CPU);
+        assert_eq!(runs, vec![0..16, 16..32, 32..40]);
     }
 
     #[test]
@@ -530,7 +530,7 @@ mod tests {
     }
 
     #[test]
-    fn no_texts_no_batches() {
+    fn no_texts_no_runs() {
         assert!(padding_bounded_runs(&[], CPU).is_empty());
     }
 }
