@@ -54,7 +54,7 @@ pub struct Usage {
 
 impl Usage {
     fn add(&mut self, row: &UsageRow) {
-        if row.source == Source::Classify.as_str() {
+        if row.source == Source::Classify {
             self.classify.requests += row.requests;
             self.classify.texts += row.texts;
             self.classify.tokens += row.tokens;

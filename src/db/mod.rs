@@ -140,4 +140,8 @@ macro_rules! stored_as_text {
     )*};
 }
 
-stored_as_text!(crate::wire::JobStatus, crate::wire::DeliveryStatus);
+stored_as_text!(
+    crate::wire::JobStatus,
+    crate::wire::DeliveryStatus,
+    usage::Source
+);

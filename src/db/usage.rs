@@ -27,13 +27,24 @@ impl Source {
     }
 }
 
+impl std::str::FromStr for Source {
+    type Err = crate::wire::UnknownValue;
+
+    /// The source a stored word names; any other word is an error.
+    fn from_str(word: &str) -> Result<Self, Self::Err> {
+        [Source::Classify, Source::Batch]
+            .into_iter()
+            .find(|source| source.as_str() == word)
+            .ok_or_else(|| crate::wire::UnknownValue(word.to_string()))
+    }
+}
+
 /// One day's counters of one source, as stored.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct UsageRow {
     /// `YYYY-MM-DD`, UTC.
     pub day: String,
-    /// [`Source::as_str`].
-    pub source: String,
+    pub source: Source,
     /// `/v1/classify` calls; 0 for batch.
     pub requests: i64,
     pub texts: i64,
@@ -71,7 +82,7 @@ pub(super) async fn add_checkpoint_usage(
          AND (s.cp_completed <> $3 OR s.cp_tokens <> $4) {ADD}"
     ))
     .bind(Day::today().to_string())
-    .bind(Source::Batch.as_str())
+    .bind(Source::Batch)
     .bind(completed)
     .bind(tokens)
     .bind(job_id)
@@ -112,7 +123,7 @@ impl Db {
             ))
             .bind(account_id)
             .bind(day.to_string())
-            .bind(Source::Classify.as_str())
+            .bind(Source::Classify)
             .bind(counts.requests)
             .bind(counts.texts)
             .bind(counts.tokens)

@@ -8,7 +8,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::UnknownStatus;
+use super::UnknownValue;
 use crate::engine::{AdaptationReport, Mode};
 
 /// A job's state. `failed` jobs may be started again (from the start of the file).
@@ -65,14 +65,14 @@ impl fmt::Display for JobStatus {
 }
 
 impl FromStr for JobStatus {
-    type Err = UnknownStatus;
+    type Err = UnknownValue;
 
     /// The status a stored word names; any other word is an error, never a guess.
     fn from_str(word: &str) -> Result<Self, Self::Err> {
         Self::ALL
             .into_iter()
             .find(|status| status.as_str() == word)
-            .ok_or_else(|| UnknownStatus(word.to_string()))
+            .ok_or_else(|| UnknownValue(word.to_string()))
     }
 }
 

@@ -11,8 +11,8 @@ pub use jobs::{CreatedJob, Job, JobList, JobStatus, Progress, ResultsLink, Shard
 pub use rows::{FailedRow, ResultRow, RowError, ScoredRow};
 pub use webhooks::DeliveryStatus;
 
-/// A status word that names no status: stored data this version does not know, an
+/// A stored word (a status, a usage source) that names nothing this version knows: an
 /// error rather than a guess.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown status {0:?}")]
-pub struct UnknownStatus(pub String);
+#[error("unknown value {0:?}")]
+pub struct UnknownValue(pub String);

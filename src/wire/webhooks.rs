@@ -5,7 +5,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::UnknownStatus;
+use super::UnknownValue;
 
 /// Where a delivery stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -34,13 +34,13 @@ impl DeliveryStatus {
 }
 
 impl FromStr for DeliveryStatus {
-    type Err = UnknownStatus;
+    type Err = UnknownValue;
 
     /// The status a stored word names; any other word is an error, never a guess.
     fn from_str(word: &str) -> Result<Self, Self::Err> {
         Self::ALL
             .into_iter()
             .find(|status| status.as_str() == word)
-            .ok_or_else(|| UnknownStatus(word.to_string()))
+            .ok_or_else(|| UnknownValue(word.to_string()))
     }
 }
