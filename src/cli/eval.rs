@@ -26,66 +26,52 @@ pub struct Example {
 }
 
 /// Reads a `text<TAB>label` file with a header line. Fields may be quoted
-/// (`"..."`, with `""` for a quote) and then span lines, as spreadsheet exports do.
+/// (`"..."`, with `""` for a quote) and then hold tabs and span lines, as spreadsheet
+/// exports do. Blank lines are skipped.
 pub fn read_tsv(path: &Path) -> anyhow::Result<Vec<Example>> {
-    let content =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    parse_tsv(file, path)
+}
+
+/// [`read_tsv`] of any reader; `path` only names it in errors.
+fn parse_tsv(reader: impl std::io::Read, path: &Path) -> anyhow::Result<Vec<Example>> {
+    let mut tsv = csv::ReaderBuilder::new()
+        .delimiter(b'\t')
+        // Only `\n` ends a record: a `\r` elsewhere stays in its field, and the one
+        // of a `\r\n` ending lands on the label, which is trimmed.
+        .terminator(csv::Terminator::Any(b'\n'))
+        // Records of one or three fields are read, then reported below.
+        .flexible(true)
+        .has_headers(true)
+        .from_reader(reader);
     let mut examples = Vec::new();
-    for (number, record) in tsv_records(&content).into_iter().enumerate().skip(1) {
-        match record.as_slice() {
+    for record in tsv.records() {
+        let record = record.with_context(|| format!("reading {}", path.display()))?;
+        let fields: Vec<&str> = record.iter().collect();
+        match fields.as_slice() {
             [text, label] if !text.trim().is_empty() && !label.trim().is_empty() => {
                 examples.push(Example {
-                    text: text.clone(),
+                    text: text.to_string(),
                     label: label.trim().to_string(),
                 })
             }
             [only] if only.trim().is_empty() => {}
-            _ => bail!(
-                "{}: record {}: expected text<TAB>label",
-                path.display(),
-                number + 1
-            ),
+            _ => {
+                // The header is record 1, as the file's first line is line 1.
+                let position = record.position().expect("read records have a position");
+                bail!(
+                    "{}: record {} (line {}): expected text<TAB>label",
+                    path.display(),
+                    position.record() + 1,
+                    position.line()
+                )
+            }
         }
     }
     if examples.is_empty() {
         bail!("{}: no examples", path.display());
     }
     Ok(examples)
-}
-
-/// Splits tab-separated records, honouring double-quoted fields.
-fn tsv_records(content: &str) -> Vec<Vec<String>> {
-    let mut records = Vec::new();
-    let mut record = Vec::new();
-    let mut field = String::new();
-    let mut chars = content.chars().peekable();
-    let mut in_quotes = false;
-    while let Some(c) = chars.next() {
-        match (in_quotes, c) {
-            (true, '"') if chars.peek() == Some(&'"') => {
-                chars.next();
-                field.push('"');
-            }
-            (true, '"') => in_quotes = false,
-            (true, c) => field.push(c),
-            (false, '"') if field.is_empty() => in_quotes = true,
-            (false, '\t') => record.push(std::mem::take(&mut field)),
-            (false, '\n') => {
-                record.push(
-                    std::mem::take(&mut field)
-                        .trim_end_matches('\r')
-                        .to_string(),
-                );
-                records.push(std::mem::take(&mut record));
-            }
-            (false, c) => field.push(c),
-        }
-    }
-    if !field.is_empty() || !record.is_empty() {
-        record.push(field);
-        records.push(record);
-    }
-    records
 }
 
 /// How to build the label set.
@@ -482,11 +468,60 @@ fn solve<const K: usize>(mut a: [[f64; K]; K], mut b: [f64; K]) -> Option<[f64; 
 mod tests {
     use super::*;
 
+    fn parse(content: &str) -> anyhow::Result<Vec<(String, String)>> {
+        let examples = parse_tsv(content.as_bytes(), Path::new("t.tsv"))?;
+        Ok(examples.into_iter().map(|e| (e.text, e.label)).collect())
+    }
+
+    fn pairs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(text, label)| (text.to_string(), label.to_string()))
+            .collect()
+    }
+
     #[test]
     fn quoted_fields_may_span_lines() {
-        let records = tsv_records("text\tlabel\n\"a \"\"b\"\"\nc\"\tx\nplain\ty\r\n");
-        assert_eq!(records[1], ["a \"b\"\nc", "x"]);
-        assert_eq!(records[2], ["plain", "y"]);
+        // Quoted fields hold tabs, newlines and doubled quotes; CRLF endings work; the
+        // header (quoted here, over two lines) is skipped.
+        let examples =
+            parse("\"te\nxt\"\tlabel\r\n\"a \"\"b\"\"\nc\td\"\tx\nplain\ty\r\n\"q\"\t\"z\"\r\n")
+                .unwrap();
+        assert_eq!(
+            examples,
+            pairs(&[("a \"b\"\nc\td", "x"), ("plain", "y"), ("q", "z")])
+        );
+    }
+
+    #[test]
+    fn unquoted_fields_are_taken_as_written() {
+        // A quote inside an unquoted field is a character; so is a lone `\r`; only the
+        // label is trimmed; blank and whitespace-only lines are skipped.
+        let examples =
+            parse("text\tlabel\n\nsay \"hi\"\tgreeting\n  \r\n\r\na\rb \t  padded \n   \nlast\tl")
+                .unwrap();
+        assert_eq!(
+            examples,
+            pairs(&[
+                ("say \"hi\"", "greeting"),
+                ("a\rb ", "padded"),
+                ("last", "l")
+            ])
+        );
+    }
+
+    #[test]
+    fn bad_records_are_named() {
+        let error = parse("text\tlabel\na\tb\n\"two\nlines\"\tc\nno label\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(error, "t.tsv: record 4 (line 5): expected text<TAB>label");
+        let error = parse("text\tlabel\na\tb\tc\n").unwrap_err().to_string();
+        assert_eq!(error, "t.tsv: record 2 (line 2): expected text<TAB>label");
+        let error = parse("text\tlabel\n \tb\n").unwrap_err().to_string();
+        assert_eq!(error, "t.tsv: record 2 (line 2): expected text<TAB>label");
+        let error = parse("text\tlabel\n\n").unwrap_err().to_string();
+        assert_eq!(error, "t.tsv: no examples");
     }
 
     #[test]

@@ -264,17 +264,17 @@ fn plan_compose(sizes: &[u64], min: u64, max: u64) -> Vec<ComposeStep> {
     steps
 }
 
-/// `bucket/key` URL-encoded, as UploadPartCopy's `x-amz-copy-source` wants it.
+/// `bucket/key` URL-encoded, as UploadPartCopy's `x-amz-copy-source` wants it: every
+/// byte but ASCII letters, digits, RFC 3986's other unreserved characters (`-_.~`) and
+/// the `/` between path segments becomes `%XX` (upper-case hex).
 fn copy_source(bucket: &str, key: &str) -> String {
-    let mut encoded = String::new();
-    for byte in format!("{bucket}/{key}").bytes() {
-        if byte.is_ascii_alphanumeric() || b"/-_.~".contains(&byte) {
-            encoded.push(char::from(byte));
-        } else {
-            encoded.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    encoded
+    const KEPT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~')
+        .remove(b'/');
+    percent_encoding::utf8_percent_encode(&format!("{bucket}/{key}"), KEPT).to_string()
 }
 
 #[async_trait::async_trait]
@@ -940,6 +940,18 @@ mod tests {
     fn encodes_copy_sources() {
         assert_eq!(copy_source("b", "jobs/x-1_2.jsonl"), "b/jobs/x-1_2.jsonl");
         assert_eq!(copy_source("b", "a b+c"), "b/a%20b%2Bc");
+        assert_eq!(copy_source("b", "~.%?#&=é"), "b/~.%25%3F%23%26%3D%C3%A9");
+        // Every ASCII character, and multi-byte ones, as the byte-by-byte rule says.
+        let key: String = (0..128u8).map(char::from).chain(['é', '€', '😀']).collect();
+        let mut expected = String::from("b/");
+        for byte in key.bytes() {
+            if byte.is_ascii_alphanumeric() || b"/-_.~".contains(&byte) {
+                expected.push(char::from(byte));
+            } else {
+                expected.push_str(&format!("%{byte:02X}"));
+            }
+        }
+        assert_eq!(copy_source("b", &key), expected);
     }
 
     #[test]
