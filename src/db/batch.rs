@@ -544,3 +544,47 @@ pub struct NewShard {
     pub end_offset: i64,
     pub start_line: i64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::NewJob;
+    use crate::db::Db;
+    use crate::wire::JobStatus;
+
+    /// A status word this version does not know fails the read; it never passes for
+    /// `failed` or any other status.
+    #[tokio::test]
+    async fn an_unknown_stored_status_is_an_error_not_a_guess() {
+        let dir = std::env::temp_dir().join(format!("zs-db-{}", uuid::Uuid::new_v4().simple()));
+        let db = Db::connect(&format!("sqlite://{}/zeroshot.db", dir.display()))
+            .await
+            .expect("sqlite opens");
+        let account = db.create_account("statuses").await.expect("account");
+        let job = NewJob {
+            id: "batch_statuses",
+            account_id: &account.id,
+            spec: "{}",
+            metadata: "{}",
+            input_key: "inputs/batch_statuses.ndjson",
+            output_key: "results/batch_statuses.ndjson",
+            upload_expires_at: 0,
+            classifier: None,
+            webhook_url: None,
+        };
+        let created = db.create_job(&job).await.expect("job");
+        assert_eq!(created.status, JobStatus::Pending);
+        sqlx::query("UPDATE batch_jobs SET status = 'paused'")
+            .execute(db.pool())
+            .await
+            .expect("update");
+        let err = db
+            .job(&account.id, job.id)
+            .await
+            .expect_err("unknown status");
+        assert!(
+            err.to_string().contains("unknown value \"paused\""),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
