@@ -18,6 +18,7 @@
 pub mod api;
 pub mod batch;
 pub mod classifiers;
+pub mod classify;
 pub mod cli;
 pub mod clock;
 pub mod db;

@@ -11,9 +11,10 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::inline::{check_items, InlineItem};
-use super::spec::{Resolved, SpecFields};
+use super::spec::{resolve, Resolved};
 use super::{ApiError, ApiJson, AppState, ErrorBody};
 use crate::batch::jobs::NewJobRequest;
+use crate::classify::SpecFields;
 use crate::db::Account;
 use crate::engine::Mode;
 use crate::webhooks::{self, address::check_url};
@@ -86,7 +87,7 @@ pub async fn create(
     ApiJson(request): ApiJson<CreateRequest>,
 ) -> Result<(StatusCode, Json<CreatedJob>), ApiError> {
     // A saved classifier is resolved and pinned now: later versions do not change the job.
-    let Resolved { spec, saved } = SpecFields {
+    let fields = SpecFields {
         labels: &request.labels,
         classifier: &request.classifier,
         descriptions: &request.descriptions,
@@ -95,9 +96,8 @@ pub async fn create(
         mode: request.mode,
         threshold: request.threshold,
         adapt: request.adapt,
-    }
-    .resolve(&state, &account)
-    .await?;
+    };
+    let Resolved { spec, saved } = resolve(&fields, &state, &account).await?;
     let new = NewJobRequest {
         spec,
         classifier: saved.map(|saved| (saved.name, saved.version)),

@@ -1,23 +1,22 @@
-//! `POST /v1/classify`: validate, embed (through the inference queue), score, shape
-//! the answer. The CLI's [`run`] shares the validation and shaping, so both print
-//! identical JSON.
+//! `POST /v1/classify`: the request checked and its spec resolved, the texts embedded
+//! through the inference queue, then scored and shaped by the classification service
+//! (`crate::classify`), which the CLI's local `classify` shares.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 use axum::extract::State;
 use axum::{Extension, Json};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::spec::{Resolved, SpecFields};
+use super::spec::{resolve, Resolved};
 use super::{ApiError, ApiJson, AppState};
+use crate::classify::{self, SpecFields};
 use crate::db::Account;
-use crate::engine::text::{self, TextError};
-use crate::engine::{Classification, Embedding, Engine, LabelVectors, Mode, Spec};
+use crate::engine::Mode;
+use crate::wire::ClassifyResponse;
 
-/// Most texts in one `texts` request.
-pub const MAX_TEXTS: usize = 64;
 /// The request body: `text` or `texts`, and `labels` or a saved `classifier`. Unknown
 /// fields are refused so typos do not pass silently.
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -45,41 +44,6 @@ pub struct ClassifyRequest {
     /// Multi mode: labels at or above it are returned (default 0.3).
     #[schema(minimum = 0.0, maximum = 1.0)]
     pub threshold: Option<f32>,
-}
-
-/// One text's answer: the classification plus request-level context.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SingleResponse {
-    #[serde(flatten)]
-    pub result: Classification,
-    pub mode: Mode,
-    /// The saved classifier used, as `name@vN`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub classifier: Option<String>,
-    pub latency_ms: f64,
-    pub model: String,
-}
-
-/// A `texts` answer: results in input order plus totals.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct MultiResponse {
-    pub results: Vec<Classification>,
-    pub mode: Mode,
-    /// The saved classifier used, as `name@vN`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub classifier: Option<String>,
-    /// Tokens over all texts.
-    pub tokens: usize,
-    pub latency_ms: f64,
-    pub model: String,
-}
-
-/// `text` gets a [`SingleResponse`], `texts` a [`MultiResponse`].
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(untagged)]
-pub enum ClassifyResponse {
-    Single(SingleResponse),
-    Multi(MultiResponse),
 }
 
 impl ClassifyRequest {
@@ -114,12 +78,11 @@ pub async fn handle(
     // or cached are computed on the blocking pool.
     let started = Instant::now();
     super::quota::admit_classify(&state, &account).await?;
-    let texts: Vec<String> = texts_of(&request)?
-        .0
+    let texts: Vec<String> = classify::texts(request.text.as_ref(), request.texts.as_ref())?
         .into_iter()
         .map(str::to_string)
         .collect();
-    let Resolved { spec, saved } = request.spec_fields().resolve(&state, &account).await?;
+    let Resolved { spec, saved } = resolve(&request.spec_fields(), &state, &account).await?;
     let engine = state.engine()?;
     let queue = state.queue()?;
     let (labels, classifier) = match saved {
@@ -140,112 +103,13 @@ pub async fn handle(
     state
         .usage
         .add(&account.id, embeddings.len() as i64, tokens);
-    Ok(Json(respond(
+    Ok(Json(classify::respond(
         &engine,
-        &request,
+        request.text.is_some(),
         &spec,
         &labels,
         classifier,
         &embeddings,
         started,
     )))
-}
-
-/// Classifies a request in the calling thread, without the inference queue (the CLI).
-pub fn run(engine: &Engine, request: &ClassifyRequest) -> Result<ClassifyResponse, ApiError> {
-    let started = Instant::now();
-    let (texts, _) = texts_of(request)?;
-    let spec = request.spec_fields().inline()?;
-    let labels = engine.label_vectors(&spec.labels)?;
-    let embeddings = engine.embed_texts(&texts)?;
-    Ok(respond(
-        engine,
-        request,
-        &spec,
-        &labels,
-        None,
-        &embeddings,
-        started,
-    ))
-}
-
-/// Scores embedded texts and shapes the answer; `started` is when the request
-/// arrived, for `latency_ms`.
-fn respond(
-    engine: &Engine,
-    request: &ClassifyRequest,
-    spec: &Spec,
-    labels: &LabelVectors,
-    classifier: Option<String>,
-    embeddings: &[Embedding],
-    started: Instant,
-) -> ClassifyResponse {
-    let mode = spec.mode;
-    let mut results: Vec<Classification> = embeddings
-        .iter()
-        .map(|embedding| engine.score(embedding, labels, mode, spec.threshold))
-        .collect();
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let model = engine.model_name().to_string();
-    if request.text.is_some() {
-        ClassifyResponse::Single(SingleResponse {
-            result: results.remove(0),
-            mode,
-            classifier,
-            latency_ms,
-            model,
-        })
-    } else {
-        ClassifyResponse::Multi(MultiResponse {
-            tokens: results.iter().map(|r| r.tokens).sum(),
-            results,
-            mode,
-            classifier,
-            latency_ms,
-            model,
-        })
-    }
-}
-
-/// The texts to classify, and whether the caller sent a single `text`.
-fn texts_of(request: &ClassifyRequest) -> Result<(Vec<&str>, bool), ApiError> {
-    match (&request.text, &request.texts) {
-        (Some(_), Some(_)) => Err(
-            ApiError::invalid_request("send either text or texts, not both").with_param("texts"),
-        ),
-        (None, None) => Err(ApiError::validation("text", "text (or texts) is required")),
-        (Some(text), None) => {
-            check_text("text", text)?;
-            Ok((vec![text.as_str()], true))
-        }
-        (None, Some(texts)) => {
-            if texts.is_empty() {
-                return Err(ApiError::validation("texts", "texts is empty"));
-            }
-            if texts.len() > MAX_TEXTS {
-                return Err(ApiError::validation(
-                    "texts",
-                    format!(
-                        "at most {MAX_TEXTS} texts per request, got {} (use /v1/batch)",
-                        texts.len()
-                    ),
-                ));
-            }
-            for (i, text) in texts.iter().enumerate() {
-                check_text(&format!("texts[{i}]"), text)?;
-            }
-            Ok((texts.iter().map(String::as_str).collect(), false))
-        }
-    }
-}
-
-/// A blank text is a 422 like any unacceptable value; a NUL is a 400, as a lone
-/// surrogate (which never parses) is: both mean the client sent no real text.
-fn check_text(param: &str, text: &str) -> Result<(), ApiError> {
-    text::check(text).map_err(|err| match err {
-        TextError::Blank => ApiError::validation(param, err.to_string()),
-        TextError::Nul | TextError::LoneSurrogate => {
-            ApiError::invalid_request(err.to_string()).with_param(param)
-        }
-    })
 }

@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 use crate::batch::jobs::JobsError;
 use crate::batch::view::{ViewError, ViewsError};
 use crate::classifiers::ClassifierError;
+use crate::classify::ClassifyError;
 use crate::db::DbError;
 use crate::engine::queue::QueueError;
 use crate::engine::{EngineError, LabelError};
@@ -306,6 +307,19 @@ impl From<ClassifierError> for ApiError {
             ClassifierError::Invalid(err) => err.into(),
             ClassifierError::Db(err) => err.into(),
             ClassifierError::Engine(err) => err.into(),
+        }
+    }
+}
+
+impl From<ClassifyError> for ApiError {
+    fn from(err: ClassifyError) -> Self {
+        match err {
+            ClassifyError::Invalid { param, message } => ApiError::validation(param, message),
+            ClassifyError::Malformed { param, message } => {
+                ApiError::invalid_request(message).with_param(param)
+            }
+            ClassifyError::Labels(err) => err.into(),
+            ClassifyError::Engine(err) => err.into(),
         }
     }
 }

@@ -7,8 +7,8 @@ use anyhow::Context;
 
 use super::args::{ClassifiersCommand, ClassifyArgs, EvalArgs, KeysCommand};
 use super::eval;
-use crate::api::classify;
 use crate::classifiers;
+use crate::classify::{self, SpecFields};
 use crate::db::Db;
 
 /// `zeroshot keys ...`: accounts' API keys, on the database directly.
@@ -112,19 +112,17 @@ pub(super) async fn classify(args: ClassifyArgs) -> anyhow::Result<()> {
     })
     .await??;
     let (text, texts) = args.text_or_texts();
-    let request = classify::ClassifyRequest {
-        text,
-        texts,
-        labels: Some(args.labels),
-        source_type: args.spec.source_type,
+    let fields = SpecFields {
+        labels: &Some(args.labels),
+        classifier: &None,
+        descriptions: &None,
+        examples: &None,
+        source_type: &args.spec.source_type,
         mode: args.spec.mode.map(Into::into),
         threshold: args.spec.threshold,
-        ..Default::default()
+        adapt: None,
     };
-    let response = classify::run(&engine, &request).map_err(|err| match err.param {
-        Some(param) => anyhow::anyhow!("{param}: {}", err.message),
-        None => anyhow::anyhow!(err.message),
-    })?;
+    let response = classify::run(&engine, text.as_ref(), texts.as_ref(), &fields)?;
     println!("{}", serde_json::to_string_pretty(&response)?);
     Ok(())
 }

@@ -3,10 +3,12 @@
 //! build them (`batch::view`) and the database stores their statuses as the words
 //! they serialize to.
 
+mod classify;
 mod jobs;
 mod rows;
 mod webhooks;
 
+pub use classify::{ClassifyResponse, MultiResponse, SingleResponse};
 pub use jobs::{CreatedJob, Job, JobList, JobStatus, Progress, ResultsLink, Shards};
 pub use rows::{FailedRow, ResultRow, RowError, ScoredRow};
 pub use webhooks::DeliveryStatus;
