@@ -1,5 +1,4 @@
 //! Shared test helpers: the real engine, a real server process, real databases.
-#![allow(dead_code, unused_macros)]
 
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -17,6 +16,9 @@ macro_rules! on_both_databases {
         }
     };
 }
+
+pub mod batch_store;
+pub mod storage_cases;
 
 use zeroshot::config::ModelArgs;
 use zeroshot::engine::Engine;

@@ -2,11 +2,9 @@
 //! classify --url`, the real binary against a real server (SQLite; local storage, and
 //! S3 through SeaweedFS). The CLI's stderr is a pipe here, so progress comes as lines.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{Backend, Server};
+use crate::common::{self, Backend, Server};
 use serde_json::{json, Value};
 
 const LABELS: &str = "billing,technical_issue,feature_request";

@@ -2,13 +2,10 @@
 //! second, monthly tokens, `zeroshot accounts`) against the real binary on SQLite and
 //! Postgres.
 
-#[macro_use]
-mod common;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Backend, Server};
+use crate::common::{self, Backend, Server};
 use reqwest::Method;
 use serde_json::{json, Value};
 use zeroshot::calendar::Day;

@@ -3,9 +3,9 @@
 //! `adapt: true` scores them (`eval::evaluate` with `adapt`, the job's sampler, fit and
 //! scorer): what it gains, and the guard rails where it must not lose.
 
-mod common;
-
 use std::path::PathBuf;
+
+use crate::common;
 
 use zeroshot::batch::sample::sample_size;
 use zeroshot::eval::{self, EvalOptions, EvalReport, Example};

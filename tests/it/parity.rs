@@ -9,9 +9,9 @@
 //! The engine must land on the same vectors while sorting, batching and padding, and
 //! must count tokens and truncation alike.
 
-mod common;
-
 use serde::Deserialize;
+
+use crate::common;
 use zeroshot::api::classify::{run, ClassifyRequest};
 use zeroshot::engine::Engine;
 

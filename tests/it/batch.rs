@@ -1,11 +1,9 @@
 //! Batch jobs end to end against the real binary and model: local storage + SQLite and
 //! S3 (SeaweedFS) + Postgres, uploads through the signed multipart POST forms.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Backend, Server};
+use crate::common::{self, Backend, Server};
 use reqwest::Method;
 use serde_json::{json, Value};
 

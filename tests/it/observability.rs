@@ -1,12 +1,9 @@
 //! `/metrics` and the request log lines, against the real binary, model and databases.
 
-#[macro_use]
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{Backend, Server};
+use crate::common::{self, Backend, Server};
 use reqwest::Method;
 use serde_json::{json, Value};
 use sqlx::Connection;
