@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use zeroshot::config::ModelArgs;
+use zeroshot::cli::args::ModelArgs;
 use zeroshot::engine::padding_bounded_runs;
 
 fn main() {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use zeroshot::config::ModelArgs;
+use zeroshot::cli::args::ModelArgs;
 use zeroshot::engine::{LabelSet, Mode};
 
 const TICKETS: [&str; 4] = [

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Contract test: Schemathesis against a running zeroshot server's own OpenAPI
-description (tests/contract.rs starts the server and runs this).
+description (tests/it/openapi.rs starts the server and runs this).
 
 Every operation in /openapi.json gets schema-valid and schema-violating requests
 (`--mode all`, with the coverage phase's boundary values), authenticated with the

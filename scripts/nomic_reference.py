@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Reference embeddings of `nomic-embed-text-v1.5` for the Rust engine's parity test
-(tests/parity.rs), from an independent implementation: GPT4All's `Embed4All`
+(tests/it/parity.rs), from an independent implementation: GPT4All's `Embed4All`
 (llama.cpp inside) on the GGUF file our ONNX graph and tokenizer are derived from.
 It shares no code with us: its own WordPiece tokenizer, its own NomicBert graph,
 f16 weights as stored, its own pooling and normalisation.

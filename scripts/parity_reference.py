@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reference embeddings for the Rust engine's parity test (tests/parity.rs).
+"""Reference embeddings for the Rust engine's parity test (tests/it/parity.rs).
 
 Computes sentence vectors for ~50 varied texts the independent, straightforward
 way: Python `tokenizers` loaded from the model's tokenizer.json (padding off,
@@ -191,7 +191,7 @@ def arguments(doc):
 
 
 def write_fixture(out, fixture):
-    """The reference file tests/parity.rs reads: compact JSON, UTF-8 as is."""
+    """The reference file tests/it/parity.rs reads: compact JSON, UTF-8 as is."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", encoding="utf-8") as f:
         json.dump(fixture, f, ensure_ascii=False, separators=(",", ":"))

@@ -7,7 +7,7 @@
 # the local cluster is started when it is not running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Headless Chromium from Debian for the playground's browser test (tests/playground.rs).
+# Headless Chromium from Debian for the playground's browser test (tests/it/playground.rs).
 if [ ! -x /usr/bin/chromium ]; then
   echo "test: installing chromium" >&2
   apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >&2

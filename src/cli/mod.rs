@@ -136,3 +136,30 @@ pub fn init_logging(format: LogFormat) {
         LogFormat::Json => logs.json().flatten_event(true).with_span_list(false).init(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn submit(flags: &[&str]) -> args::SubmitArgs {
+        let args = ["zeroshot", "batch", "submit", "in.ndjson"]
+            .iter()
+            .chain(flags);
+        match Cli::try_parse_from(args).expect("parses").command {
+            Command::Batch {
+                command: BatchCommand::Submit(args),
+                ..
+            } => args,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_spec_file_is_given_with_spec_or_its_old_name_config() {
+        for flag in ["--spec", "--config"] {
+            let args = submit(&[flag, "tickets.yaml"]);
+            assert_eq!(args.spec_file, Some("tickets.yaml".into()), "{flag}");
+        }
+        assert!(Cli::try_parse_from(["zeroshot", "batch", "submit", "in.ndjson"]).is_err());
+    }
+}

@@ -1,6 +1,6 @@
 """Drives the playground at --url in headless Chromium (Debian's /usr/bin/chromium, via
 Playwright) as a person would, and asserts what the pages show. Run by
-tests/playground.rs against a real server; exits non-zero on the first failed check.
+tests/it/playground.rs against a real server; exits non-zero on the first failed check.
 
 Checks: a wrong key shows the API's authentication error next to the key field; the
 key survives a reload (session storage); classify draws one bar per label, best first,

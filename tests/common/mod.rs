@@ -1,5 +1,4 @@
 //! Shared test helpers: the real engine, a real server process, real databases.
-#![allow(dead_code, unused_macros)]
 
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -18,7 +17,10 @@ macro_rules! on_both_databases {
     };
 }
 
-use zeroshot::config::ModelArgs;
+pub mod batch_store;
+pub mod storage_cases;
+
+use zeroshot::cli::args::ModelArgs;
 use zeroshot::engine::Engine;
 
 /// The real default model, loaded once per test binary (ORT_DYLIB_PATH and

@@ -3,12 +3,10 @@
 //! headless Chromium driven by Playwright; `scripts/setup.py --browser` prints
 //! ZEROSHOT_BROWSER_PYTHON, scripts/test.sh sets it up).
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{Backend, Server};
+use crate::common::{self, Backend, Server};
 use serde_json::json;
 
 /// The page's Content-Security-Policy lets its script connect to this server and to the

@@ -3,11 +3,9 @@
 //! 1 MB "word" is classified in bounded time and memory, by `/v1/classify` and in
 //! batch lines alike.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Backend, Server};
+use crate::common::{Backend, Server};
 use serde_json::{json, Value};
 
 const LABELS: [&str; 2] = ["billing", "shipping"];

@@ -3,15 +3,13 @@
 //! through `dyn Storage`, as the service uses it. Each run uses its own bucket and
 //! every case its own keys, so runs against a reused server do not meet.
 
-mod storage_cases;
-
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use crate::common::storage_cases::{self, compose, pattern, put, read_all, unique_key};
 use base64::Engine as _;
 use serde_json::Value;
-use storage_cases::{compose, pattern, put, read_all, unique_key};
 use zeroshot::storage::s3::MIN_PART_BYTES;
 use zeroshot::storage::{
     Composed, OutputState, S3Config, S3Store, Storage, StorageError, UploadForm,
@@ -22,7 +20,7 @@ const TTL: Duration = Duration::from_secs(300);
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!(
-            "{name} is not set: run the S3 tests with `bash scripts/test.sh --test storage_s3`, \
+            "{name} is not set: run the S3 tests with `bash scripts/test.sh --test it storage_s3::`, \
              or `eval \"$(scripts/seaweedfs.sh)\"` first"
         )
     })

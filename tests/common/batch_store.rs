@@ -1,7 +1,6 @@
 //! The object store a test server keeps batch files in (a local data directory, or
 //! its own bucket on the test S3 server), opened from the test as well, so that tests
 //! can see what is stored under a key.
-#![allow(dead_code)]
 
 use tokio::io::AsyncReadExt;
 use zeroshot::storage::{LocalStore, S3Config, S3Store, Storage};

@@ -2,9 +2,7 @@
 //! origins carry the CORS headers, other origins get no `access-control-allow-origin`,
 //! and without the flag there is no CORS header at all.
 
-mod common;
-
-use common::{fresh_database, Backend, Server};
+use crate::common::{fresh_database, Backend, Server};
 use reqwest::header::HeaderMap;
 use reqwest::Method;
 use serde_json::json;

@@ -2,16 +2,13 @@
 //! second, monthly tokens, `zeroshot accounts`) against the real binary on SQLite and
 //! Postgres.
 
-#[macro_use]
-mod common;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Backend, Server};
+use crate::common::{self, Backend, Server};
 use reqwest::Method;
 use serde_json::{json, Value};
-use zeroshot::calendar::Day;
+use zeroshot::clock::Day;
 use zeroshot::db::Db;
 
 on_both_databases!(
@@ -377,7 +374,7 @@ async fn rate_limit_and_monthly_quota(backend: Backend) {
     assert_eq!(status, 429, "{refused}");
     assert_eq!(refused["error"]["type"], "quota_exceeded");
     let until_next_month =
-        (Day::today().first_of_next_month().start_ms() - zeroshot::db::now_ms()) / 1000;
+        (Day::today().first_of_next_month().start_ms() - zeroshot::clock::now_ms()) / 1000;
     let retry_after = retry_after.expect("Retry-After") as i64;
     assert!(
         (retry_after - until_next_month).abs() <= 5,

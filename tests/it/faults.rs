@@ -4,13 +4,11 @@
 //! that fails (through the `ZEROSHOT_FAILPOINT_INFERENCE` injection point). Each test
 //! that takes a server down has one of its own (the shared ones serve the other tests).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Backend, Server};
+use crate::common::{self, Backend, Server};
 use reqwest::Method;
 use serde_json::{json, Value};
 

@@ -9,10 +9,10 @@
 //! The engine must land on the same vectors while sorting, batching and padding, and
 //! must count tokens and truncation alike.
 
-mod common;
-
 use serde::Deserialize;
-use zeroshot::api::classify::{run, ClassifyRequest};
+
+use crate::common;
+use zeroshot::classify::{self, ClassifyError, SpecFields};
 use zeroshot::engine::Engine;
 
 /// The default model against the same graph run by Python: only batching and padding
@@ -53,9 +53,9 @@ fn fixture() -> Fixture {
 
 /// A model other than the default, from the same models directory.
 fn load_model(name: &str) -> Engine {
-    zeroshot::config::ModelArgs {
+    zeroshot::cli::args::ModelArgs {
         model: name.to_string(),
-        ..zeroshot::config::ModelArgs::from_env()
+        ..zeroshot::cli::args::ModelArgs::from_env()
     }
     .load_engine()
     .unwrap_or_else(|err| panic!("load {name}: {err} (scripts/test.sh sets it up)"))
@@ -169,34 +169,42 @@ fn nomic_embeddings_match_llama_cpp() {
     );
 }
 
+/// Blank texts are refused as `/v1/classify` refuses them (422, naming the text): the
+/// classification service the API and the CLI share.
 #[test]
 fn empty_after_trim_texts_are_rejected() {
     let fixture = fixture();
     assert!(!fixture.rejected.is_empty());
     let engine = common::engine();
-    let labels = || Some(vec!["billing".to_string(), "bug report".to_string()]);
-    let classify = |request: ClassifyRequest| run(&engine, &request);
-
+    let labels = Some(vec!["billing".to_string(), "bug report".to_string()]);
+    let fields = SpecFields {
+        labels: &labels,
+        classifier: &None,
+        descriptions: &None,
+        examples: &None,
+        source_type: &None,
+        mode: None,
+        threshold: None,
+        adapt: None,
+    };
+    let refused_param = |text: Option<&String>, texts: Option<&Vec<String>>| match classify::run(
+        &engine, text, texts, &fields,
+    ) {
+        Err(ClassifyError::Invalid { param, .. }) => param,
+        other => panic!("expected a 422 refusal, got {other:?}"),
+    };
     for rejected in &fixture.rejected {
-        let err = classify(ClassifyRequest {
-            text: Some(rejected.clone()),
-            labels: labels(),
-            ..Default::default()
-        })
-        .err()
-        .unwrap_or_else(|| panic!("text {rejected:?} was accepted"));
-        assert_eq!(err.param.as_deref(), Some("text"), "text {rejected:?}");
-        assert_eq!(err.status.as_u16(), 422, "text {rejected:?}");
-
-        let err = classify(ClassifyRequest {
-            texts: Some(vec!["fine".into(), rejected.clone()]),
-            labels: labels(),
-            ..Default::default()
-        })
-        .err()
-        .unwrap_or_else(|| panic!("texts [\"fine\", {rejected:?}] was accepted"));
-        assert_eq!(err.param.as_deref(), Some("texts[1]"), "texts {rejected:?}");
-        assert_eq!(err.status.as_u16(), 422, "texts {rejected:?}");
+        assert_eq!(
+            refused_param(Some(rejected), None),
+            "text",
+            "text {rejected:?}"
+        );
+        let texts = vec!["fine".to_string(), rejected.clone()];
+        assert_eq!(
+            refused_param(None, Some(&texts)),
+            "texts[1]",
+            "texts {rejected:?}"
+        );
     }
 }
 

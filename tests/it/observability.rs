@@ -1,12 +1,9 @@
 //! `/metrics` and the request log lines, against the real binary, model and databases.
 
-#[macro_use]
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{Backend, Server};
+use crate::common::{self, Backend, Server};
 use reqwest::Method;
 use serde_json::{json, Value};
 use sqlx::Connection;
@@ -188,7 +185,7 @@ async fn http_and_inference_metrics() {
     assert!(text.contains(&format!("# TYPE {requests} counter")));
     assert!(text.contains(&format!("# TYPE {latency} histogram")));
 
-    let texts_hist = "zeroshot_inference_batch_texts";
+    let texts_hist = "zeroshot_inference_run_texts";
     let delta = |samples_name: &str| {
         value(&after, samples_name, &[]).unwrap() - value(&before, samples_name, &[]).unwrap()
     };

@@ -1,12 +1,10 @@
 //! The API description (`/openapi.json`), the docs page (`/docs`) and the contract
 //! test: Schemathesis against the real server on SQLite and local storage.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::process::Command;
 
-use common::{fresh_database, Backend, Server};
+use crate::common::{self, fresh_database, Backend, Server};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 

@@ -1,11 +1,9 @@
 //! Batch jobs end to end against the real binary and model: local storage + SQLite and
 //! S3 (SeaweedFS) + Postgres, uploads through the signed multipart POST forms.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Backend, Server};
+use crate::common::{self, Backend, Server};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -397,10 +395,10 @@ async fn resumes_after_kill(backend: Backend, store: Store) {
     }
 }
 
-fn stackoverflow_dev() -> Vec<zeroshot::eval::Example> {
+fn stackoverflow_dev() -> Vec<zeroshot::cli::eval::Example> {
     let dir = std::env::var("ZEROSHOT_DATASETS_DIR")
         .expect("ZEROSHOT_DATASETS_DIR (scripts/setup.py --datasets; scripts/test.sh sets it)");
-    zeroshot::eval::read_tsv(&std::path::Path::new(&dir).join("stackoverflow/dev.tsv"))
+    zeroshot::cli::eval::read_tsv(&std::path::Path::new(&dir).join("stackoverflow/dev.tsv"))
         .expect("stackoverflow dev set")
 }
 

@@ -3,11 +3,9 @@
 //! until it expires, so another instance resumes it at once. Two real instances on
 //! Postgres sharing a local storage directory.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Backend, Server};
+use crate::common::{self, Backend, Server};
 use serde_json::json;
 
 const LINES: usize = 20_000;

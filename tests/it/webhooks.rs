@@ -2,18 +2,15 @@
 //! process records what arrives; signatures are checked with an implementation of the
 //! Standard Webhooks scheme written here, not the server's.
 
-#[macro_use]
-mod common;
-
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::{self, fresh_database, Backend, Server};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use base64::Engine as _;
-use common::{fresh_database, Backend, Server};
 use hmac::{Hmac, Mac};
 use reqwest::Method;
 use serde_json::{json, Value};

@@ -4,11 +4,9 @@
 //! (SQLite + local storage). What was scored before stays downloadable, exactly once
 //! and in order; the counters match the rows; the account's slot is free again.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Backend, Server};
+use crate::common::{self, Backend, Server};
 use reqwest::Method;
 use serde_json::{json, Value};
 

@@ -1,13 +1,10 @@
 //! Inline items on `POST /v1/batch`, against the real binary and model: SQLite with
 //! local storage, and Postgres with S3 (SeaweedFS).
 
-mod batch_store;
-mod common;
-
 use std::time::Duration;
 
-use batch_store::{Kind, Store};
-use common::{Backend, Server};
+use crate::common::batch_store::{Kind, Store};
+use crate::common::{Backend, Server};
 use reqwest::Method;
 use serde_json::{json, Value};
 

@@ -1,10 +1,7 @@
 //! Saved, versioned classifiers over real HTTP with the real model, on SQLite and on
 //! Postgres, plus the `zeroshot classifiers` CLI.
 
-#[macro_use]
-mod common;
-
-use common::{Backend, Server};
+use crate::common::{self, Backend, Server};
 use reqwest::Method;
 use serde_json::{json, Value};
 

@@ -2,11 +2,9 @@
 //! classify --url`, the real binary against a real server (SQLite; local storage, and
 //! S3 through SeaweedFS). The CLI's stderr is a pipe here, so progress comes as lines.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{Backend, Server};
+use crate::common::{self, Backend, Server};
 use serde_json::{json, Value};
 
 const LABELS: &str = "billing,technical_issue,feature_request";
@@ -194,10 +192,10 @@ async fn submit_waits_downloads_and_manages_the_job() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn submit_with_a_config_file_then_wait() {
+async fn submit_with_a_spec_file_then_wait() {
     let server = Server::start(Backend::Sqlite).await;
     let input = temp_file("tickets.ndjson", &tickets(30));
-    let config = temp_file(
+    let spec = temp_file(
         "tickets.yaml",
         "name: not-used-by-a-job\n\
          labels: [billing, technical_issue, feature_request]\n\
@@ -211,8 +209,8 @@ async fn submit_with_a_config_file_then_wait() {
             "batch",
             "submit",
             path_str(&input),
-            "--config",
-            path_str(&config),
+            "--spec",
+            path_str(&spec),
             "--threshold",
             "0.25",
             "--no-adapt",

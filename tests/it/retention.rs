@@ -2,13 +2,10 @@
 //! and Postgres with S3 (SeaweedFS). Jobs are aged by moving their times back in the
 //! database; the sweeper runs every second.
 
-mod batch_store;
-mod common;
-
 use std::time::{Duration, Instant};
 
-use batch_store::{Kind, Store};
-use common::{Backend, Server};
+use crate::common::batch_store::{Kind, Store};
+use crate::common::{Backend, Server};
 use reqwest::Method;
 use serde_json::{json, Value};
 

@@ -1,10 +1,7 @@
 //! `/v1/classify`, auth, health and errors against the real binary, the real model
 //! and both databases. Each case runs once on SQLite and once on Postgres.
 
-#[macro_use]
-mod common;
-
-use common::{Backend, Server};
+use crate::common::{self, Backend, Server};
 use serde_json::{json, Value};
 
 on_both_databases!(

@@ -1,10 +1,7 @@
 //! `Idempotency-Key` on `POST /v1/batch` and `POST /v1/classifiers`, against the real
 //! binary on SQLite and Postgres.
 
-#[macro_use]
-mod common;
-
-use common::{Backend, Server};
+use crate::common::{Backend, Server};
 use reqwest::Method;
 use serde_json::{json, Value};
 

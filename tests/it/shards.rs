@@ -3,11 +3,9 @@
 //! in input order. Real servers: the model, SQLite with local storage, and two
 //! instances on PostgreSQL with SeaweedFS, one of them killed (-9) mid-shard.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Backend, Server};
+use crate::common::{self, Backend, Server};
 use reqwest::Method;
 use serde_json::{json, Value};
 

@@ -3,12 +3,12 @@
 //! `adapt: true` scores them (`eval::evaluate` with `adapt`, the job's sampler, fit and
 //! scorer): what it gains, and the guard rails where it must not lose.
 
-mod common;
-
 use std::path::PathBuf;
 
+use crate::common;
+
 use zeroshot::batch::sample::sample_size;
-use zeroshot::eval::{self, EvalOptions, EvalReport, Example};
+use zeroshot::cli::eval::{self, EvalOptions, EvalReport, Example};
 
 /// Adaptation may lose at most this much macro-F1 where it cannot help.
 const GUARD_RAIL: f64 = 0.005;

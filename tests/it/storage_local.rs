@@ -1,12 +1,10 @@
 //! The local backend on a real directory, through `dyn Storage` as the service uses it:
 //! ranged reads and composing objects by concatenation.
 
-mod common;
-mod storage_cases;
-
 use std::path::Path;
 
-use storage_cases::compose;
+use crate::common;
+use crate::common::storage_cases::{self, compose};
 use zeroshot::storage::{LocalStore, Storage};
 
 /// A store in a fresh temporary directory, and that directory.
