@@ -42,16 +42,18 @@ pub fn table(report: &UsageReport) -> String {
         String::new(),
         String::new(),
     ]));
-    out.push_str(&table_row([
-        "date",
-        "requests",
-        "texts",
-        "tokens",
-        "texts",
-        "tokens",
-        "all tokens",
-    ]
-    .map(str::to_string)));
+    out.push_str(&table_row(
+        [
+            "date",
+            "requests",
+            "texts",
+            "tokens",
+            "texts",
+            "tokens",
+            "all tokens",
+        ]
+        .map(str::to_string),
+    ));
     for day in &report.data {
         out.push_str(&usage_row(&day.date, &day.usage));
     }
