@@ -159,10 +159,10 @@ mod tests {
 
     #[test]
     fn only_endings_are_events() {
-        assert_eq!(event_type("completed"), Some("batch.completed"));
-        assert_eq!(event_type("failed"), Some("batch.failed"));
-        assert_eq!(event_type("cancelled"), Some("batch.cancelled"));
-        assert_eq!(event_type("processing"), None);
-        assert_eq!(event_type("cancelling"), None);
+        assert_eq!(event_type(JobStatus::Completed), Some("batch.completed"));
+        assert_eq!(event_type(JobStatus::Failed), Some("batch.failed"));
+        assert_eq!(event_type(JobStatus::Cancelled), Some("batch.cancelled"));
+        assert_eq!(event_type(JobStatus::Processing), None);
+        assert_eq!(event_type(JobStatus::Cancelling), None);
     }
 }
