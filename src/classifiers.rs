@@ -211,40 +211,8 @@ pub async fn save(
     definition: &Definition,
     update: bool,
 ) -> Result<Classifier, ClassifierError> {
-    check_name(name)?;
-    if let Some(other) = definition.name.as_deref().filter(|other| *other != name) {
-        return Err(invalid(
-            "name",
-            format!("body names {other:?} but the path names {name:?}"),
-        ));
-    }
-    if definition
-        .description
-        .as_ref()
-        .is_some_and(|d| d.chars().count() > MAX_DESCRIPTION_CHARS)
-    {
-        return Err(invalid(
-            "description",
-            format!("at most {MAX_DESCRIPTION_CHARS} characters"),
-        ));
-    }
-    let spec = Spec::new(
-        &definition.labels,
-        definition.descriptions.as_ref().unwrap_or(&BTreeMap::new()),
-        definition.examples.as_ref().unwrap_or(&BTreeMap::new()),
-        definition.source_type.as_deref(),
-        definition.mode,
-        definition.threshold,
-        definition.adapt,
-    )?;
-    let version = match (db.classifier(account_id, name, None).await?, update) {
-        (Some(_), false) => {
-            return Err(DbError::Conflict(format!("classifier {name:?} already exists")).into())
-        }
-        (None, true) => return Err(DbError::NotFound(format!("no classifier {name:?}")).into()),
-        (None, false) => 1,
-        (Some(latest), true) => latest.version + 1,
-    };
+    let spec = check_definition(name, definition)?;
+    let version = next_version(db, account_id, name, update).await?;
     let vectors = {
         let (engine, set) = (engine.clone(), spec.labels.clone());
         tokio::task::spawn_blocking(move || engine.label_vectors(&set))
@@ -272,6 +240,59 @@ pub async fn save(
         vectors,
         created_at: row.created_at,
     })
+}
+
+/// The classification spec of `definition`, stored under `name`: the body may repeat
+/// the name but not name another, and the description has at most
+/// [`MAX_DESCRIPTION_CHARS`] characters.
+fn check_definition(
+    name: &str,
+    definition: &Definition,
+) -> Result<Spec, ClassifierError> {
+    check_name(name)?;
+    if let Some(other) = definition.name.as_deref().filter(|other| *other != name) {
+        return Err(invalid(
+            "name",
+            format!("body names {other:?} but the path names {name:?}"),
+        ));
+    }
+    if definition
+        .description
+        .as_ref()
+        .is_some_and(|d| d.chars().count() > MAX_DESCRIPTION_CHARS)
+    {
+        return Err(invalid(
+            "description",
+            format!("at most {MAX_DESCRIPTION_CHARS} characters"),
+        ));
+    }
+    Ok(Spec::new(
+        &definition.labels,
+        definition.descriptions.as_ref().unwrap_or(&BTreeMap::new()),
+        definition.examples.as_ref().unwrap_or(&BTreeMap::new()),
+        definition.source_type.as_deref(),
+        definition.mode,
+        definition.threshold,
+        definition.adapt,
+    )?)
+}
+
+/// The version a save of `name` creates: 1 for a new classifier (409 if it exists),
+/// the latest plus one for an update (404 if there is none).
+async fn next_version(
+    db: &Db,
+    account_id: &str,
+    name: &str,
+    update: bool,
+) -> Result<i64, ClassifierError> {
+    match (db.classifier(account_id, name, None).await?, update) {
+        (Some(_), false) => {
+            Err(DbError::Conflict(format!("classifier {name:?} already exists")).into())
+        }
+        (None, true) => Err(DbError::NotFound(format!("no classifier {name:?}")).into()),
+        (None, false) => Ok(1),
+        (Some(latest), true) => Ok(latest.version + 1),
+    }
 }
 
 /// Loads a version (the latest when `version` is `None`). Vectors stored for another

@@ -47,7 +47,14 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
         .set_buckets_for_metric(Matcher::Full(INFERENCE_DURATION.into()), SECONDS_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(INFERENCE_TEXTS.into()), TEXTS_BUCKETS)?
         .install_recorder()?;
+    describe_all();
+    start_at_zero();
+    spawn_upkeep(handle.clone());
+    Ok(handle)
+}
 
+/// Describes every metric (its help line, and its unit where it has one).
+fn describe_all() {
     describe_counter!(
         HTTP_REQUESTS,
         "HTTP requests answered, by route template, method and status"
@@ -90,29 +97,36 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
         JOB_RESUMES,
         "Batch jobs taken over after their worker's lease expired"
     );
+    describe_counter!(
+        WEBHOOK_ATTEMPTS,
+        "Webhook delivery attempts by this instance, by outcome (delivered, retry, failed)"
+    );
+    describe_counter!(
+        DEPENDENCY_RETRIES,
+        "Calls of the background loops (batch worker, webhook deliveries, usage writes) that met an unavailable dependency (storage or database), to be retried"
+    );
+}
 
+/// Starts the series without labels, and those with a fixed set of outcomes or
+/// dependencies, at zero so they show before their first event.
+fn start_at_zero() {
     counter!(TOKENS_EMBEDDED).absolute(0);
     gauge!(QUEUE_DEPTH).set(0.0);
     counter!(BATCH_LINES, "outcome" => "ok").absolute(0);
     counter!(BATCH_LINES, "outcome" => "error").absolute(0);
     counter!(LEASE_RENEWALS).absolute(0);
     counter!(JOB_RESUMES).absolute(0);
-    describe_counter!(
-        WEBHOOK_ATTEMPTS,
-        "Webhook delivery attempts by this instance, by outcome (delivered, retry, failed)"
-    );
     for outcome in ["delivered", "retry", "failed"] {
         counter!(WEBHOOK_ATTEMPTS, "outcome" => outcome).absolute(0);
     }
-    describe_counter!(
-        DEPENDENCY_RETRIES,
-        "Calls of the background loops (batch worker, webhook deliveries, usage writes) that met an unavailable dependency (storage or database), to be retried"
-    );
     for dependency in ["storage", "database"] {
         counter!(DEPENDENCY_RETRIES, "dependency" => dependency).absolute(0);
     }
+}
 
-    let upkeep = handle.clone();
+/// Folds histogram samples into their buckets every [`UPKEEP_INTERVAL`], so an
+/// unscraped instance does not keep them all.
+fn spawn_upkeep(upkeep: PrometheusHandle) {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(UPKEEP_INTERVAL);
         loop {
@@ -120,7 +134,6 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
             upkeep.run_upkeep();
         }
     });
-    Ok(handle)
 }
 
 /// The Prometheus text exposition, with the number of batch jobs in each status as the

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::{to_bytes, Body};
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{header, request, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
@@ -59,23 +59,45 @@ pub async fn idempotent(
     let bytes = to_bytes(body, limit)
         .await
         .map_err(|_| ApiError::payload_too_large(limit))?;
+    let hash = request_hash(&parts, &bytes);
+    if let Some(replayed) = reserve(&state, &account, &key, &hash).await? {
+        return Ok(replayed);
+    }
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    remember(&state, &account, &key, response).await
+}
+
+/// What identifies a request under its key: its method, path and body.
+fn request_hash(parts: &request::Parts, bytes: &[u8]) -> String {
     let mut hash = Sha256::new();
     hash.update(parts.method.as_str());
     hash.update([0]);
     hash.update(parts.uri.path());
     hash.update([0]);
-    hash.update(&bytes);
-    let request_hash = hex::encode(hash.finalize());
+    hash.update(bytes);
+    hex::encode(hash.finalize())
+}
 
+/// Reserves `key` for the request of `request_hash`, waiting up to
+/// [`WAIT_FOR_FIRST`] for an identical request running under it. `Some` is the
+/// earlier answer to replay; `None` means this request runs.
+async fn reserve(
+    state: &AppState,
+    account: &Account,
+    key: &str,
+    request_hash: &str,
+) -> Result<Option<Response>, ApiError> {
     let waiting_since = Instant::now();
     loop {
         match state
             .db
-            .reserve_idempotency_key(&account.id, &key, &request_hash)
+            .reserve_idempotency_key(&account.id, key, request_hash)
             .await?
         {
-            Reservation::Reserved => break,
-            Reservation::Replay { status, body } => return Ok(replay(status, body)),
+            Reservation::Reserved => return Ok(None),
+            Reservation::Replay { status, body } => return Ok(Some(replay(status, body))),
             Reservation::Mismatch => {
                 return Err(ApiError::validation(
                     "Idempotency-Key",
@@ -93,12 +115,18 @@ pub async fn idempotent(
             }
         }
     }
+}
 
-    let response = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await;
+/// Stores a successful `response` under `key` and returns it; releases the key of a
+/// failed one, so the request can be retried under it.
+async fn remember(
+    state: &AppState,
+    account: &Account,
+    key: &str,
+    response: Response,
+) -> Result<Response, ApiError> {
     if !response.status().is_success() {
-        state.db.release_idempotency_key(&account.id, &key).await?;
+        state.db.release_idempotency_key(&account.id, key).await?;
         return Ok(response);
     }
     let (parts, body) = response.into_parts();
@@ -109,7 +137,7 @@ pub async fn idempotent(
     let text = String::from_utf8_lossy(&bytes);
     state
         .db
-        .complete_idempotency_key(&account.id, &key, parts.status.as_u16(), &text)
+        .complete_idempotency_key(&account.id, key, parts.status.as_u16(), &text)
         .await?;
     Ok(Response::from_parts(parts, Body::from(bytes)))
 }

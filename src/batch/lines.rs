@@ -136,70 +136,72 @@ struct Fields {
 /// Parses one line. The id is returned even when the line is otherwise bad, so the
 /// error row can carry it.
 pub fn parse_line(raw: &RawLine) -> (Value, Result<InputLine, LineError>) {
+    let fields = match parse_fields(raw) {
+        Ok(fields) => fields,
+        Err(err) => return (Value::Null, Err(err)),
+    };
+    let id = match line_id(fields.id.or(fields.custom_id)) {
+        Ok(id) => id,
+        Err(err) => return (Value::Null, Err(err)),
+    };
+    let result = line_text(fields.text).map(|text| InputLine {
+        text,
+        id: id.clone(),
+    });
+    (id, result)
+}
+
+/// The fields of a line that is at most [`MAX_LINE_BYTES`] bytes of UTF-8 holding a
+/// JSON object.
+fn parse_fields(raw: &RawLine) -> Result<Fields, LineError> {
     let Some(bytes) = &raw.bytes else {
-        return (
-            Value::Null,
-            Err(line_error(
-                "line_too_long",
-                format!("line is longer than {MAX_LINE_BYTES} bytes"),
-            )),
-        );
+        return Err(line_error(
+            "line_too_long",
+            format!("line is longer than {MAX_LINE_BYTES} bytes"),
+        ));
     };
     let Ok(line) = std::str::from_utf8(bytes) else {
-        return (
-            Value::Null,
-            Err(line_error("invalid_utf8", "line is not valid UTF-8")),
-        );
+        return Err(line_error("invalid_utf8", "line is not valid UTF-8"));
     };
-    let fields: Fields = match serde_json::from_str(line) {
-        Ok(fields) => fields,
+    match serde_json::from_str(line) {
+        Ok(fields) => Ok(fields),
         Err(err) if text::is_lone_surrogate(&err) => {
             let problem = TextError::LoneSurrogate;
-            return (
-                Value::Null,
-                Err(line_error(problem.code(), problem.to_string())),
-            );
+            Err(line_error(problem.code(), problem.to_string()))
         }
-        Err(err) if err.is_data() => {
-            return (
-                Value::Null,
-                Err(line_error("invalid_json", "line must be a JSON object")),
-            )
-        }
-        Err(err) => {
-            return (
-                Value::Null,
-                Err(line_error("invalid_json", format!("invalid JSON: {err}"))),
-            )
-        }
-    };
-    let id = fields.id.or(fields.custom_id).unwrap_or(Value::Null);
+        Err(err) if err.is_data() => Err(line_error("invalid_json", "line must be a JSON object")),
+        Err(err) => Err(line_error("invalid_json", format!("invalid JSON: {err}"))),
+    }
+}
+
+/// The caller's id: none, a number, or a string of at most [`MAX_ID_CHARS`]
+/// characters.
+fn line_id(id: Option<Value>) -> Result<Value, LineError> {
+    let id = id.unwrap_or(Value::Null);
     let id_ok = match &id {
         Value::Null | Value::Number(_) => true,
         Value::String(s) => s.chars().count() <= MAX_ID_CHARS,
         _ => false,
     };
     if !id_ok {
-        return (
-            Value::Null,
-            Err(line_error(
-                "invalid_id",
-                format!("id must be a string of at most {MAX_ID_CHARS} characters or a number"),
-            )),
-        );
+        return Err(line_error(
+            "invalid_id",
+            format!("id must be a string of at most {MAX_ID_CHARS} characters or a number"),
+        ));
     }
-    let result = match fields.text {
+    Ok(id)
+}
+
+/// The line's text: present, a string, and one the model can take.
+fn line_text(text: Option<Value>) -> Result<String, LineError> {
+    match text {
         None | Some(Value::Null) => Err(line_error("missing_text", "line has no \"text\"")),
         Some(Value::String(text)) => match text::check(&text) {
-            Ok(()) => Ok(InputLine {
-                text,
-                id: id.clone(),
-            }),
+            Ok(()) => Ok(text),
             Err(problem) => Err(line_error(problem.code(), problem.to_string())),
         },
         Some(_) => Err(line_error("text_not_string", "\"text\" must be a string")),
-    };
-    (id, result)
+    }
 }
 
 #[cfg(test)]

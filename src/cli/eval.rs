@@ -156,6 +156,43 @@ pub fn evaluate(
     let mut names: Vec<String> = test.iter().map(|e| e.label.clone()).collect();
     names.sort();
     names.dedup();
+    let set = label_set(&names, options)?;
+
+    let started = Instant::now();
+    let labels = label_vectors(engine, &names, &set, options)?;
+    let (scorer, adaptation) = scorer(engine, test, labels, options)?;
+    let index: HashMap<&str, usize> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i))
+        .collect();
+    let scored = score_all(engine, test, scorer.as_ref(), &index, options)?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let truth: Vec<usize> = test.iter().map(|e| index[e.label.as_str()]).collect();
+
+    let (accuracy, per_label) = f1_scores(&truth, &scored.predicted, &names);
+    let macro_f1 = per_label.iter().map(|l| l.f1).sum::<f64>() / per_label.len() as f64;
+    let mut worst_labels = per_label;
+    worst_labels.sort_by(|a, b| a.f1.total_cmp(&b.f1));
+    worst_labels.truncate(5);
+    Ok(EvalReport {
+        texts: test.len(),
+        labels: names.len(),
+        accuracy,
+        macro_f1,
+        worst_labels,
+        multi_recall: scored.multi_hits as f64 / test.len() as f64,
+        multi_mean_labels: scored.multi_returned as f64 / test.len() as f64,
+        texts_per_second: test.len() as f64 / elapsed,
+        tokens_per_second: scored.tokens as f64 / elapsed,
+        adaptation,
+        similarities: scored.similarities,
+    })
+}
+
+/// The label set of `names` with the descriptions of `options` that name them, and up
+/// to `examples_per_label` training examples each.
+fn label_set(names: &[String], options: &EvalOptions) -> anyhow::Result<LabelSet> {
     let descriptions: BTreeMap<String, String> = options
         .descriptions
         .iter()
@@ -172,89 +209,103 @@ pub fn evaluate(
         }
         examples.retain(|label, _| names.contains(label));
     }
-    let set = LabelSet::new(
-        &names,
+    Ok(LabelSet::new(
+        names,
         &descriptions,
         &examples,
         options.source_type.as_deref(),
-    )?;
+    )?)
+}
 
-    let started = Instant::now();
-    let labels = if options.baseline {
-        let words: Vec<String> = names.iter().map(|n| n.replace('_', " ")).collect();
-        let words: Vec<&str> = words.iter().map(String::as_str).collect();
-        let prefix = &engine.encoder().manifest().label_prefix;
-        LabelVectors {
-            names: names.clone(),
-            vectors: engine
-                .encoder()
-                .embed(&words, prefix)?
-                .into_iter()
-                .map(|e| e.vector)
-                .collect(),
-        }
-    } else {
-        engine.label_vectors(&set)?
+/// The label vectors of `set`, or with `baseline` just the label names embedded.
+fn label_vectors(
+    engine: &Engine,
+    names: &[String],
+    set: &LabelSet,
+    options: &EvalOptions,
+) -> anyhow::Result<LabelVectors> {
+    if !options.baseline {
+        return Ok(engine.label_vectors(set)?);
+    }
+    let words: Vec<String> = names.iter().map(|n| n.replace('_', " ")).collect();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let prefix = &engine.encoder().manifest().label_prefix;
+    Ok(LabelVectors {
+        names: names.to_vec(),
+        vectors: engine
+            .encoder()
+            .embed(&words, prefix)?
+            .into_iter()
+            .map(|e| e.vector)
+            .collect(),
+    })
+}
+
+/// What scores the texts: `labels`, or with `adapt` the labels adapted to the texts a
+/// batch job would sample (and what adaptation did).
+fn scorer(
+    engine: &Engine,
+    test: &[Example],
+    labels: LabelVectors,
+    options: &EvalOptions,
+) -> anyhow::Result<(Box<dyn LabelScorer>, Option<AdaptationReport>)> {
+    if !options.adapt {
+        return Ok((Box::new(labels), None));
+    }
+    let adapted = engine.adapt(&batch_sample(test), &labels)?;
+    let scorer: Box<dyn LabelScorer> = match adapted.labels {
+        Some(adapted) => Box::new(adapted),
+        None => Box::new(labels),
     };
-    let (scorer, adaptation): (Box<dyn LabelScorer>, _) = if options.adapt {
-        let adapted = engine.adapt(&batch_sample(test), &labels)?;
-        let scorer: Box<dyn LabelScorer> = match adapted.labels {
-            Some(adapted) => Box::new(adapted),
-            None => Box::new(labels),
-        };
-        (scorer, Some(adapted.report))
-    } else {
-        (Box::new(labels), None)
+    Ok((scorer, Some(adapted.report)))
+}
+
+/// What scoring every test text gave.
+struct Scored {
+    /// Index of the single-mode label per text.
+    predicted: Vec<usize>,
+    tokens: usize,
+    /// Texts whose true label multi mode returned.
+    multi_hits: usize,
+    /// Labels multi mode returned, all texts together.
+    multi_returned: usize,
+    /// (similarity per label, index of the true label) per text, when fitting.
+    similarities: Vec<(Vec<f32>, usize)>,
+}
+
+/// Embeds the test texts [`CHUNK`] at a time and scores each in single and multi mode.
+fn score_all(
+    engine: &Engine,
+    test: &[Example],
+    labels: &dyn LabelScorer,
+    index: &HashMap<&str, usize>,
+    options: &EvalOptions,
+) -> anyhow::Result<Scored> {
+    let mut scored = Scored {
+        predicted: Vec::with_capacity(test.len()),
+        tokens: 0,
+        multi_hits: 0,
+        multi_returned: 0,
+        similarities: Vec::new(),
     };
-    let labels = scorer.as_ref();
-    let index: HashMap<&str, usize> = names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.as_str(), i))
-        .collect();
-    let mut predicted = Vec::with_capacity(test.len());
-    let mut tokens = 0usize;
-    let mut multi_hits = 0usize;
-    let mut multi_returned = 0usize;
-    let mut cosines_and_truth: Vec<(Vec<f32>, usize)> = Vec::new();
     for chunk in test.chunks(CHUNK) {
         let texts: Vec<&str> = chunk.iter().map(|e| e.text.as_str()).collect();
         for (embedding, example) in engine.embed_texts(&texts)?.iter().zip(chunk) {
-            tokens += embedding.tokens;
+            scored.tokens += embedding.tokens;
             let single = engine.score(embedding, labels, options.mode, options.threshold);
-            predicted.push(index[single.label.as_str()]);
+            scored.predicted.push(index[single.label.as_str()]);
             let multi = engine.score(embedding, labels, Mode::Multi, options.threshold);
-            multi_hits += usize::from(multi.labels.contains(&example.label));
-            multi_returned += multi.labels.len();
+            scored.multi_hits += usize::from(multi.labels.contains(&example.label));
+            scored.multi_returned += multi.labels.len();
             if options.fit_calibration {
-                cosines_and_truth.push((
+                scored.similarities.push((
                     engine.similarities(embedding, labels),
                     index[example.label.as_str()],
                 ));
             }
         }
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    let truth: Vec<usize> = test.iter().map(|e| index[e.label.as_str()]).collect();
-
-    let (accuracy, per_label) = f1_scores(&truth, &predicted, &names);
-    let macro_f1 = per_label.iter().map(|l| l.f1).sum::<f64>() / per_label.len() as f64;
-    let mut worst_labels = per_label;
-    worst_labels.sort_by(|a, b| a.f1.total_cmp(&b.f1));
-    worst_labels.truncate(5);
-    Ok(EvalReport {
-        texts: test.len(),
-        labels: names.len(),
-        accuracy,
-        macro_f1,
-        worst_labels,
-        multi_recall: multi_hits as f64 / test.len() as f64,
-        multi_mean_labels: multi_returned as f64 / test.len() as f64,
-        texts_per_second: test.len() as f64 / elapsed,
-        tokens_per_second: tokens as f64 / elapsed,
-        adaptation,
-        similarities: cosines_and_truth,
-    })
+    Ok(scored)
 }
 
 /// Multi mode under `calibration` at `threshold`: the share of texts whose true label

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::args::{AccountsCommand, ServerArgs, UsageArgs};
 use super::client::Client;
 use super::remote::RemoteError;
-use crate::api::usage::{Usage, UsageReport};
+use crate::api::usage::{AccountLimits, Usage, UsageReport};
 use crate::clock::Day;
 use crate::db::{Account, Db};
 
@@ -32,26 +32,8 @@ const WIDTHS: [usize; 7] = [10, 10, 12, 14, 12, 14, 14];
 
 /// The report as a person reads it: a row per day, totals, then the limits.
 pub fn table(report: &UsageReport) -> String {
-    let row = |cells: [String; 7]| -> String {
-        let mut line = format!("{:<width$}", cells[0], width = WIDTHS[0]);
-        for (cell, width) in cells.iter().zip(WIDTHS).skip(1) {
-            line.push_str(&format!("  {cell:>width$}"));
-        }
-        line.trim_end().to_string() + "\n"
-    };
-    let numbers = |label: &str, usage: &Usage| {
-        row([
-            label.to_string(),
-            thousands(usage.classify.requests),
-            thousands(usage.classify.texts),
-            thousands(usage.classify.tokens),
-            thousands(usage.batch.texts),
-            thousands(usage.batch.tokens),
-            thousands(usage.tokens),
-        ])
-    };
     let mut out = format!("usage from {} to {} (UTC days)\n\n", report.from, report.to);
-    out.push_str(&row([
+    out.push_str(&table_row([
         String::new(),
         "classify:".into(),
         String::new(),
@@ -60,24 +42,54 @@ pub fn table(report: &UsageReport) -> String {
         String::new(),
         String::new(),
     ]));
-    out.push_str(&row([
-        "date",
-        "requests",
-        "texts",
-        "tokens",
-        "texts",
-        "tokens",
-        "all tokens",
-    ]
-    .map(str::to_string)));
+    out.push_str(&table_row(
+        [
+            "date",
+            "requests",
+            "texts",
+            "tokens",
+            "texts",
+            "tokens",
+            "all tokens",
+        ]
+        .map(str::to_string),
+    ));
     for day in &report.data {
-        out.push_str(&numbers(&day.date, &day.usage));
+        out.push_str(&usage_row(&day.date, &day.usage));
     }
     if report.data.is_empty() {
         out.push_str("(no usage on these days)\n");
     }
-    out.push_str(&numbers("total", &report.total));
-    let limits = &report.limits;
+    out.push_str(&usage_row("total", &report.total));
+    out.push_str(&limits_line(&report.limits));
+    out
+}
+
+/// One line of the table: the first cell left-aligned, the others right-aligned, each
+/// in its column of [`WIDTHS`].
+fn table_row(cells: [String; 7]) -> String {
+    let mut line = format!("{:<width$}", cells[0], width = WIDTHS[0]);
+    for (cell, width) in cells.iter().zip(WIDTHS).skip(1) {
+        line.push_str(&format!("  {cell:>width$}"));
+    }
+    line.trim_end().to_string() + "\n"
+}
+
+/// The row of `usage` under `label` (a date, or the total).
+fn usage_row(label: &str, usage: &Usage) -> String {
+    table_row([
+        label.to_string(),
+        thousands(usage.classify.requests),
+        thousands(usage.classify.texts),
+        thousands(usage.classify.tokens),
+        thousands(usage.batch.texts),
+        thousands(usage.batch.tokens),
+        thousands(usage.tokens),
+    ])
+}
+
+/// The line under the table: the rate limit, the monthly quota and its use.
+fn limits_line(limits: &AccountLimits) -> String {
     let rps = limits
         .rps_limit
         .map_or("none".to_string(), |rps| format!("{rps} requests/s"));
@@ -86,11 +98,10 @@ pub fn table(report: &UsageReport) -> String {
         .map_or("none".to_string(), |quota| {
             format!("{} tokens", thousands(quota))
         });
-    out.push_str(&format!(
+    format!(
         "\nlimits: /v1/classify rate {rps}; monthly quota {quota}; used this month {} tokens\n",
         thousands(limits.month_to_date_tokens)
-    ));
-    out
+    )
 }
 
 /// `1234567` as `1,234,567`.

@@ -179,50 +179,100 @@ pub fn fit(sample: &[Vec<f32>], labels: &LabelVectors) -> Adapted {
     let x = rows(sample, dim);
     let start = normalize_rows(rows(&labels.vectors, dim));
     let zero_shot = x.dot(&start.t());
-    let skip = |reason: String| Adapted {
-        report: AdaptationReport {
-            applied: false,
-            reason: Some(reason),
-            sample_lines: sample.len(),
-            rounds: 0,
-            texts_per_label: texts_per_label(&names, &zero_shot),
-        },
-        labels: None,
-    };
-    if names.len() < 2 {
-        return skip("one label: nothing to choose between".to_string());
-    }
-    if sample.len() < MIN_LINES {
-        return skip(format!(
-            "too few lines: {} (adaptation needs at least {MIN_LINES})",
-            sample.len()
-        ));
-    }
-    let share = effective_label_share(&zero_shot);
-    if share < MIN_EFFECTIVE_LABEL_SHARE {
-        return skip(format!(
-            "the texts concentrate on few labels (effectively {:.1} of {}), where adapting \
-             would pull the other labels into them",
-            share * names.len() as f64,
-            names.len()
-        ));
+    if let Some(reason) = skip_reason(names.len(), sample.len(), &zero_shot) {
+        return Adapted {
+            report: AdaptationReport {
+                applied: false,
+                reason: Some(reason),
+                sample_lines: sample.len(),
+                rounds: 0,
+                texts_per_label: texts_per_label(&names, &zero_shot),
+            },
+            labels: None,
+        };
     }
 
     let n = x.nrows() as f32;
     let mean: Array1<f32> = x.sum_axis(Axis(0)) / n;
-    // Within-label covariance under the zero-shot soft assignment.
+    let whitening = within_label_whitening(&x, zero_shot);
+    let refined = refine(&x, &start, &mean, &whitening);
+    let (level, spread) = level_and_spread(&refined.similarities);
+    let to_vecs = |m: &Array2<f32>| m.rows().into_iter().map(|r| r.to_vec()).collect();
+    Adapted {
+        report: AdaptationReport {
+            applied: true,
+            reason: None,
+            sample_lines: sample.len(),
+            rounds: ROUNDS,
+            texts_per_label: texts_per_label(&names, &refined.similarities),
+        },
+        labels: Some(AdaptedLabels {
+            names,
+            mean: mean.to_vec(),
+            whitening: whitening.iter().copied().collect(),
+            centred: to_vecs(&refined.centred),
+            whitened: to_vecs(&refined.whitened),
+            level: (level / n as f64) as f32,
+            spread: ((spread / n as f64) as f32).max(1e-6),
+        }),
+    }
+}
+
+/// Why adaptation cannot help with `labels` labels and `lines` sampled lines whose
+/// zero-shot similarities are `zero_shot`, or `None` when it can.
+fn skip_reason(labels: usize, lines: usize, zero_shot: &Array2<f32>) -> Option<String> {
+    if labels < 2 {
+        return Some("one label: nothing to choose between".to_string());
+    }
+    if lines < MIN_LINES {
+        return Some(format!(
+            "too few lines: {lines} (adaptation needs at least {MIN_LINES})"
+        ));
+    }
+    let share = effective_label_share(zero_shot);
+    if share < MIN_EFFECTIVE_LABEL_SHARE {
+        return Some(format!(
+            "the texts concentrate on few labels (effectively {:.1} of {labels}), where \
+             adapting would pull the other labels into them",
+            share * labels as f64,
+        ));
+    }
+    None
+}
+
+/// The whitening matrix of the within-label covariance of the texts `x`, under the
+/// soft assignment of their zero-shot similarities.
+fn within_label_whitening(x: &Array2<f32>, zero_shot: Array2<f32>) -> Array2<f32> {
+    let n = x.nrows() as f32;
     let assignment = softmax_rows(zero_shot, TEMPERATURE);
     let mass = assignment.sum_axis(Axis(0)).mapv(|m| m + 1e-6);
-    let label_means = assignment.t().dot(&x) / &mass.insert_axis(Axis(1));
-    let residuals = &x - &assignment.dot(&label_means);
+    let label_means = assignment.t().dot(x) / &mass.insert_axis(Axis(1));
+    let residuals = x - &assignment.dot(&label_means);
     let covariance = residuals.t().dot(&residuals) / n;
-    let whitening = inverse_sqrt(&covariance, SHRINKAGE);
+    inverse_sqrt(&covariance, SHRINKAGE)
+}
 
-    let centre = |m: &Array2<f32>| m - &mean;
-    let text_centred = normalize_rows(centre(&x));
-    let text_whitened = normalize_rows(centre(&x).dot(&whitening));
-    let start_centred = normalize_rows(centre(&start));
-    let start_whitened = normalize_rows(centre(&start).dot(&whitening));
+/// Label vectors after [`ROUNDS`] rounds of moving them towards the texts softly
+/// assigned to them, and the texts' last similarities to them.
+struct Refined {
+    centred: Array2<f32>,
+    whitened: Array2<f32>,
+    similarities: Array2<f32>,
+}
+
+/// Refines the `start` label vectors on the texts `x`, both centred on `mean`, in
+/// the plain and the `whitening` spaces; a similarity is the mean of the two.
+fn refine(
+    x: &Array2<f32>,
+    start: &Array2<f32>,
+    mean: &Array1<f32>,
+    whitening: &Array2<f32>,
+) -> Refined {
+    let centre = |m: &Array2<f32>| m - mean;
+    let text_centred = normalize_rows(centre(x));
+    let text_whitened = normalize_rows(centre(x).dot(whitening));
+    let start_centred = normalize_rows(centre(start));
+    let start_whitened = normalize_rows(centre(start).dot(whitening));
 
     let similarity = |a: &Array2<f32>, b: &Array2<f32>| {
         (text_centred.dot(&a.t()) + text_whitened.dot(&b.t())) * 0.5
@@ -236,32 +286,23 @@ pub fn fit(sample: &[Vec<f32>], labels: &LabelVectors) -> Adapted {
         similarities = similarity(&centred, &whitened);
         assignment = softmax_rows(similarities.clone(), TEMPERATURE);
     }
+    Refined {
+        centred,
+        whitened,
+        similarities,
+    }
+}
 
+/// Sums over texts of the best similarity (level) and of its margin over the mean
+/// similarity (spread).
+fn level_and_spread(similarities: &Array2<f32>) -> (f64, f64) {
     let (mut level, mut spread) = (0f64, 0f64);
     for row in similarities.rows() {
         let best = row.fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
         level += best;
         spread += best - row.mean().unwrap_or(0.0) as f64;
     }
-    let to_vecs = |m: &Array2<f32>| m.rows().into_iter().map(|r| r.to_vec()).collect();
-    Adapted {
-        report: AdaptationReport {
-            applied: true,
-            reason: None,
-            sample_lines: sample.len(),
-            rounds: ROUNDS,
-            texts_per_label: texts_per_label(&names, &similarities),
-        },
-        labels: Some(AdaptedLabels {
-            names,
-            mean: mean.to_vec(),
-            whitening: whitening.iter().copied().collect(),
-            centred: to_vecs(&centred),
-            whitened: to_vecs(&whitened),
-            level: (level / n as f64) as f32,
-            spread: ((spread / n as f64) as f32).max(1e-6),
-        }),
-    }
+    (level, spread)
 }
 
 impl LabelScorer for AdaptedLabels {

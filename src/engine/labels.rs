@@ -67,87 +67,10 @@ impl LabelSet {
         examples: &BTreeMap<String, Vec<String>>,
         source_type: Option<&str>,
     ) -> Result<Self, LabelError> {
-        if names.is_empty() {
-            return Err(refuse("labels", "at least one label is required"));
-        }
-        if names.len() > MAX_LABELS {
-            return Err(refuse(
-                "labels",
-                format!(
-                    "at most {MAX_LABELS} labels are allowed, got {}",
-                    names.len()
-                ),
-            ));
-        }
-        let mut seen = HashSet::new();
-        let mut labels = Vec::with_capacity(names.len());
-        for (i, raw) in names.iter().enumerate() {
-            let name = raw.trim();
-            let param = format!("labels[{i}]");
-            check_text(&param, "label", name, false)?;
-            if name.chars().count() > MAX_LABEL_CHARS {
-                return Err(refuse(
-                    param,
-                    format!("label is longer than {MAX_LABEL_CHARS} characters"),
-                ));
-            }
-            if !seen.insert(name.to_string()) {
-                return Err(refuse(param, format!("duplicate label {name:?}")));
-            }
-            labels.push(Label {
-                name: name.to_string(),
-                description: None,
-                examples: Vec::new(),
-            });
-        }
-
-        for (key, description) in descriptions {
-            let param = format!("descriptions.{key}");
-            let label = find_label(&mut labels, key)
-                .ok_or_else(|| refuse(&param, format!("description for unknown label {key:?}")))?;
-            let description = description.trim();
-            check_text(&param, "description", description, true)?;
-            if description.chars().count() > MAX_DESCRIPTION_CHARS {
-                return Err(refuse(
-                    param,
-                    format!("description is longer than {MAX_DESCRIPTION_CHARS} characters"),
-                ));
-            }
-            if !text::is_blank(description) {
-                label.description = Some(description.to_string());
-            }
-        }
-
-        for (key, texts) in examples {
-            let param = format!("examples.{key}");
-            let label = find_label(&mut labels, key)
-                .ok_or_else(|| refuse(&param, format!("examples for unknown label {key:?}")))?;
-            if texts.len() > MAX_EXAMPLES_PER_LABEL {
-                return Err(refuse(
-                    param,
-                    format!("at most {MAX_EXAMPLES_PER_LABEL} examples per label"),
-                ));
-            }
-            for (j, text) in texts.iter().enumerate() {
-                check_text(&format!("{param}[{j}]"), "example", text, false)?;
-                label.examples.push(text.clone());
-            }
-        }
-
-        if let Some(source_type) = source_type {
-            check_text("source_type", "source_type", source_type, true)?;
-        }
-        let source_type = match source_type.map(str::trim) {
-            Some(s) if s.chars().count() > MAX_SOURCE_TYPE_CHARS => {
-                return Err(refuse(
-                    "source_type",
-                    format!("source_type is longer than {MAX_SOURCE_TYPE_CHARS} characters"),
-                ))
-            }
-            Some(s) if text::is_blank(s) => None,
-            None => None,
-            Some(s) => Some(s.to_string()),
-        };
+        let mut labels = parse_names(names)?;
+        add_descriptions(&mut labels, descriptions)?;
+        add_examples(&mut labels, examples)?;
+        let source_type = parse_source_type(source_type)?;
         Ok(Self {
             labels,
             source_type,
@@ -157,6 +80,110 @@ impl LabelSet {
     /// Label names in request order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.labels.iter().map(|label| label.name.as_str())
+    }
+}
+
+/// The labels of `names`, trimmed: 1 to [`MAX_LABELS`], unique, each at most
+/// [`MAX_LABEL_CHARS`] characters; no descriptions or examples yet.
+fn parse_names(names: &[String]) -> Result<Vec<Label>, LabelError> {
+    if names.is_empty() {
+        return Err(refuse("labels", "at least one label is required"));
+    }
+    if names.len() > MAX_LABELS {
+        return Err(refuse(
+            "labels",
+            format!(
+                "at most {MAX_LABELS} labels are allowed, got {}",
+                names.len()
+            ),
+        ));
+    }
+    let mut seen = HashSet::new();
+    let mut labels = Vec::with_capacity(names.len());
+    for (i, raw) in names.iter().enumerate() {
+        let name = raw.trim();
+        let param = format!("labels[{i}]");
+        check_text(&param, "label", name, false)?;
+        if name.chars().count() > MAX_LABEL_CHARS {
+            return Err(refuse(
+                param,
+                format!("label is longer than {MAX_LABEL_CHARS} characters"),
+            ));
+        }
+        if !seen.insert(name.to_string()) {
+            return Err(refuse(param, format!("duplicate label {name:?}")));
+        }
+        labels.push(Label {
+            name: name.to_string(),
+            description: None,
+            examples: Vec::new(),
+        });
+    }
+    Ok(labels)
+}
+
+/// Sets the trimmed descriptions of known labels, each at most
+/// [`MAX_DESCRIPTION_CHARS`] characters; a blank one means none.
+fn add_descriptions(
+    labels: &mut [Label],
+    descriptions: &BTreeMap<String, String>,
+) -> Result<(), LabelError> {
+    for (key, description) in descriptions {
+        let param = format!("descriptions.{key}");
+        let label = find_label(labels, key)
+            .ok_or_else(|| refuse(&param, format!("description for unknown label {key:?}")))?;
+        let description = description.trim();
+        check_text(&param, "description", description, true)?;
+        if description.chars().count() > MAX_DESCRIPTION_CHARS {
+            return Err(refuse(
+                param,
+                format!("description is longer than {MAX_DESCRIPTION_CHARS} characters"),
+            ));
+        }
+        if !text::is_blank(description) {
+            label.description = Some(description.to_string());
+        }
+    }
+    Ok(())
+}
+
+/// Adds the examples of known labels, at most [`MAX_EXAMPLES_PER_LABEL`] each.
+fn add_examples(
+    labels: &mut [Label],
+    examples: &BTreeMap<String, Vec<String>>,
+) -> Result<(), LabelError> {
+    for (key, texts) in examples {
+        let param = format!("examples.{key}");
+        let label = find_label(labels, key)
+            .ok_or_else(|| refuse(&param, format!("examples for unknown label {key:?}")))?;
+        if texts.len() > MAX_EXAMPLES_PER_LABEL {
+            return Err(refuse(
+                param,
+                format!("at most {MAX_EXAMPLES_PER_LABEL} examples per label"),
+            ));
+        }
+        for (j, text) in texts.iter().enumerate() {
+            check_text(&format!("{param}[{j}]"), "example", text, false)?;
+            label.examples.push(text.clone());
+        }
+    }
+    Ok(())
+}
+
+/// The trimmed source type, at most [`MAX_SOURCE_TYPE_CHARS`] characters; a blank
+/// one means none.
+fn parse_source_type(source_type: Option<&str>) -> Result<Option<String>, LabelError> {
+    if let Some(source_type) = source_type {
+        check_text("source_type", "source_type", source_type, true)?;
+    }
+    match source_type.map(str::trim) {
+        Some(s) if s.chars().count() > MAX_SOURCE_TYPE_CHARS => Err(refuse(
+            "source_type",
+            format!("source_type is longer than {MAX_SOURCE_TYPE_CHARS} characters"),
+        )),
+        Some(s) if text::is_blank(s) => Ok(None),
+        None => Ok(None),
+        Some(s) => Ok(Some(s.to_string())),
     }
 }
 

@@ -163,6 +163,44 @@ impl LabelScorer for LabelVectors {
     }
 }
 
+/// The prototype of a label whose own (unit) vector is `vector`: that vector, or with
+/// examples their mean blended in, the label counting as
+/// [`LABEL_WORTH_IN_EXAMPLES`] examples.
+fn blend_examples(vector: &[f32], examples: &[Arc<Vec<f32>>]) -> Vec<f32> {
+    let mut prototype = vector.to_vec();
+    if !examples.is_empty() {
+        let label_weight =
+            LABEL_WORTH_IN_EXAMPLES / (LABEL_WORTH_IN_EXAMPLES + examples.len() as f32);
+        prototype.iter_mut().for_each(|v| *v *= label_weight);
+        prototype
+            .iter_mut()
+            .zip(mean(examples, 1.0 - label_weight))
+            .for_each(|(v, e)| *v += e);
+        normalize(&mut prototype);
+    }
+    prototype
+}
+
+/// Refines the label `vectors` into a classifier head (see `head`) fitted on each
+/// label's own vector and its examples' vectors.
+fn fit_head(
+    vectors: &[Vec<f32>],
+    own_vectors: &[Vec<f32>],
+    example_vectors: &[Vec<Arc<Vec<f32>>>],
+) -> Vec<Vec<f32>> {
+    let samples: Vec<head::Sample> = own_vectors
+        .iter()
+        .zip(example_vectors)
+        .enumerate()
+        .flat_map(|(label, (own, examples))| {
+            std::iter::once(own.as_slice())
+                .chain(examples.iter().map(|e| e.as_slice()))
+                .map(move |vector| head::Sample { vector, label })
+        })
+        .collect();
+    head::fit(vectors, &samples)
+}
+
 /// `weight` times the mean of unit vectors (not normalised again).
 fn mean(vectors: &[Arc<Vec<f32>>], weight: f32) -> Vec<f32> {
     let scale = weight / vectors.len() as f32;
@@ -273,6 +311,14 @@ impl Engine {
                 return Ok(found.clone());
             }
         }
+        let result = self.fit_label_vectors(set)?;
+        let mut sets = self.set_cache.lock().unwrap_or_else(|p| p.into_inner());
+        sets.put(set_key, result.clone());
+        Ok(result)
+    }
+
+    /// The label vectors of `set`, uncached: see [`Engine::label_vectors`].
+    fn fit_label_vectors(&self, set: &LabelSet) -> Result<LabelVectors, EngineError> {
         let has_examples = set.labels.iter().any(|label| !label.examples.is_empty());
 
         let manifest = self.model.manifest();
@@ -300,41 +346,17 @@ impl Engine {
             } else {
                 self.cached_vectors(&label.examples, &manifest.text_prefix)?
             };
-            let mut prototype = vector.clone();
-            if !examples.is_empty() {
-                let label_weight =
-                    LABEL_WORTH_IN_EXAMPLES / (LABEL_WORTH_IN_EXAMPLES + examples.len() as f32);
-                prototype.iter_mut().for_each(|v| *v *= label_weight);
-                prototype
-                    .iter_mut()
-                    .zip(mean(&examples, 1.0 - label_weight))
-                    .for_each(|(v, e)| *v += e);
-                normalize(&mut prototype);
-            }
-            vectors.push(prototype);
+            vectors.push(blend_examples(&vector, &examples));
             own_vectors.push(vector);
             example_vectors.push(examples);
         }
         if has_examples {
-            let samples: Vec<head::Sample> = own_vectors
-                .iter()
-                .zip(&example_vectors)
-                .enumerate()
-                .flat_map(|(label, (own, examples))| {
-                    std::iter::once(own.as_slice())
-                        .chain(examples.iter().map(|e| e.as_slice()))
-                        .map(move |vector| head::Sample { vector, label })
-                })
-                .collect();
-            vectors = head::fit(&vectors, &samples);
+            vectors = fit_head(&vectors, &own_vectors, &example_vectors);
         }
-        let result = LabelVectors {
+        Ok(LabelVectors {
             names: set.names().map(str::to_string).collect(),
             vectors,
-        };
-        let mut sets = self.set_cache.lock().unwrap_or_else(|p| p.into_inner());
-        sets.put(set_key, result.clone());
-        Ok(result)
+        })
     }
 
     /// Raw similarities of one embedded text with each label (calibration fitting).

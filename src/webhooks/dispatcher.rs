@@ -139,7 +139,27 @@ impl Dispatcher {
                 error: format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs()),
             }),
         };
-        let attempt = match outcome {
+        let attempt = self.judge(&delivery, outcome);
+        report(&delivery, &attempt);
+        match self
+            .db
+            .record_attempt(&delivery.id, &self.owner, &attempt)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(delivery = %delivery.id, "webhook attempt outlived its lease")
+            }
+            Err(err) => {
+                tracing::error!(delivery = %delivery.id, error = %err, "recording a webhook attempt failed")
+            }
+        }
+    }
+
+    /// What the `outcome` of sending `delivery` makes of it: delivered, retried later,
+    /// or failed for good (a fatal error, or no retry left within 24 h of the event).
+    fn judge(&self, delivery: &DeliveryRow, outcome: Result<i64, Failure>) -> Attempt {
+        match outcome {
             Ok(status) => Attempt::Delivered { status },
             Err(Failure::Fatal(error)) => Attempt::Failed {
                 status: None,
@@ -161,40 +181,6 @@ impl Dispatcher {
                         next_attempt_at: next,
                     }
                 }
-            }
-        };
-        crate::metrics::webhook_attempt(match &attempt {
-            Attempt::Delivered { .. } => "delivered",
-            Attempt::Retry { .. } => "retry",
-            Attempt::Failed { .. } => "failed",
-        });
-        match &attempt {
-            Attempt::Delivered { status } => {
-                tracing::info!(delivery = %delivery.id, job = %delivery.job_id, status, "webhook delivered")
-            }
-            Attempt::Retry {
-                error,
-                next_attempt_at,
-                ..
-            } => tracing::warn!(
-                delivery = %delivery.id, job = %delivery.job_id, %error,
-                next_attempt_at = %rfc3339(*next_attempt_at), "webhook attempt failed; will retry"
-            ),
-            Attempt::Failed { error, .. } => {
-                tracing::warn!(delivery = %delivery.id, job = %delivery.job_id, %error, "webhook delivery failed")
-            }
-        }
-        match self
-            .db
-            .record_attempt(&delivery.id, &self.owner, &attempt)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::warn!(delivery = %delivery.id, "webhook attempt outlived its lease")
-            }
-            Err(err) => {
-                tracing::error!(delivery = %delivery.id, error = %err, "recording a webhook attempt failed")
             }
         }
     }
@@ -257,6 +243,31 @@ impl Dispatcher {
                 status: Some(status),
                 error: format!("the receiver answered HTTP {status}"),
             })
+        }
+    }
+}
+
+/// Counts `attempt` in the metrics and logs it.
+fn report(delivery: &DeliveryRow, attempt: &Attempt) {
+    crate::metrics::webhook_attempt(match attempt {
+        Attempt::Delivered { .. } => "delivered",
+        Attempt::Retry { .. } => "retry",
+        Attempt::Failed { .. } => "failed",
+    });
+    match attempt {
+        Attempt::Delivered { status } => {
+            tracing::info!(delivery = %delivery.id, job = %delivery.job_id, status, "webhook delivered")
+        }
+        Attempt::Retry {
+            error,
+            next_attempt_at,
+            ..
+        } => tracing::warn!(
+            delivery = %delivery.id, job = %delivery.job_id, %error,
+            next_attempt_at = %rfc3339(*next_attempt_at), "webhook attempt failed; will retry"
+        ),
+        Attempt::Failed { error, .. } => {
+            tracing::warn!(delivery = %delivery.id, job = %delivery.job_id, %error, "webhook delivery failed")
         }
     }
 }

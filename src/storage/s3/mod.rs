@@ -4,36 +4,34 @@
 //! (signed here by hand: the SDK only presigns single requests), downloads with a
 //! presigned GET, and results are written as a multipart upload whose parts the job
 //! checkpoints record, so a restarted worker re-uploads only the part it lost.
+//!
+//! This module is the SDK adapter; [`policy`] signs the POST policy of upload forms
+//! and [`compose`] plans how sources become the parts of a composed object.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
-use aws_sdk_s3::primitives::{DateTime, DateTimeFormat};
 use aws_sdk_s3::types::{
     BucketLocationConstraint, CompletedMultipartUpload, CompletedPart, CreateBucketConfiguration,
 };
 use aws_sdk_s3::Client;
-use base64::Engine as _;
 use futures_util::future::try_join_all;
 use tokio::io::AsyncReadExt;
 
 use super::{ByteStream, Composed, OutputState, Storage, StorageError, UploadForm, UploadedPart};
 
-/// Smallest part S3 accepts in a multipart upload, but for the last one.
-pub const MIN_PART_BYTES: usize = 5 * 1024 * 1024;
-/// Largest part S3 accepts, uploaded or copied.
-const MAX_PART_BYTES: u64 = 5 * 1024 * 1024 * 1024;
-/// Most parts of one multipart upload.
-const MAX_PARTS: usize = 10_000;
+mod compose;
+mod policy;
+
+use compose::ComposeStep;
+pub use compose::MIN_PART_BYTES;
+
 /// Sources whose size is asked at once when composing.
 const HEAD_CONCURRENCY: usize = 16;
-
-/// The signing algorithm of presigned POST policies (SigV4).
-const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 
 /// Where the bucket lives and the static credentials to reach it with.
 #[derive(Debug, Clone)]
@@ -184,6 +182,86 @@ impl S3Store {
         });
         Ok(())
     }
+
+    /// Sizes of `sources`, asked [`HEAD_CONCURRENCY`] at a time; a missing one is
+    /// [`StorageError::NotFound`].
+    async fn source_sizes(&self, sources: &[String]) -> Result<Vec<u64>, StorageError> {
+        let mut sizes = Vec::with_capacity(sources.len());
+        for batch in sources.chunks(HEAD_CONCURRENCY) {
+            let found = try_join_all(batch.iter().map(|key| self.size(key))).await?;
+            for (key, size) in batch.iter().zip(found) {
+                sizes.push(size.ok_or_else(|| StorageError::NotFound(key.clone()))?);
+            }
+        }
+        Ok(sizes)
+    }
+
+    /// Carries out the compose `steps` on the upload in `state` and completes it.
+    /// Returns the bytes read through this service.
+    async fn assemble(
+        &self,
+        sources: &[String],
+        dest: &str,
+        steps: &[ComposeStep],
+        state: &mut OutputState,
+    ) -> Result<u64, StorageError> {
+        let mut buffer = Vec::new();
+        let mut buffered = 0;
+        for &step in steps {
+            match step {
+                ComposeStep::Copy { source, start, end } => {
+                    self.copy_part(dest, state, &sources[source], start, end)
+                        .await?
+                }
+                ComposeStep::Buffer { source, start, end } => {
+                    buffered += self
+                        .buffer_range(&sources[source], start, end, dest, &mut buffer)
+                        .await?;
+                }
+                ComposeStep::Upload => {
+                    self.append_output(dest, state, std::mem::take(&mut buffer))
+                        .await?
+                }
+            }
+        }
+        self.finish_output(dest, state).await?;
+        Ok(buffered)
+    }
+
+    /// Reads bytes `[start, end)` of `source` onto `buffer` while composing `dest`;
+    /// returns how many were read.
+    async fn buffer_range(
+        &self,
+        source: &str,
+        start: u64,
+        end: u64,
+        dest: &str,
+        buffer: &mut Vec<u8>,
+    ) -> Result<u64, StorageError> {
+        let read = self
+            .read_range(source, start, Some(end))
+            .await?
+            .read_to_end(buffer)
+            .await? as u64;
+        // The plan rests on the sizes: a source that changed since would make the
+        // parts wrong.
+        if read != end - start {
+            return Err(StorageError::Backend(format!(
+                "{source:?} changed while composing {dest:?}"
+            )));
+        }
+        Ok(read)
+    }
+
+    /// Aborts the upload of a failed compose; a failure to abort is only logged, the
+    /// compose's own error is the one that matters.
+    async fn abort_compose(&self, dest: &str, state: &OutputState) {
+        if let OutputState::S3 { upload_id, .. } = state {
+            if let Err(abort) = self.abort_upload(dest, upload_id).await {
+                tracing::warn!(key = dest, error = %abort, "could not abort a failed compose");
+            }
+        }
+    }
 }
 
 /// The upload id and parts of an S3 output state, and the number of the next part.
@@ -197,71 +275,6 @@ fn next_part<'a>(
     let number = i32::try_from(parts.len() + 1)
         .map_err(|_| StorageError::Backend(format!("too many parts for {key:?}")))?;
     Ok((upload_id, parts, number))
-}
-
-/// One step of composing an object from sources, see [`plan_compose`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ComposeStep {
-    /// The store copies bytes `[start, end)` of source `source` as the next part.
-    Copy { source: usize, start: u64, end: u64 },
-    /// Bytes `[start, end)` of source `source` are read onto the buffer.
-    Buffer { source: usize, start: u64, end: u64 },
-    /// The buffer is uploaded as the next part and emptied.
-    Upload,
-}
-
-/// The parts of the concatenation of sources of `sizes` bytes, every one but the last
-/// of at least `min` bytes and none over `max` (`max >= 2 * min`), with as few bytes
-/// as possible through this service. Going through the sources in order, skipping
-/// empty ones, a piece (a source, or what is left of it):
-/// - with nothing buffered, is copied by the store when it is at least `min` bytes or
-///   the last piece, in even parts of at most `max` bytes (so each is over `max / 2`);
-/// - with something buffered, when it is at least `min` bytes, first tops the buffer
-///   up to `min` bytes from its head, uploaded as a part, and its rest follows these
-///   same rules;
-/// - otherwise is read onto the buffer, which is uploaded as a part once it holds at
-///   least `min` bytes (less than `2 * min`), and at the end.
-fn plan_compose(sizes: &[u64], min: u64, max: u64) -> Vec<ComposeStep> {
-    let last = sizes.iter().rposition(|&size| size > 0);
-    let mut steps = Vec::new();
-    let mut buffered = 0;
-    for (source, &size) in sizes.iter().enumerate().filter(|&(_, &size)| size > 0) {
-        let mut start = 0;
-        if buffered > 0 && size >= min {
-            start = min - buffered;
-            steps.push(ComposeStep::Buffer {
-                source,
-                start: 0,
-                end: start,
-            });
-            steps.push(ComposeStep::Upload);
-            buffered = 0;
-        }
-        let rest = size - start;
-        if buffered == 0 && (rest >= min || Some(source) == last) {
-            let parts = rest.div_ceil(max);
-            steps.extend((0..parts).map(|part| ComposeStep::Copy {
-                source,
-                start: start + rest * part / parts,
-                end: start + rest * (part + 1) / parts,
-            }));
-        } else {
-            steps.push(ComposeStep::Buffer {
-                source,
-                start,
-                end: size,
-            });
-            buffered += rest;
-            if buffered >= min {
-                steps.push(ComposeStep::Upload);
-                buffered = 0;
-            }
-        }
-    }
-    if buffered > 0 {
-        steps.push(ComposeStep::Upload);
-    }
-    steps
 }
 
 /// `bucket/key` URL-encoded, as UploadPartCopy's `x-amz-copy-source` wants it: every
@@ -292,58 +305,7 @@ impl Storage for S3Store {
         max_bytes: u64,
         ttl: Duration,
     ) -> Result<UploadForm, StorageError> {
-        let now = SystemTime::now();
-        let now_secs = unix_secs(now)?;
-        // Rounded up to whole seconds, so the form is valid for at least `ttl` and
-        // `expires_at` is exactly the instant the server checks.
-        let expires = now
-            .checked_add(ttl)
-            .and_then(|expires| expires.checked_add(Duration::from_nanos(999_999_999)))
-            .ok_or_else(|| StorageError::Backend(format!("upload ttl {ttl:?} out of range")))?;
-        let expires_secs = unix_secs(expires)?;
-        let expiration = format_date_time(expires_secs)?;
-        let amz_date = format_date_time(now_secs)?.replace(['-', ':'], "");
-        let date = &amz_date[..8];
-        let credential = format!(
-            "{}/{date}/{}/s3/aws4_request",
-            self.config.access_key_id, self.config.region
-        );
-        let policy = serde_json::json!({
-            "expiration": expiration,
-            "conditions": [
-                {"bucket": self.config.bucket},
-                {"key": key},
-                ["content-length-range", 1, max_bytes],
-                {"x-amz-algorithm": ALGORITHM},
-                {"x-amz-credential": credential},
-                {"x-amz-date": amz_date},
-            ],
-        });
-        let policy = base64::engine::general_purpose::STANDARD.encode(policy.to_string());
-        // The signing key is derived from the day of `now`, matching x-amz-date.
-        let signing_key = aws_sigv4::sign::v4::generate_signing_key(
-            &self.config.secret_access_key,
-            now,
-            &self.config.region,
-            "s3",
-        );
-        let signature = aws_sigv4::sign::v4::calculate_signature(signing_key, policy.as_bytes());
-        let fields = [
-            ("key", key.to_string()),
-            ("policy", policy),
-            ("x-amz-algorithm", ALGORITHM.to_string()),
-            ("x-amz-credential", credential),
-            ("x-amz-date", amz_date.clone()),
-            ("x-amz-signature", signature),
-        ]
-        .into_iter()
-        .map(|(name, value)| (name.to_string(), value))
-        .collect();
-        Ok(UploadForm {
-            url: format!("{}/{}", self.config.endpoint, self.config.bucket),
-            fields,
-            expires_at: expires_secs.saturating_mul(1000),
-        })
+        policy::post_form(&self.config, key, max_bytes, ttl, SystemTime::now())
     }
 
     /// Size of `key` from HeadObject, or `None` when it does not exist.
@@ -512,75 +474,21 @@ impl Storage for S3Store {
         MIN_PART_BYTES
     }
 
-    /// Assembles `dest` as a multipart upload following [`plan_compose`]: parts the
+    /// Assembles `dest` as a multipart upload following [`compose::plan`]: parts the
     /// store copies itself (UploadPartCopy of a source's byte range) wherever the piece
     /// is large enough to be a part, and small pieces gathered here (ranged GETs) into
     /// parts of at least [`MIN_PART_BYTES`]. The upload is aborted on any failure.
     async fn compose(&self, sources: &[String], dest: &str) -> Result<Composed, StorageError> {
-        let mut sizes = Vec::with_capacity(sources.len());
-        for batch in sources.chunks(HEAD_CONCURRENCY) {
-            let found = try_join_all(batch.iter().map(|key| self.size(key))).await?;
-            for (key, size) in batch.iter().zip(found) {
-                sizes.push(size.ok_or_else(|| StorageError::NotFound(key.clone()))?);
-            }
-        }
-        let steps = plan_compose(&sizes, MIN_PART_BYTES as u64, MAX_PART_BYTES);
-        let parts = steps
-            .iter()
-            .filter(|step| !matches!(step, ComposeStep::Buffer { .. }))
-            .count();
-        if parts > MAX_PARTS {
-            return Err(StorageError::Backend(format!(
-                "composing {dest:?} takes {parts} parts, more than S3's {MAX_PARTS}"
-            )));
-        }
+        let sizes = self.source_sizes(sources).await?;
+        let steps = compose::plan(&sizes, dest)?;
         let mut state = self.start_output(dest).await?;
-        let assembled = async {
-            let mut buffer = Vec::new();
-            let mut buffered = 0;
-            for step in steps {
-                match step {
-                    ComposeStep::Copy { source, start, end } => {
-                        self.copy_part(dest, &mut state, &sources[source], start, end)
-                            .await?
-                    }
-                    ComposeStep::Buffer { source, start, end } => {
-                        let read = self
-                            .read_range(&sources[source], start, Some(end))
-                            .await?
-                            .read_to_end(&mut buffer)
-                            .await? as u64;
-                        // The plan rests on the sizes: a source that changed since
-                        // would make the parts wrong.
-                        if read != end - start {
-                            return Err(StorageError::Backend(format!(
-                                "{:?} changed while composing {dest:?}",
-                                sources[source]
-                            )));
-                        }
-                        buffered += read;
-                    }
-                    ComposeStep::Upload => {
-                        self.append_output(dest, &mut state, std::mem::take(&mut buffer))
-                            .await?
-                    }
-                }
-            }
-            self.finish_output(dest, &state).await?;
-            Ok::<_, StorageError>(buffered)
-        }
-        .await;
-        match assembled {
+        match self.assemble(sources, dest, &steps, &mut state).await {
             Ok(buffered) => Ok(Composed {
                 bytes: sizes.iter().sum(),
                 buffered,
             }),
             Err(err) => {
-                if let OutputState::S3 { upload_id, .. } = &state {
-                    if let Err(abort) = self.abort_upload(dest, upload_id).await {
-                        tracing::warn!(key = dest, error = %abort, "could not abort a failed compose");
-                    }
-                }
+                self.abort_compose(dest, &state).await;
                 Err(err)
             }
         }
@@ -667,274 +575,9 @@ fn backend<E: std::error::Error + 'static>(
     ))
 }
 
-/// Whole unix seconds of `time`, rounded down.
-fn unix_secs(time: SystemTime) -> Result<i64, StorageError> {
-    let secs = time
-        .duration_since(UNIX_EPOCH)
-        .map_err(|_| StorageError::Backend("system clock is before 1970".to_string()))?
-        .as_secs();
-    i64::try_from(secs).map_err(|_| StorageError::Backend("system clock out of range".to_string()))
-}
-
-/// `yyyy-mm-ddThh:mm:ssZ` (UTC) for unix seconds.
-fn format_date_time(secs: i64) -> Result<String, StorageError> {
-    DateTime::from_secs(secs)
-        .fmt(DateTimeFormat::DateTime)
-        .map_err(|err| StorageError::Backend(format!("formatting time {secs}: {err}")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    use ComposeStep::{Buffer, Copy, Upload};
-
-    /// Checks `steps` against S3's rules and `sizes`: every part but the last at least
-    /// `min` and none over `max`, no copy while bytes are buffered, and the ranges
-    /// cover every source in order. Returns the bytes buffered.
-    fn check_plan(sizes: &[u64], steps: &[ComposeStep], min: u64, max: u64) -> u64 {
-        let mut parts = Vec::new();
-        let mut pending = 0;
-        let mut buffered = 0;
-        let mut covered = Vec::new();
-        for step in steps {
-            match *step {
-                Copy { source, start, end } => {
-                    assert_eq!(pending, 0, "copy while buffered: {steps:?}");
-                    parts.push(end - start);
-                    covered.push((source, start, end));
-                }
-                Buffer { source, start, end } => {
-                    pending += end - start;
-                    buffered += end - start;
-                    covered.push((source, start, end));
-                }
-                Upload => {
-                    assert!(pending > 0, "empty upload: {steps:?}");
-                    parts.push(std::mem::take(&mut pending));
-                }
-            }
-        }
-        assert_eq!(pending, 0, "buffer left over: {steps:?}");
-        for (i, &part) in parts.iter().enumerate() {
-            assert!(part <= max, "part {i} of {part} bytes: {sizes:?} {steps:?}");
-            assert!(
-                part >= min || i + 1 == parts.len(),
-                "part {i} of {part} bytes: {sizes:?} {steps:?}"
-            );
-        }
-        let mut expected = Vec::new();
-        for (source, &size) in sizes.iter().enumerate() {
-            if size > 0 {
-                expected.push((source, 0, size));
-            }
-        }
-        let mut merged: Vec<(usize, u64, u64)> = Vec::new();
-        for (source, start, end) in covered {
-            match merged.last_mut() {
-                Some(last) if last.0 == source && last.2 == start => last.2 = end,
-                _ => merged.push((source, start, end)),
-            }
-        }
-        assert_eq!(merged, expected, "coverage of {sizes:?}: {steps:?}");
-        buffered
-    }
-
-    #[test]
-    fn plans_compose_with_copies_where_parts_can_be() {
-        let plan = |sizes: &[u64]| {
-            let steps = plan_compose(sizes, 5, 20);
-            check_plan(sizes, &steps, 5, 20);
-            steps
-        };
-        assert_eq!(plan(&[]), []);
-        assert_eq!(plan(&[0, 0]), []);
-        // A lone piece is copied whatever its size: the last part may be small.
-        assert_eq!(
-            plan(&[3]),
-            [Copy {
-                source: 0,
-                start: 0,
-                end: 3
-            }]
-        );
-        assert_eq!(
-            plan(&[6, 0, 7]),
-            [
-                Copy {
-                    source: 0,
-                    start: 0,
-                    end: 6
-                },
-                Copy {
-                    source: 2,
-                    start: 0,
-                    end: 7
-                },
-            ]
-        );
-        assert_eq!(
-            plan(&[1, 1, 1]),
-            [
-                Buffer {
-                    source: 0,
-                    start: 0,
-                    end: 1
-                },
-                Buffer {
-                    source: 1,
-                    start: 0,
-                    end: 1
-                },
-                Buffer {
-                    source: 2,
-                    start: 0,
-                    end: 1
-                },
-                Upload,
-            ]
-        );
-        assert_eq!(
-            plan(&[3, 3, 3]),
-            [
-                Buffer {
-                    source: 0,
-                    start: 0,
-                    end: 3
-                },
-                Buffer {
-                    source: 1,
-                    start: 0,
-                    end: 3
-                },
-                Upload,
-                Copy {
-                    source: 2,
-                    start: 0,
-                    end: 3
-                },
-            ]
-        );
-        // A big piece tops the buffer up, then its rest is copied if it can be a part
-        // (or is last) and buffered if not.
-        assert_eq!(
-            plan(&[1, 12, 1, 0, 6]),
-            [
-                Buffer {
-                    source: 0,
-                    start: 0,
-                    end: 1
-                },
-                Buffer {
-                    source: 1,
-                    start: 0,
-                    end: 4
-                },
-                Upload,
-                Copy {
-                    source: 1,
-                    start: 4,
-                    end: 12
-                },
-                Buffer {
-                    source: 2,
-                    start: 0,
-                    end: 1
-                },
-                Buffer {
-                    source: 4,
-                    start: 0,
-                    end: 4
-                },
-                Upload,
-                Copy {
-                    source: 4,
-                    start: 4,
-                    end: 6
-                },
-            ]
-        );
-        assert_eq!(
-            plan(&[4, 5, 1]),
-            [
-                Buffer {
-                    source: 0,
-                    start: 0,
-                    end: 4
-                },
-                Buffer {
-                    source: 1,
-                    start: 0,
-                    end: 1
-                },
-                Upload,
-                Buffer {
-                    source: 1,
-                    start: 1,
-                    end: 5
-                },
-                Buffer {
-                    source: 2,
-                    start: 0,
-                    end: 1
-                },
-                Upload,
-            ]
-        );
-        // Over the largest part: even parts.
-        assert_eq!(
-            plan(&[45]),
-            [
-                Copy {
-                    source: 0,
-                    start: 0,
-                    end: 15
-                },
-                Copy {
-                    source: 0,
-                    start: 15,
-                    end: 30
-                },
-                Copy {
-                    source: 0,
-                    start: 30,
-                    end: 45
-                },
-            ]
-        );
-    }
-
-    #[test]
-    fn compose_plans_keep_s3_rules_for_any_sizes() {
-        // A fixed pseudo-random walk over size mixes, real part limits included.
-        let (min, max) = (MIN_PART_BYTES as u64, MAX_PART_BYTES);
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
-        let scales = [0, 1, min / 3, min - 1, min, min + 1, 2 * min, max, 3 * max];
-        for _ in 0..5000 {
-            let count = (next() % 8) as usize;
-            let sizes: Vec<u64> = (0..count)
-                .map(|_| {
-                    let scale = scales[(next() % scales.len() as u64) as usize];
-                    scale.saturating_add(next() % 3).saturating_sub(next() % 3)
-                })
-                .collect();
-            let steps = plan_compose(&sizes, min, max);
-            let buffered = check_plan(&sizes, &steps, min, max);
-            // Through the service: at most a top-up and a small rest (each under
-            // `min`) of each source.
-            let sources = sizes.iter().filter(|&&size| size > 0).count() as u64;
-            assert!(
-                buffered <= 2 * min * sources,
-                "{sizes:?} buffered {buffered}"
-            );
-        }
-    }
 
     #[test]
     fn encodes_copy_sources() {
@@ -952,14 +595,5 @@ mod tests {
             }
         }
         assert_eq!(copy_source("b", &key), expected);
-    }
-
-    #[test]
-    fn formats_policy_dates() {
-        assert_eq!(format_date_time(0).unwrap(), "1970-01-01T00:00:00Z");
-        assert_eq!(
-            format_date_time(1_700_000_000).unwrap(),
-            "2023-11-14T22:13:20Z"
-        );
     }
 }
