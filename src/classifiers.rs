@@ -245,10 +245,7 @@ pub async fn save(
 /// The classification spec of `definition`, stored under `name`: the body may repeat
 /// the name but not name another, and the description has at most
 /// [`MAX_DESCRIPTION_CHARS`] characters.
-fn check_definition(
-    name: &str,
-    definition: &Definition,
-) -> Result<Spec, ClassifierError> {
+fn check_definition(name: &str, definition: &Definition) -> Result<Spec, ClassifierError> {
     check_name(name)?;
     if let Some(other) = definition.name.as_deref().filter(|other| *other != name) {
         return Err(invalid(

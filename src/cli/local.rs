@@ -1,6 +1,8 @@
 //! The commands that work on the database and the model in this process: `keys`,
 //! `classifiers`, `classify` (without `--url`) and `eval`.
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -137,17 +139,8 @@ pub(super) fn eval(args: EvalArgs) -> anyhow::Result<()> {
         );
     }
     let engine = args.model.load_engine()?;
-    let descriptions: std::collections::BTreeMap<String, String> = match &args.descriptions {
-        Some(path) => serde_json::from_str(
-            &std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?,
-        )
-        .with_context(|| {
-            format!(
-                "{}: expected a JSON object {{label: description}}",
-                path.display()
-            )
-        })?,
+    let descriptions = match &args.descriptions {
+        Some(path) => read_descriptions(path)?,
         None => Default::default(),
     };
     let mut reports = serde_json::Map::new();
@@ -189,4 +182,16 @@ pub(super) fn eval(args: EvalArgs) -> anyhow::Result<()> {
     }
     println!("{}", serde_json::to_string_pretty(&output)?);
     Ok(())
+}
+
+/// `--descriptions`: a JSON object `{label: description}`.
+fn read_descriptions(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{}: expected a JSON object {{label: description}}",
+            path.display()
+        )
+    })
 }

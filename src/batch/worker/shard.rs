@@ -24,7 +24,7 @@ impl Worker {
     /// a chunk, flush (write rows, checkpoint) while there is input, finish. Each lease
     /// renewal may find the shard taken over or the job ended (stop at once:
     /// `LeaseLost`) or asked to cancel (flush what is scored and end the shard).
-    /// A checkpoint that commits ends any outage the run met (a run that reaches one
+    /// A checkpoint that commits ends any outage the shard met (scoring that reaches one
     /// has read from the storage since it began).
     pub(super) async fn score_shard(
         &self,
@@ -32,12 +32,12 @@ impl Worker {
         job: JobRow,
         shard: ShardRow,
     ) -> Result<Ending, JobError> {
-        let mut run = OpenShard::open(self, engine, job, shard).await?;
-        if run.job.status == JobStatus::Cancelling {
-            return run.finish(Ending::Cancelled).await;
+        let mut shard = OpenShard::open(self, engine, job, shard).await?;
+        if shard.job.status == JobStatus::Cancelling {
+            return shard.finish(Ending::Cancelled).await;
         }
-        let scorer = run.labels().await?;
-        let mut reader = run.input().await?;
+        let scorer = shard.labels().await?;
+        let mut reader = shard.input().await?;
         let in_flight_at_most = self.chunks_in_flight.max(1);
         // Chunks being scored, oldest first; their rows are added in this order.
         let mut in_flight: VecDeque<Scoring> = VecDeque::with_capacity(in_flight_at_most);
@@ -48,7 +48,7 @@ impl Worker {
         loop {
             if in_flight.len() < in_flight_at_most {
                 if !next.lines.is_empty() {
-                    in_flight.push_back(run.start_scoring(&scorer, std::mem::take(&mut next)));
+                    in_flight.push_back(shard.start_scoring(&scorer, std::mem::take(&mut next)));
                     continue;
                 }
                 if !read_all {
@@ -62,7 +62,7 @@ impl Worker {
             };
             // The next chunk is read while the oldest is scored.
             let read_ahead = next.lines.is_empty() && !read_all;
-            let (scored, read) = tokio::join!(run.scored(oldest), async {
+            let (scored, read) = tokio::join!(shard.scored(oldest), async {
                 if read_ahead {
                     read_chunk(&mut reader).await.map(Some)
                 } else {
@@ -70,22 +70,29 @@ impl Worker {
                 }
             });
             let (scored, end_offset, end_line) = scored?;
-            run.add(scored, end_offset, end_line);
+            shard.add(scored, end_offset, end_line);
             if let Some(chunk) = read? {
                 read_all = chunk.lines.is_empty();
                 next = chunk;
             }
-            if run.flush(false).await? == Lease::CancelAsked {
-                return run.finish(Ending::Cancelled).await;
-            }
-            outage::recovered(Dependency::Storage);
-            outage::recovered(Dependency::Database);
-            // Rows scored since the last checkpoint are scored again by the next worker.
-            if self.stopping.is_cancelled() {
-                return Err(JobError::Stopping);
+            if self.checkpoint(&mut shard).await? == Lease::CancelAsked {
+                return shard.finish(Ending::Cancelled).await;
             }
         }
-        run.finish(Ending::ShardDone).await
+        shard.finish(Ending::ShardDone).await
+    }
+
+    /// Writes the rows added and commits a checkpoint; `Stopping` when the process is
+    /// asked to stop (rows scored since the last checkpoint are scored again by the
+    /// next worker).
+    async fn checkpoint(&self, shard: &mut OpenShard<'_>) -> Result<Lease, JobError> {
+        let lease = shard.flush(false).await?;
+        outage::recovered(Dependency::Storage);
+        outage::recovered(Dependency::Database);
+        if lease != Lease::CancelAsked && self.stopping.is_cancelled() {
+            return Err(JobError::Stopping);
+        }
+        Ok(lease)
     }
 }
 
