@@ -435,3 +435,31 @@ async fn json_logs_carry_request_id_account_route_status_and_latency() {
         );
     }
 }
+
+/// Text logs written to a pipe (as to a file or a collector) carry no ANSI colour codes;
+/// only a terminal gets colours. The server's stderr is a pipe here.
+#[tokio::test(flavor = "multi_thread")]
+async fn text_logs_to_a_pipe_have_no_colour_codes() {
+    let database_url = common::fresh_database(Backend::Sqlite).await;
+    let server = Server::start_capturing_logs(&database_url, &["--log-format", "text"]).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !server
+        .logs()
+        .iter()
+        .any(|line| line.contains("model loaded; ready"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no ready line: {:?}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let logs = server.logs();
+    assert!(logs.iter().any(|line| line.contains(" INFO ")), "{logs:?}");
+    let coloured: Vec<&String> = logs.iter().filter(|line| line.contains('\u{1b}')).collect();
+    assert!(
+        coloured.is_empty(),
+        "colour codes in piped logs: {coloured:?}"
+    );
+}
