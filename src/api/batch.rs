@@ -37,7 +37,7 @@ pub struct CreateRequest {
     pub labels: Option<Vec<String>>,
     /// A saved classifier instead of labels: `name` (latest), `name@N` or `name@vN`;
     /// pinned when the job is created.
-    #[schema(pattern = "^[a-z0-9_-]{1,64}(@v?[1-9][0-9]*)?$")]
+    #[schema(pattern = "^[a-z0-9_-]{1,64}(@v?[1-9][0-9]{0,17})?$")]
     pub classifier: Option<String>,
     /// A sentence per label (up to 1,000 characters) saying what it covers.
     #[schema(value_type = Option<BTreeMap<String, crate::api::openapi::LabelDescription>>)]

@@ -33,7 +33,7 @@ pub struct ClassifyRequest {
     #[schema(value_type = Option<std::collections::BTreeSet<crate::api::openapi::LabelName>>, min_items = 1, max_items = 200)]
     pub labels: Option<Vec<String>>,
     /// A saved classifier instead of labels: `name` (latest), `name@N` or `name@vN`.
-    #[schema(pattern = "^[a-z0-9_-]{1,64}(@v?[1-9][0-9]*)?$")]
+    #[schema(pattern = "^[a-z0-9_-]{1,64}(@v?[1-9][0-9]{0,17})?$")]
     pub classifier: Option<String>,
     /// A sentence per label (up to 1,000 characters) saying what it covers.
     #[schema(value_type = Option<BTreeMap<String, crate::api::openapi::LabelDescription>>)]
