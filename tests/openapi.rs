@@ -158,6 +158,25 @@ async fn description_covers_every_route_with_auth_limits_and_errors() {
         api["components"]["securitySchemes"]["api_key"]["scheme"],
         "bearer"
     );
+    // Rules between fields, and what makes a text or label non-empty, are stated too
+    // (the contract test's positive_data_acceptance holds the server to them).
+    assert_eq!(
+        classify["labels"]["items"]["$ref"],
+        "#/components/schemas/LabelName"
+    );
+    assert_eq!(classify["labels"]["uniqueItems"], true);
+    assert_eq!(schemas["LabelName"]["minLength"], 1);
+    assert_eq!(schemas["Text"]["minLength"], 1);
+    for name in ["ClassifyRequest", "CreateRequest"] {
+        let rules = schemas[name]["allOf"].to_string();
+        assert!(
+            rules.contains("\"required\":[\"classifier\"]"),
+            "{name}: {rules}"
+        );
+    }
+    let after = &api["paths"]["/v1/batch"]["get"]["parameters"][1];
+    assert_eq!(after["name"], "after");
+    assert!(after["schema"]["pattern"].is_string());
     // The error `type`s a client can branch on.
     let types: BTreeSet<&str> = schemas["ErrorType"]["enum"]
         .as_array()
