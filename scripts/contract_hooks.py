@@ -19,26 +19,29 @@ that rule, confirmed by recomputing the rule on the request that was sent:
   cannot tie one field's keys to another field's values.
 - `PUT /v1/classifiers/{name}`: a `name` in the body must be the path's. JSON Schema
   cannot compare a body field with a path parameter.
-- Rules of the server's state rather than of the request: an `Idempotency-Key` already
-  used with another body within 24 hours (422), and `POST /v1/batch/{id}/start` for a
-  job whose file was never uploaded (422: the stateful phase follows the link from
-  create to start without the upload between).
+- A rule of the job's state rather than of the request: `POST /v1/batch/{id}/start`
+  for a job whose file was never uploaded (422: the stateful phase follows the link
+  from create to start without the upload between).
 - `GET /v1/usage`'s window: `from` on or before `to` (default today) and at most 366
   days before it. JSON Schema cannot compare two parameters, nor a date with today.
 
 Any other rejection of a schema-valid request still fails the run.
 
-One more failure is dropped: a created resource not found (`ensure_resource_availability`)
-when the create was an idempotent replay (`Idempotent-Replayed: true`) of a request whose
-resource the run has since deleted: the replay answers the first success again, as the
-description says, without creating anything.
 
-One more hook is no exclusion: the local upload form (`POST /uploads`) must send its
-parts in the order the description lists them (key, policy, signature, then file).
-JSON Schema has no keyword for the order of an object's members, and Schemathesis'
-generator sorts them by name, so `before_call` sends them in the description's order.
+Two more hooks are no exclusions but make the requests what a client sends:
+
+- The local upload form (`POST /uploads`) sends its parts in the order the description
+  lists them (key, policy, signature, then file). JSON Schema has no keyword for the
+  order of an object's members, and Schemathesis' generator sorts them by name.
+- A valid `Idempotency-Key` names one request: the generator draws few distinct keys, so
+  most requests would reuse one with another body (422, as the description says) and
+  never reach the body's rules, and a replayed create (`Idempotent-Replayed: true`)
+  answers a resource the run may have deleted since. Each request's key is made unique
+  (a counter in front, still 1-255 visible ASCII); invalid keys are sent as drawn.
+  tests/idempotency.rs tests replays and reuse.
 """
 import datetime
+import itertools
 import re
 
 import schemathesis
@@ -161,30 +164,9 @@ BODY_OPERATIONS = {("POST", "/v1/classify"), ("POST", "/v1/batch"),
                    ("POST", "/v1/classifiers"), ("PUT", "/v1/classifiers/{name}")}
 
 
-# Names and ids of resources whose create answer was an idempotent replay.
-REPLAYED = set()
-
-
-@schemathesis.hook
-def after_call(context, case, response):
-    """Notes the resource of a replayed create (see ensure_resource_availability above)."""
-    # Response headers: lower-case names, lists of values.
-    if case.method.upper() != "POST" or response.headers.get("idempotent-replayed") != ["true"]:
-        return
-    try:
-        body = response.json()
-    except Exception:  # noqa: BLE001 - not JSON: nothing to note
-        return
-    if isinstance(body, dict):
-        REPLAYED.update(str(body[k]) for k in ("name", "job_id") if k in body)
-
-
 @schemathesis.hook
 def filter_failure(context, failure, case, response):
-    """False (drop the failure) only for a 422 of one of the rules above, or a replayed
-    create's resource not found."""
-    if type(failure).__name__ == "EnsureResourceAvailability" and response.status_code == 404:
-        return not set((case.path_parameters or {}).values()) & REPLAYED
+    """False (drop the failure) only for a 422 of one of the rules above."""
     if type(failure).__name__ != "RejectedPositiveData" or response.status_code != 422:
         return True
     error = error_of(response)
@@ -200,8 +182,6 @@ def filter_failure(context, failure, case, response):
     ):
         return False
     if operation == ("PUT", "/v1/classifiers/{name}") and body_name_differs(case, param):
-        return False
-    if param == "Idempotency-Key" and "used for a different request" in message:
         return False
     if operation == ("POST", "/v1/batch/{id}/start") and param == "file" and "no file was uploaded" in message:
         return False
@@ -221,11 +201,22 @@ def form_order(case):
     return list((schema.get("properties") or {}).keys())
 
 
+REQUESTS = itertools.count()
+
+
 @schemathesis.hook
 def before_call(context, case, kwargs):
-    """Sends a multipart form's parts in the order the description lists them."""
-    if case.media_type != "multipart/form-data" or not isinstance(case.body, dict):
-        return
-    order = form_order(case)
-    rank = {name: i for i, name in enumerate(order)}
-    case.body = dict(sorted(case.body.items(), key=lambda item: rank.get(item[0], len(order))))
+    """A fresh Idempotency-Key per request; a form's parts in the description's order."""
+    headers = case.headers or {}
+    for name, value in headers.items():
+        if name.lower() == "idempotency-key" and isinstance(value, str) and re.fullmatch(r"[!-~]{1,255}", value):
+            headers[name] = f"{next(REQUESTS)}-{value}"[:255]
+    if case.media_type == "multipart/form-data" and isinstance(case.body, dict):
+        order = form_order(case)
+        rank = {name: i for i, name in enumerate(order)}
+        case.body = dict(sorted(case.body.items(), key=lambda item: rank.get(item[0], len(order))))
+    # Neither edit changes whether the request is schema-valid: take the edited values as
+    # the generated ones. Otherwise Schemathesis (4.32.5) revalidates an edited case and
+    # relabels, e.g., a coverage case "missing Authorization" as positive, then sends it
+    # with the key after all.
+    case._sync_validated_hashes()
