@@ -25,18 +25,20 @@ use crate::wire::{CreatedJob, Job, JobList, ResultsLink};
 #[serde(deny_unknown_fields)]
 pub struct CreateRequest {
     /// 1-200 distinct label names of up to 100 characters.
-    #[schema(min_items = 1, max_items = 200)]
+    #[schema(value_type = Option<std::collections::BTreeSet<crate::api::openapi::LabelName>>, min_items = 1, max_items = 200)]
     pub labels: Option<Vec<String>>,
     /// A saved classifier instead of labels: `name` (latest), `name@N` or `name@vN`;
     /// pinned when the job is created.
-    #[schema(pattern = "^[a-z0-9_-]{1,64}(@v?[1-9][0-9]*)?$")]
+    #[schema(pattern = "^[a-z0-9_-]{1,64}(@v?[1-9][0-9]{0,17})?$")]
     pub classifier: Option<String>,
     /// A sentence per label (up to 1,000 characters) saying what it covers.
+    #[schema(value_type = Option<BTreeMap<String, crate::api::openapi::LabelDescription>>)]
     pub descriptions: Option<BTreeMap<String, String>>,
     /// Up to 64 example texts per label.
+    #[schema(value_type = Option<BTreeMap<String, crate::api::openapi::LabelExamples>>)]
     pub examples: Option<BTreeMap<String, Vec<String>>>,
     /// What the texts are (`support ticket`, `news headline`), up to 64 characters.
-    #[schema(max_length = 64)]
+    #[schema(max_length = 64, pattern = r"^[^\u0000]*$")]
     pub source_type: Option<String>,
     pub mode: Option<Mode>,
     /// Multi mode: labels at or above it are returned (default 0.3).
@@ -45,6 +47,7 @@ pub struct CreateRequest {
     /// Fit the label vectors to the job's own texts before scoring (default true).
     pub adapt: Option<bool>,
     /// Up to 16 entries: keys of 1-64 characters, values of up to 512.
+    #[schema(value_type = Option<crate::api::openapi::Metadata>)]
     pub metadata: Option<BTreeMap<String, String>>,
     /// The input itself instead of an upload: 1-50,000 objects, each one input line
     /// (`{"id": ..., "text": ...}`), checked when the job runs like a file's lines. The
@@ -58,7 +61,16 @@ pub struct CreateRequest {
     /// Told when the job ends (`batch.completed`, `batch.failed`, `batch.cancelled`),
     /// signed with the account's webhook secret: an absolute http(s) URL without user
     /// name or password, to a public address.
-    #[schema(max_length = 2048, pattern = "^https?://")]
+    ///
+    /// The pattern is the part of the rule JSON Schema can say: lower-case host names
+    /// (labels that start with a letter, single hyphens), an optional port, then any
+    /// path, query and fragment of visible ASCII. Some other URLs pass the server's
+    /// parser (an IP address, an internationalised name), but an address that is not
+    /// public is refused, which no pattern can say.
+    #[schema(
+        max_length = 2048,
+        pattern = "^https?://[a-z][a-z0-9]*(-[a-z0-9]+)*(\\.[a-z][a-z0-9]*(-[a-z0-9]+)*)*(:[0-9]{1,4})?([/?#][!-~]*)?$"
+    )]
     pub webhook_url: Option<String>,
 }
 
@@ -216,7 +228,8 @@ pub struct ListQuery {
     /// Jobs per page, 1-100 (default 20).
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
-    /// The `next_cursor` of the previous page.
+    /// The `next_cursor` of the previous page: `<created_at>:<job id>`.
+    #[param(pattern = "^[+-]?[0-9]{1,18}:")]
     pub after: Option<String>,
 }
 

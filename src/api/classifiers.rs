@@ -83,7 +83,7 @@ pub async fn list(
 /// One version: `name` (the latest), `name@N` or `name@vN`.
 #[utoipa::path(get, path = "/classifiers/{name}", operation_id = "get_classifier", tag = "classifiers",
     params(("name" = String, Path, description = "`name`, `name@N` or `name@vN`",
-        pattern = "^[a-z0-9_-]{1,64}(@v?[1-9][0-9]*)?$")),
+        pattern = "^[a-z0-9_-]{1,64}(@v?[1-9][0-9]{0,17})?$")),
     responses(
         (status = 200, description = "The version", body = ClassifierView),
         (status = 404, description = "No such classifier or version", body = super::ErrorBody),

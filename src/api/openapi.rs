@@ -15,9 +15,12 @@ use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Operation, ParameterIn};
-use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::schema::{
+    AllOfBuilder, ArrayBuilder, Object, ObjectBuilder, Schema, SchemaType, Type,
+};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{Content, OpenApi, Ref, RefOr, ResponseBuilder};
+use utoipa::PartialSchema;
 
 use super::error::{ErrorBody, ErrorDetail, ErrorType};
 use super::{idempotency, quota, uploads, ApiError, AppState};
@@ -67,6 +70,7 @@ pub(super) fn apply_conventions(openapi: &mut OpenApi) {
                 .build(),
         ),
     );
+    state_request_rules(openapi);
     for (path, item) in openapi.paths.paths.iter_mut() {
         if !path.starts_with("/v1/") {
             continue;
@@ -103,6 +107,195 @@ pub(super) fn apply_conventions(openapi: &mut OpenApi) {
             }
         }
     }
+}
+
+/// A string the model can read: one character other than whitespace, and no NUL
+/// (`\u0000`). The server also counts a string of only invisible characters (zero-width
+/// spaces, soft hyphens, bidi marks...) as empty, which JSON Schema cannot say (the
+/// contract test lets exactly that rule through, scripts/contract_hooks.py).
+pub const READABLE: &str = r"^[^\u0000]*[^\s\u0000][^\u0000]*$";
+/// No NUL (`\u0000`) anywhere: never part of real text, and Postgres cannot store it.
+pub const NO_NUL: &str = r"^[^\u0000]*$";
+
+fn string_schema(
+    min_length: Option<usize>,
+    max_length: Option<usize>,
+    pattern: &str,
+    description: &str,
+) -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(min_length)
+        .max_length(max_length)
+        .pattern(Some(pattern))
+        .description(Some(description))
+        .into()
+}
+
+/// A text to classify, or a label's example text (described only: requests hold
+/// `String`s).
+pub struct Text;
+
+impl PartialSchema for Text {
+    fn schema() -> RefOr<Schema> {
+        string_schema(
+            Some(1),
+            None,
+            READABLE,
+            "Not empty: at least one character other than whitespace and invisible \
+             characters (zero-width spaces, soft hyphens...); no NUL",
+        )
+    }
+}
+impl utoipa::ToSchema for Text {}
+
+/// A label name.
+pub struct LabelName;
+
+impl PartialSchema for LabelName {
+    fn schema() -> RefOr<Schema> {
+        string_schema(
+            Some(1),
+            Some(100),
+            READABLE,
+            "Up to 100 characters (counted without leading and trailing whitespace), not \
+             empty (as a text); distinct from the other labels once trimmed",
+        )
+    }
+}
+impl utoipa::ToSchema for LabelName {}
+
+/// A sentence saying what a label covers.
+pub struct LabelDescription;
+
+impl PartialSchema for LabelDescription {
+    fn schema() -> RefOr<Schema> {
+        string_schema(
+            None,
+            Some(1000),
+            NO_NUL,
+            "Up to 1,000 characters; blank means none",
+        )
+    }
+}
+impl utoipa::ToSchema for LabelDescription {}
+
+/// One label's example texts.
+pub struct LabelExamples;
+
+impl PartialSchema for LabelExamples {
+    fn schema() -> RefOr<Schema> {
+        ArrayBuilder::new()
+            .items(Text::schema())
+            .max_items(Some(64))
+            .description(Some("Up to 64 example texts of a label"))
+            .into()
+    }
+}
+impl utoipa::ToSchema for LabelExamples {}
+
+/// A batch job's metadata.
+pub struct Metadata;
+
+impl PartialSchema for Metadata {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .max_properties(Some(16))
+            .property_names(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .min_length(Some(1))
+                    .max_length(Some(64)),
+            ))
+            .additional_properties(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .max_length(Some(512)),
+            ))
+            .description(Some(
+                "Up to 16 entries: keys of 1-64 characters, values of up to 512",
+            ))
+            .into()
+    }
+}
+impl utoipa::ToSchema for Metadata {}
+
+/// The rules between fields of a request body that its properties alone do not state:
+/// exactly one of `text` and `texts`, exactly one of `labels` and `classifier` (which
+/// brings its own descriptions, examples and source type), `start` only with `items`, and
+/// `name` on create. A field sent as `null` counts as absent, as the server reads it.
+fn state_request_rules(openapi: &mut OpenApi) {
+    let present = |field: &str, kind: Type| (field.to_string(), kind);
+    let branch = |present: (String, Type), absent: &[&str]| -> serde_json::Value {
+        let mut properties = serde_json::Map::new();
+        properties.insert(present.0.clone(), serde_json::json!({ "type": present.1 }));
+        for field in absent {
+            properties.insert(field.to_string(), serde_json::json!({ "type": "null" }));
+        }
+        serde_json::json!({ "required": [present.0], "properties": properties })
+    };
+    let text_or_texts = serde_json::json!({ "oneOf": [
+        branch(present("text", Type::String), &["texts"]),
+        branch(present("texts", Type::Array), &["text"]),
+    ]});
+    let labels_or_classifier = serde_json::json!({ "oneOf": [
+        branch(present("labels", Type::Array), &["classifier"]),
+        branch(
+            present("classifier", Type::String),
+            &["labels", "descriptions", "examples", "source_type"],
+        ),
+    ]});
+    let start_needs_items = serde_json::json!({ "anyOf": [
+        branch(present("items", Type::Array), &[]),
+        { "properties": { "start": { "enum": [false, null] } } },
+    ]});
+    let components = openapi.components.get_or_insert_with(Default::default);
+    for (name, rules) in [
+        (
+            "ClassifyRequest",
+            vec![text_or_texts, labels_or_classifier.clone()],
+        ),
+        (
+            "CreateRequest",
+            vec![labels_or_classifier, start_needs_items],
+        ),
+    ] {
+        if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(name) {
+            add_keyword(object, "allOf", serde_json::Value::Array(rules));
+        }
+    }
+    // POST /v1/classifiers names the classifier in the body (PUT in the path).
+    let create = openapi
+        .paths
+        .paths
+        .get_mut("/v1/classifiers")
+        .and_then(|item| item.post.as_mut())
+        .and_then(|post| post.request_body.as_mut())
+        .and_then(|body| match body {
+            RefOr::T(body) => body.content.get_mut("application/json"),
+            RefOr::Ref(_) => None,
+        });
+    if let Some(RefOr::T(content)) = create {
+        let required_name = ObjectBuilder::new()
+            .schema_type(SchemaType::AnyValue)
+            .required("name")
+            .property("name", ObjectBuilder::new().schema_type(Type::String));
+        content.schema = Some(
+            AllOfBuilder::new()
+                .item(Ref::from_schema_name("Definition"))
+                .item(required_name)
+                .into(),
+        );
+    }
+}
+
+/// Adds a JSON Schema keyword utoipa's model has no field for next to an object's
+/// properties (serialized with them, as extensions are).
+fn add_keyword(object: &mut Object, keyword: &str, value: serde_json::Value) {
+    object
+        .extensions
+        .get_or_insert_with(Default::default)
+        .insert(keyword.to_string(), value);
 }
 
 /// Marks an operation as needing the API key and documents the errors any such

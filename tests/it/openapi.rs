@@ -156,6 +156,25 @@ async fn description_covers_every_route_with_auth_limits_and_errors() {
         api["components"]["securitySchemes"]["api_key"]["scheme"],
         "bearer"
     );
+    // Rules between fields, and what makes a text or label non-empty, are stated too
+    // (the contract test's positive_data_acceptance holds the server to them).
+    assert_eq!(
+        classify["labels"]["items"]["$ref"],
+        "#/components/schemas/LabelName"
+    );
+    assert_eq!(classify["labels"]["uniqueItems"], true);
+    assert_eq!(schemas["LabelName"]["minLength"], 1);
+    assert_eq!(schemas["Text"]["minLength"], 1);
+    for name in ["ClassifyRequest", "CreateRequest"] {
+        let rules = schemas[name]["allOf"].to_string();
+        assert!(
+            rules.contains("\"required\":[\"classifier\"]"),
+            "{name}: {rules}"
+        );
+    }
+    let after = &api["paths"]["/v1/batch"]["get"]["parameters"][1];
+    assert_eq!(after["name"], "after");
+    assert!(after["schema"]["pattern"].is_string());
     // The error `type`s a client can branch on.
     let types: BTreeSet<&str> = schemas["ErrorType"]["enum"]
         .as_array()
@@ -278,6 +297,8 @@ async fn docs_page_without_the_files_says_how_to_install_them() {
 async fn schemathesis_finds_no_contract_violation() {
     let server = Server::start(Backend::Sqlite).await;
     let report_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("schemathesis");
+    let _ = std::fs::remove_dir_all(&report_dir);
+    let reports = report_dir.clone();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/contract_test.py");
     let base = server.base.clone();
     let key = server.key.clone();
@@ -296,6 +317,14 @@ async fn schemathesis_finds_no_contract_violation() {
         "schemathesis found problems:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    // It really exercised the operations (a run that tested nothing would also pass).
-    assert!(stdout.contains("/v1/classify"), "{stdout}");
+    // It really exercised the operations (a run that tested nothing would also pass):
+    // the JUnit report has a test case per operation.
+    let report: String = std::fs::read_dir(&reports)
+        .expect("the JUnit report")
+        .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap())
+        .collect();
+    assert!(
+        report.contains("testcase name=\"POST /v1/classify\""),
+        "{report}\n{stdout}"
+    );
 }
