@@ -39,10 +39,16 @@ Two more hooks are no exclusions but make the requests what a client sends:
   answers a resource the run may have deleted since. Each request's key is made unique
   (a counter in front, still 1-255 visible ASCII); invalid keys are sent as drawn.
   tests/idempotency.rs tests replays and reuse.
+- A `webhook_url`'s host becomes `localhost`: a job the run ends (a cancel, inline
+  items started) is announced to its URL, and a generated name (`a`, `x0.io`) would
+  send a DNS query off this machine. `localhost` resolves from /etc/hosts to a loopback
+  address, which the dispatcher refuses without sending anything; the URL stays
+  schema-valid, and the server accepts names at creation.
 """
 import datetime
 import itertools
 import re
+import urllib.parse
 
 import schemathesis
 
@@ -201,16 +207,33 @@ def form_order(case):
     return list((schema.get("properties") or {}).keys())
 
 
+def on_localhost(url):
+    """`url` with its host replaced by `localhost` (port, path and query kept), when it
+    parses as an http(s) URL with a host; otherwise as it was."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return url
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return url
+    netloc = "localhost" if port is None else f"localhost:{port}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
 REQUESTS = itertools.count()
 
 
 @schemathesis.hook
 def before_call(context, case, kwargs):
-    """A fresh Idempotency-Key per request; a form's parts in the description's order."""
+    """A fresh Idempotency-Key per request; a form's parts in the description's order;
+    webhooks to localhost."""
     headers = case.headers or {}
     for name, value in headers.items():
         if name.lower() == "idempotency-key" and isinstance(value, str) and re.fullmatch(r"[!-~]{1,255}", value):
             headers[name] = f"{next(REQUESTS)}-{value}"[:255]
+    if isinstance(case.body, dict) and isinstance(case.body.get("webhook_url"), str):
+        case.body["webhook_url"] = on_localhost(case.body["webhook_url"])
     if case.media_type == "multipart/form-data" and isinstance(case.body, dict):
         order = form_order(case)
         rank = {name: i for i, name in enumerate(order)}
