@@ -28,13 +28,13 @@ pub struct Definition {
     #[schema(max_length = 1000)]
     pub description: Option<String>,
     /// 1-200 distinct label names of up to 100 characters.
-    #[schema(value_type = std::collections::BTreeSet<crate::api::openapi::LabelName>, min_items = 1, max_items = 200)]
+    #[schema(value_type = std::collections::BTreeSet<crate::wire::schema::LabelName>, min_items = 1, max_items = 200)]
     pub labels: Vec<String>,
     /// A sentence per label (up to 1,000 characters) saying what it covers.
-    #[schema(value_type = Option<BTreeMap<String, crate::api::openapi::LabelDescription>>)]
+    #[schema(value_type = Option<BTreeMap<String, crate::wire::schema::LabelDescription>>)]
     pub descriptions: Option<BTreeMap<String, String>>,
     /// Up to 64 example texts per label.
-    #[schema(value_type = Option<BTreeMap<String, crate::api::openapi::LabelExamples>>)]
+    #[schema(value_type = Option<BTreeMap<String, crate::wire::schema::LabelExamples>>)]
     pub examples: Option<BTreeMap<String, Vec<String>>>,
     /// What the texts are (`support ticket`, `news headline`), up to 64 characters.
     #[schema(max_length = 64, pattern = r"^[^\u0000]*$")]

@@ -25,17 +25,17 @@ use crate::wire::{CreatedJob, Job, JobList, ResultsLink};
 #[serde(deny_unknown_fields)]
 pub struct CreateRequest {
     /// 1-200 distinct label names of up to 100 characters.
-    #[schema(value_type = Option<std::collections::BTreeSet<crate::api::openapi::LabelName>>, min_items = 1, max_items = 200)]
+    #[schema(value_type = Option<std::collections::BTreeSet<crate::wire::schema::LabelName>>, min_items = 1, max_items = 200)]
     pub labels: Option<Vec<String>>,
     /// A saved classifier instead of labels: `name` (latest), `name@N` or `name@vN`;
     /// pinned when the job is created.
     #[schema(pattern = "^[a-z0-9_-]{1,64}(@v?[1-9][0-9]{0,17})?$")]
     pub classifier: Option<String>,
     /// A sentence per label (up to 1,000 characters) saying what it covers.
-    #[schema(value_type = Option<BTreeMap<String, crate::api::openapi::LabelDescription>>)]
+    #[schema(value_type = Option<BTreeMap<String, crate::wire::schema::LabelDescription>>)]
     pub descriptions: Option<BTreeMap<String, String>>,
     /// Up to 64 example texts per label.
-    #[schema(value_type = Option<BTreeMap<String, crate::api::openapi::LabelExamples>>)]
+    #[schema(value_type = Option<BTreeMap<String, crate::wire::schema::LabelExamples>>)]
     pub examples: Option<BTreeMap<String, Vec<String>>>,
     /// What the texts are (`support ticket`, `news headline`), up to 64 characters.
     #[schema(max_length = 64, pattern = r"^[^\u0000]*$")]
@@ -47,7 +47,7 @@ pub struct CreateRequest {
     /// Fit the label vectors to the job's own texts before scoring (default true).
     pub adapt: Option<bool>,
     /// Up to 16 entries: keys of 1-64 characters, values of up to 512.
-    #[schema(value_type = Option<crate::api::openapi::Metadata>)]
+    #[schema(value_type = Option<crate::wire::schema::Metadata>)]
     pub metadata: Option<BTreeMap<String, String>>,
     /// The input itself instead of an upload: 1-50,000 objects, each one input line
     /// (`{"id": ..., "text": ...}`), checked when the job runs like a file's lines. The

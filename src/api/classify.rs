@@ -26,19 +26,19 @@ pub struct ClassifyRequest {
     #[schema(min_length = 1, pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$")]
     pub text: Option<String>,
     /// Up to 64 texts, answered in order.
-    #[schema(value_type = Option<Vec<crate::api::openapi::Text>>, min_items = 1, max_items = 64)]
+    #[schema(value_type = Option<Vec<crate::wire::schema::Text>>, min_items = 1, max_items = 64)]
     pub texts: Option<Vec<String>>,
     /// 1-200 distinct label names of up to 100 characters.
-    #[schema(value_type = Option<std::collections::BTreeSet<crate::api::openapi::LabelName>>, min_items = 1, max_items = 200)]
+    #[schema(value_type = Option<std::collections::BTreeSet<crate::wire::schema::LabelName>>, min_items = 1, max_items = 200)]
     pub labels: Option<Vec<String>>,
     /// A saved classifier instead of labels: `name` (latest), `name@N` or `name@vN`.
     #[schema(pattern = "^[a-z0-9_-]{1,64}(@v?[1-9][0-9]{0,17})?$")]
     pub classifier: Option<String>,
     /// A sentence per label (up to 1,000 characters) saying what it covers.
-    #[schema(value_type = Option<BTreeMap<String, crate::api::openapi::LabelDescription>>)]
+    #[schema(value_type = Option<BTreeMap<String, crate::wire::schema::LabelDescription>>)]
     pub descriptions: Option<BTreeMap<String, String>>,
     /// Up to 64 example texts per label.
-    #[schema(value_type = Option<BTreeMap<String, crate::api::openapi::LabelExamples>>)]
+    #[schema(value_type = Option<BTreeMap<String, crate::wire::schema::LabelExamples>>)]
     pub examples: Option<BTreeMap<String, Vec<String>>>,
     /// What the texts are (`support ticket`, `news headline`), up to 64 characters.
     #[schema(max_length = 64, pattern = r"^[^\u0000]*$")]

@@ -6,6 +6,7 @@
 mod classify;
 mod jobs;
 mod rows;
+pub mod schema;
 mod webhooks;
 
 pub use classify::{ClassifyResponse, MultiResponse, SingleResponse};
