@@ -10,7 +10,7 @@ use crate::engine::text::{self, TextError};
 use crate::engine::{
     Classification, Embedding, Engine, EngineError, LabelError, LabelVectors, Mode, Spec,
 };
-pub use crate::wire::{ClassifyResponse, MultiResponse, SingleResponse};
+pub use crate::wire::{ClassifyRequest, ClassifyResponse, MultiResponse, SingleResponse};
 
 /// Most texts in one `texts` request.
 pub const MAX_TEXTS: usize = 64;
@@ -184,4 +184,20 @@ fn check_text(param: &str, text: &str) -> Result<(), ClassifyError> {
         TextError::Blank => invalid(param, err.to_string()),
         TextError::Nul | TextError::LoneSurrogate => malformed(param, err.to_string()),
     })
+}
+
+impl ClassifyRequest {
+    /// The fields that define the classification.
+    pub fn spec_fields(&self) -> SpecFields<'_> {
+        SpecFields {
+            labels: &self.labels,
+            classifier: &self.classifier,
+            descriptions: &self.descriptions,
+            examples: &self.examples,
+            source_type: &self.source_type,
+            mode: self.mode,
+            threshold: self.threshold,
+            adapt: None,
+        }
+    }
 }

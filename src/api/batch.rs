@@ -2,77 +2,20 @@
 //! it, watch it, fetch its results, delete it. All scoped to the caller's account: another account's job
 //! is a 404.
 
-use std::collections::BTreeMap;
-
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::Deserialize;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 
-use super::inline::{check_items, InlineItem};
+use super::inline::check_items;
 use super::spec::{resolve, Resolved};
 use super::{ApiError, ApiJson, AppState, ErrorBody};
 use crate::batch::jobs::NewJobRequest;
 use crate::classify::SpecFields;
 use crate::db::Account;
-use crate::engine::Mode;
 use crate::webhooks::{self, address::check_url};
-use crate::wire::{CreatedJob, Job, JobList, ResultsLink};
-
-/// `POST /v1/batch`: the classification config of `/v1/classify` minus the text.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateRequest {
-    /// 1-200 distinct label names of up to 100 characters.
-    #[schema(value_type = Option<std::collections::BTreeSet<crate::wire::schema::LabelName>>, min_items = 1, max_items = 200)]
-    pub labels: Option<Vec<String>>,
-    /// A saved classifier instead of labels: `name` (latest), `name@N` or `name@vN`;
-    /// pinned when the job is created.
-    #[schema(pattern = "^[a-z0-9_-]{1,64}(@v?[1-9][0-9]{0,17})?$")]
-    pub classifier: Option<String>,
-    /// A sentence per label (up to 1,000 characters) saying what it covers.
-    #[schema(value_type = Option<BTreeMap<String, crate::wire::schema::LabelDescription>>)]
-    pub descriptions: Option<BTreeMap<String, String>>,
-    /// Up to 64 example texts per label.
-    #[schema(value_type = Option<BTreeMap<String, crate::wire::schema::LabelExamples>>)]
-    pub examples: Option<BTreeMap<String, Vec<String>>>,
-    /// What the texts are (`support ticket`, `news headline`), up to 64 characters.
-    #[schema(max_length = 64, pattern = r"^[^\u0000]*$")]
-    pub source_type: Option<String>,
-    pub mode: Option<Mode>,
-    /// Multi mode: labels at or above it are returned (default 0.3).
-    #[schema(minimum = 0.0, maximum = 1.0)]
-    pub threshold: Option<f32>,
-    /// Fit the label vectors to the job's own texts before scoring (default true).
-    pub adapt: Option<bool>,
-    /// Up to 16 entries: keys of 1-64 characters, values of up to 512.
-    #[schema(value_type = Option<crate::wire::schema::Metadata>)]
-    pub metadata: Option<BTreeMap<String, String>>,
-    /// The input itself instead of an upload: 1-50,000 objects, each one input line
-    /// (`{"id": ..., "text": ...}`), checked when the job runs like a file's lines. The
-    /// whole body may be up to 64 MiB. The job is created ready to start.
-    #[schema(min_items = 1, max_items = 50000)]
-    pub items: Option<Vec<InlineItem>>,
-    /// With `items`: start the job in this call, as `POST /v1/batch/{id}/start` would.
-    /// When it cannot start (another job of the account is processing), nothing is
-    /// created and the answer is that 409.
-    pub start: Option<bool>,
-    /// Told when the job ends (`batch.completed`, `batch.failed`, `batch.cancelled`),
-    /// signed with the account's webhook secret: an absolute http(s) URL without user
-    /// name or password, to a public address.
-    ///
-    /// The pattern is the part of the rule JSON Schema can say: lower-case host names
-    /// (labels that start with a letter, single hyphens), an optional port, then any
-    /// path, query and fragment of visible ASCII. Some other URLs pass the server's
-    /// parser (an IP address, an internationalised name), but an address that is not
-    /// public is refused, which no pattern can say.
-    #[schema(
-        max_length = 2048,
-        pattern = "^https?://[a-z][a-z0-9]*(-[a-z0-9]+)*(\\.[a-z][a-z0-9]*(-[a-z0-9]+)*)*(:[0-9]{1,4})?([/?#][!-~]*)?$"
-    )]
-    pub webhook_url: Option<String>,
-}
+use crate::wire::{CreateRequest, CreatedJob, Job, JobList, ResultsLink};
 
 /// Creates a pending job and the form that uploads its input, or a job whose input
 /// is the request's `items` (started at once with `"start": true`).

@@ -6,11 +6,10 @@ use serde_json::Value;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
 use crate::engine::text::{self, TextError};
+use crate::wire::MAX_ID_CHARS;
 
 /// Longest accepted input line, in bytes (without the newline).
 pub const MAX_LINE_BYTES: usize = 1024 * 1024;
-/// Longest accepted `id`, in characters.
-pub const MAX_ID_CHARS: usize = 64;
 
 /// One physical line of the input.
 #[derive(Debug)]

@@ -2,7 +2,6 @@
 //! (`zeroshot batch ...`, `zeroshot classify --url`). Answers keep the body as the
 //! server sent it, so the CLI prints the API's JSON in the API's field order.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,8 +11,6 @@ use reqwest::{Method, Url};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-
-use crate::engine::Mode;
 
 /// Largest part of an unexpected (non-API) error body that is shown.
 const MAX_SHOWN_BODY: usize = 600;
@@ -102,53 +99,13 @@ impl<T> Answer<T> {
     }
 }
 
-/// The classification fields `/v1/classify` and `POST /v1/batch` share.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct SpecRequest {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub labels: Option<Vec<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub classifier: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub descriptions: Option<BTreeMap<String, String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub examples: Option<BTreeMap<String, Vec<String>>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source_type: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mode: Option<Mode>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub threshold: Option<f32>,
-}
-
-/// `POST /v1/classify`: one `text` or several `texts`.
-#[derive(Debug, Clone, Serialize)]
-pub struct ClassifyRequest {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub text: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub texts: Option<Vec<String>>,
-    #[serde(flatten)]
-    pub spec: SpecRequest,
-}
-
-/// `POST /v1/batch`.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct JobRequest {
-    #[serde(flatten)]
-    pub spec: SpecRequest,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub adapt: Option<bool>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub metadata: BTreeMap<String, String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub webhook_url: Option<String>,
-}
-
 pub use crate::api::usage::UsageReport;
 pub use crate::api::webhooks::WebhookSecret;
-/// The server's own response types: the client reads what the server writes.
-pub use crate::wire::{CreatedJob, Job, JobList, JobStatus, ResultsLink};
+/// The server's own request and response types: the client sends and reads what the
+/// server reads and writes.
+pub use crate::wire::{
+    ClassifyRequest, CreateRequest, CreatedJob, Job, JobList, JobStatus, ResultsLink,
+};
 
 /// One server, one API key.
 #[derive(Debug, Clone)]
@@ -231,7 +188,7 @@ impl Client {
     /// `POST /v1/batch`: a pending job and its upload form.
     pub async fn create_job(
         &self,
-        request: &JobRequest,
+        request: &CreateRequest,
     ) -> Result<Answer<CreatedJob>, ClientError> {
         self.call(Method::POST, self.url(&["v1", "batch"]), Some(request))
             .await

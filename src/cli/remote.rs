@@ -12,7 +12,7 @@ use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::args::{BatchCommand, ClassifyArgs, ServerArgs, SubmitArgs, WebhooksCommand};
 use super::client::{
-    ClassifyRequest, Client, ClientError, CreatedJob, Job, JobRequest, JobStatus, SpecRequest,
+    ClassifyRequest, Client, ClientError, CreateRequest, CreatedJob, Job, JobStatus,
 };
 use crate::classifiers::{Definition, DefinitionFileError};
 
@@ -127,43 +127,40 @@ pub async fn classify(url: &str, args: &ClassifyArgs) -> Result<(), RemoteError>
     let request = ClassifyRequest {
         text,
         texts,
-        spec: SpecRequest {
-            labels: (!args.labels.is_empty()).then(|| args.labels.clone()),
-            classifier: args.classifier.clone(),
-            source_type: args.spec.source_type.clone(),
-            mode: args.spec.mode.map(Into::into),
-            threshold: args.spec.threshold,
-            ..Default::default()
-        },
+        labels: (!args.labels.is_empty()).then(|| args.labels.clone()),
+        classifier: args.classifier.clone(),
+        source_type: args.spec.source_type.clone(),
+        mode: args.spec.mode.map(Into::into),
+        threshold: args.spec.threshold,
+        ..Default::default()
     };
     println!("{}", client.classify(&request).await?.pretty());
     Ok(())
 }
 
 /// The job body from the flags, over the `--spec` file's values.
-fn job_request(args: &SubmitArgs) -> Result<JobRequest, RemoteError> {
-    let mut request = JobRequest::default();
+fn job_request(args: &SubmitArgs) -> Result<CreateRequest, RemoteError> {
+    let mut request = CreateRequest::default();
     if let Some(path) = &args.spec_file {
         let definition = Definition::from_file(path)?;
-        request.spec = SpecRequest {
+        request = CreateRequest {
             labels: Some(definition.labels),
-            classifier: None,
             descriptions: definition.descriptions,
             examples: definition.examples,
             source_type: definition.source_type,
             mode: definition.mode,
             threshold: definition.threshold,
+            adapt: definition.adapt,
+            ..request
         };
-        request.adapt = definition.adapt;
     }
-    let spec = &mut request.spec;
-    spec.labels = args.labels.clone().or(spec.labels.take());
-    spec.classifier = args.classifier.clone();
-    spec.source_type = args.spec.source_type.clone().or(spec.source_type.take());
-    spec.mode = args.spec.mode.map(Into::into).or(spec.mode);
-    spec.threshold = args.spec.threshold.or(spec.threshold);
+    request.labels = args.labels.clone().or(request.labels.take());
+    request.classifier = args.classifier.clone();
+    request.source_type = args.spec.source_type.clone().or(request.source_type.take());
+    request.mode = args.spec.mode.map(Into::into).or(request.mode);
+    request.threshold = args.spec.threshold.or(request.threshold);
     request.adapt = args.adapt().or(request.adapt);
-    request.metadata = args.metadata.iter().cloned().collect();
+    request.metadata = (!args.metadata.is_empty()).then(|| args.metadata.iter().cloned().collect());
     request.webhook_url = args.webhook_url.clone();
     Ok(request)
 }

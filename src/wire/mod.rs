@@ -9,8 +9,11 @@ mod rows;
 pub mod schema;
 mod webhooks;
 
-pub use classify::{ClassifyResponse, MultiResponse, SingleResponse};
-pub use jobs::{CreatedJob, Job, JobList, JobStatus, Progress, ResultsLink, Shards};
+pub use classify::{ClassifyRequest, ClassifyResponse, MultiResponse, SingleResponse};
+pub use jobs::{
+    CreateRequest, CreatedJob, InlineItem, Job, JobList, JobStatus, Progress, ResultsLink, Shards,
+    MAX_ID_CHARS,
+};
 pub use rows::{FailedRow, ResultRow, RowError, ScoredRow};
 pub use webhooks::DeliveryStatus;
 
