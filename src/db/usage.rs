@@ -9,6 +9,7 @@ use sqlx::AnyConnection;
 
 use super::{Db, DbError};
 use crate::clock::Day;
+use crate::wire::from_word;
 
 /// Where tokens were spent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +19,9 @@ pub enum Source {
 }
 
 impl Source {
+    /// Every source.
+    pub const ALL: [Source; 2] = [Source::Classify, Source::Batch];
+
     /// As stored in `usage_daily.source`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -27,17 +31,7 @@ impl Source {
     }
 }
 
-impl std::str::FromStr for Source {
-    type Err = crate::wire::UnknownValue;
-
-    /// The source a stored word names; any other word is an error.
-    fn from_str(word: &str) -> Result<Self, Self::Err> {
-        [Source::Classify, Source::Batch]
-            .into_iter()
-            .find(|source| source.as_str() == word)
-            .ok_or_else(|| crate::wire::UnknownValue(word.to_string()))
-    }
-}
+from_word!(Source);
 
 /// One day's counters of one source, as stored.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]

@@ -22,3 +22,23 @@ pub use webhooks::DeliveryStatus;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown value {0:?}")]
 pub struct UnknownValue(pub String);
+
+/// `FromStr` for an enum stored and shown as words: the word of one of its `ALL`
+/// values (`as_str`); any other word is an [`UnknownValue`], never a guess.
+macro_rules! from_word {
+    ($($words:ty),* $(,)?) => {$(
+        impl std::str::FromStr for $words {
+            type Err = $crate::wire::UnknownValue;
+
+            fn from_str(word: &str) -> Result<Self, Self::Err> {
+                Self::ALL
+                    .into_iter()
+                    .find(|value| value.as_str() == word)
+                    .ok_or_else(|| $crate::wire::UnknownValue(word.to_string()))
+            }
+        }
+    )*};
+}
+pub(crate) use from_word;
+
+from_word!(JobStatus, DeliveryStatus);

@@ -1,11 +1,7 @@
 //! Webhook deliveries as the API shows them.
 
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-
-use super::UnknownValue;
 
 /// Where a delivery stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -30,17 +26,5 @@ impl DeliveryStatus {
             Self::Delivered => "delivered",
             Self::Failed => "failed",
         }
-    }
-}
-
-impl FromStr for DeliveryStatus {
-    type Err = UnknownValue;
-
-    /// The status a stored word names; any other word is an error, never a guess.
-    fn from_str(word: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|status| status.as_str() == word)
-            .ok_or_else(|| UnknownValue(word.to_string()))
     }
 }
