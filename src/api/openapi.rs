@@ -150,7 +150,11 @@ fn state_request_rules(openapi: &mut OpenApi) {
             add_keyword(object, "allOf", serde_json::Value::Array(rules));
         }
     }
-    // POST /v1/classifiers names the classifier in the body (PUT in the path).
+    require_name_on_create(openapi);
+}
+
+/// `POST /v1/classifiers` names the classifier in the body (`PUT` in the path).
+fn require_name_on_create(openapi: &mut OpenApi) {
     let create = openapi
         .paths
         .paths
