@@ -7,7 +7,6 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::batch::jobs::JobsError;
-use crate::batch::view::{ViewError, ViewsError};
 use crate::classifiers::ClassifierError;
 use crate::classify::ClassifyError;
 use crate::db::DbError;
@@ -337,22 +336,7 @@ impl From<JobsError> for ApiError {
             } => ApiError::quota_exceeded(message, retry_after),
             JobsError::Db(err) => err.into(),
             JobsError::Storage(err) => err.into(),
-            JobsError::View(err) => err.into(),
-        }
-    }
-}
-
-impl From<ViewError> for ApiError {
-    fn from(err: ViewError) -> Self {
-        ApiError::internal(err)
-    }
-}
-
-impl From<ViewsError> for ApiError {
-    fn from(err: ViewsError) -> Self {
-        match err {
-            ViewsError::Db(err) => err.into(),
-            ViewsError::View(err) => err.into(),
+            JobsError::View(err) => ApiError::internal(err),
         }
     }
 }
