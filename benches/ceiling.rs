@@ -28,7 +28,8 @@ fn main() {
     drop(content);
 
     let engine = ModelArgs::from_env()
-        .load_engine()
+        .config()
+        .load()
         .unwrap_or_else(|err| panic!("{err} (run scripts/setup.py and export its --print-env)"));
     let encoder = engine.encoder();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();

@@ -24,7 +24,8 @@ fn texts(n: usize) -> Vec<String> {
 
 fn engine_benches(c: &mut Criterion) {
     let engine = ModelArgs::from_env()
-        .load_engine()
+        .config()
+        .load()
         .unwrap_or_else(|err| panic!("{err} (run scripts/setup.py and export its --print-env)"));
     let prefix = engine.encoder().manifest().text_prefix.clone();
     let batch = texts(32);

@@ -58,6 +58,24 @@ stop_ours() {
 
 running() { [[ -f "$state/weed.pid" ]] && kill -0 "$(cat "$state/weed.pid")" 2>/dev/null; }
 
+# Volumes the master knows of (0 when it does not answer).
+volumes_known() {
+  curl -s --max-time 2 "http://127.0.0.1:$((port + 1))/dir/status" 2>/dev/null | python3 -c '
+import json, sys
+try:
+    racks = [r for dc in json.load(sys.stdin)["Topology"]["DataCenters"] or [] for r in dc["Racks"] or []]
+    print(sum(node["Volumes"] for rack in racks for node in rack["DataNodes"] or []))
+except (ValueError, KeyError, TypeError):
+    print(0)'
+}
+
+# Started again on kept data, the S3 gateway answers before the volume server has told
+# the master of its volumes, and reads of the kept objects fail (500) until it has:
+# ready only once every volume on disk is known.
+volumes_ready() {
+  [[ "$mode" != --keep-data ]] || (( $(volumes_known) >= $(find "$state/data" -name '*.dat' | wc -l) ))
+}
+
 mode=${1:-}
 if [[ "$mode" == --stop ]]; then
   if running; then stop_ours; fi
@@ -123,7 +141,7 @@ setsid nohup "$ZEROSHOT_WEED" mini \
 echo $! >"$state/weed.pid"
 
 for _ in $(seq 1 120); do
-  if [[ "$(server_header)" == SeaweedFS* ]]; then
+  if [[ "$(server_header)" == SeaweedFS* ]] && volumes_ready; then
     print_env
     exit 0
   fi

@@ -11,40 +11,28 @@ use crate::clock::{now_ms, rfc3339};
 use crate::db::classifiers::ClassifierRow;
 use crate::db::{Db, DbError};
 use crate::engine::{Engine, EngineError, LabelError, LabelVectors, Mode, Spec};
+use crate::wire::spec::with_spec_fields;
 
 /// Longest classifier name.
 pub const MAX_NAME_CHARS: usize = 64;
 /// Longest classifier description.
 pub const MAX_DESCRIPTION_CHARS: usize = 1000;
 
-/// A classifier as written in a request body or a JSON/YAML file.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Definition {
-    /// Required on create; on update it may repeat the name in the path.
-    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
-    pub name: Option<String>,
-    /// What it is for, for people.
-    #[schema(max_length = 1000)]
-    pub description: Option<String>,
-    /// 1-200 distinct label names of up to 100 characters.
-    #[schema(value_type = std::collections::BTreeSet<crate::wire::schema::LabelName>, min_items = 1, max_items = 200)]
-    pub labels: Vec<String>,
-    /// A sentence per label (up to 1,000 characters) saying what it covers.
-    #[schema(value_type = Option<BTreeMap<String, crate::wire::schema::LabelDescription>>)]
-    pub descriptions: Option<BTreeMap<String, String>>,
-    /// Up to 64 example texts per label.
-    #[schema(value_type = Option<BTreeMap<String, crate::wire::schema::LabelExamples>>)]
-    pub examples: Option<BTreeMap<String, Vec<String>>>,
-    /// What the texts are (`support ticket`, `news headline`), up to 64 characters.
-    #[schema(max_length = 64, pattern = r"^[^\u0000]*$")]
-    pub source_type: Option<String>,
-    pub mode: Option<Mode>,
-    /// Multi mode: labels at or above it are returned (default 0.3).
-    #[schema(minimum = 0.0, maximum = 1.0)]
-    pub threshold: Option<f32>,
-    /// Whether batch jobs using it adapt the label vectors to their texts (default true).
-    pub adapt: Option<bool>,
+with_spec_fields! {
+    /// A classifier as written in a request body or a JSON/YAML file: its name and
+    /// description, whether batch jobs adapt, and the spec (`labels` required).
+    #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct Definition {
+        /// Required on create; on update it may repeat the name in the path.
+        #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
+        pub name: Option<String>,
+        /// What it is for, for people.
+        #[schema(max_length = 1000, pattern = r"^[^\u0000]*$")]
+        pub description: Option<String>,
+        /// Whether batch jobs using it adapt the label vectors to their texts (default true).
+        pub adapt: Option<bool>,
+    }
 }
 
 /// A saved classifier version as the API and CLI show it (without its vectors).
@@ -246,7 +234,7 @@ pub async fn save(
 
 /// The classification spec of `definition`, stored under `name`: the body may repeat
 /// the name but not name another, and the description has at most
-/// [`MAX_DESCRIPTION_CHARS`] characters.
+/// [`MAX_DESCRIPTION_CHARS`] characters and no NUL (which Postgres cannot store).
 fn check_definition(name: &str, definition: &Definition) -> Result<Spec, ClassifierError> {
     check_name(name)?;
     if let Some(other) = definition.name.as_deref().filter(|other| *other != name) {
@@ -255,25 +243,21 @@ fn check_definition(name: &str, definition: &Definition) -> Result<Spec, Classif
             format!("body names {other:?} but the path names {name:?}"),
         ));
     }
-    if definition
-        .description
-        .as_ref()
-        .is_some_and(|d| d.chars().count() > MAX_DESCRIPTION_CHARS)
-    {
-        return Err(invalid(
-            "description",
-            format!("at most {MAX_DESCRIPTION_CHARS} characters"),
-        ));
+    if let Some(description) = &definition.description {
+        if description.chars().count() > MAX_DESCRIPTION_CHARS {
+            return Err(invalid(
+                "description",
+                format!("at most {MAX_DESCRIPTION_CHARS} characters"),
+            ));
+        }
+        if description.contains('\0') {
+            return Err(invalid(
+                "description",
+                "description contains a NUL character (\\u0000)",
+            ));
+        }
     }
-    Ok(Spec::new(
-        &definition.labels,
-        definition.descriptions.as_ref().unwrap_or(&BTreeMap::new()),
-        definition.examples.as_ref().unwrap_or(&BTreeMap::new()),
-        definition.source_type.as_deref(),
-        definition.mode,
-        definition.threshold,
-        definition.adapt,
-    )?)
+    Ok(definition.spec_fields().check(definition.adapt)?)
 }
 
 /// The version a save of `name` creates: 1 for a new classifier (409 if it exists),

@@ -3,13 +3,13 @@
 //! server embeds through its inference queue (`api::classify`); the CLI's local
 //! `zeroshot classify` calls [`run`] in its own thread. Both print identical JSON.
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use crate::engine::text::{self, TextError};
 use crate::engine::{
-    Classification, Embedding, Engine, EngineError, LabelError, LabelVectors, Mode, Spec,
+    Classification, Embedding, Engine, EngineError, LabelError, LabelVectors, Spec,
 };
+use crate::wire::SpecFields;
 pub use crate::wire::{ClassifyRequest, ClassifyResponse, MultiResponse, SingleResponse};
 
 /// Most texts in one `texts` request.
@@ -45,54 +45,17 @@ fn malformed(param: impl Into<String>, message: impl Into<String>) -> ClassifyEr
     }
 }
 
-/// Borrowed request fields that define a classification.
-pub struct SpecFields<'a> {
-    pub labels: &'a Option<Vec<String>>,
-    pub classifier: &'a Option<String>,
-    pub descriptions: &'a Option<BTreeMap<String, String>>,
-    pub examples: &'a Option<BTreeMap<String, Vec<String>>>,
-    pub source_type: &'a Option<String>,
-    pub mode: Option<Mode>,
-    pub threshold: Option<f32>,
-    /// Batch jobs only: adapt the label vectors to the job's texts (None: the saved
-    /// classifier's choice, else true).
-    pub adapt: Option<bool>,
-}
-
-impl SpecFields<'_> {
-    /// Inline labels only (the CLI has no saved classifiers).
-    pub fn inline(&self) -> Result<Spec, ClassifyError> {
-        match (self.labels, self.classifier) {
-            (Some(_), Some(_)) => Err(malformed(
-                "classifier",
-                "send either labels or classifier, not both",
-            )),
-            (None, Some(_)) => Err(malformed("classifier", "saved classifiers need the server")),
-            (None, None) => Err(invalid("labels", "labels (or classifier) is required")),
-            (Some(names), None) => Ok(Spec::new(
-                names,
-                self.descriptions.as_ref().unwrap_or(&BTreeMap::new()),
-                self.examples.as_ref().unwrap_or(&BTreeMap::new()),
-                self.source_type.as_deref(),
-                self.mode,
-                self.threshold,
-                self.adapt,
-            )?),
-        }
-    }
-}
-
-/// Classifies `text` or `texts` against inline labels in the calling thread, without
-/// the inference queue (the CLI).
+/// Classifies `text` or `texts` against inline labels (`fields`) in the calling thread,
+/// without the inference queue (the CLI).
 pub fn run(
     engine: &Engine,
     text: Option<&String>,
     many: Option<&Vec<String>>,
-    fields: &SpecFields<'_>,
+    fields: &SpecFields,
 ) -> Result<ClassifyResponse, ClassifyError> {
     let started = Instant::now();
     let texts = texts(text, many)?;
-    let spec = fields.inline()?;
+    let spec = fields.check(None)?;
     let labels = engine.label_vectors(&spec.labels)?;
     let embeddings = engine.embed_texts(&texts)?;
     Ok(respond(
@@ -184,20 +147,4 @@ fn check_text(param: &str, text: &str) -> Result<(), ClassifyError> {
         TextError::Blank => invalid(param, err.to_string()),
         TextError::Nul | TextError::LoneSurrogate => malformed(param, err.to_string()),
     })
-}
-
-impl ClassifyRequest {
-    /// The fields that define the classification.
-    pub fn spec_fields(&self) -> SpecFields<'_> {
-        SpecFields {
-            labels: &self.labels,
-            classifier: &self.classifier,
-            descriptions: &self.descriptions,
-            examples: &self.examples,
-            source_type: &self.source_type,
-            mode: self.mode,
-            threshold: self.threshold,
-            adapt: None,
-        }
-    }
 }

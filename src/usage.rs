@@ -1,15 +1,17 @@
 //! `/v1/classify` usage counted in memory and written to the database about once a
 //! second: one upsert per account and day instead of one per call, which kept SQLite's
 //! single writer from capping `/v1/classify` throughput. The server keeps one
-//! [`PendingUsage`]; quotas and usage reports add what it holds.
+//! [`PendingUsage`]; quotas and usage reports add what it holds. [`report`] makes
+//! `GET /v1/usage`'s answer of the stored rows.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::clock::{now_ms, Day};
-use crate::db::usage::Counts;
-use crate::db::{Db, DbError};
+use crate::db::usage::{Counts, Source, UsageRow};
+use crate::db::{Db, DbError, Limits};
+use crate::wire::{AccountLimits, DayUsage, Usage, UsageReport};
 
 /// Classify usage not written yet, shared by every clone.
 #[derive(Debug, Clone, Default)]
@@ -94,4 +96,50 @@ pub async fn month_to_date(
 pub fn seconds_to_next_month() -> u64 {
     let next = Day::today().first_of_next_month().start_ms();
     ((next - now_ms()).max(0) as u64).div_ceil(1000)
+}
+
+/// Rows (by day, then source) as days and totals.
+pub fn report(
+    from: Day,
+    to: Day,
+    rows: &[UsageRow],
+    limits: &Limits,
+    month_to_date_tokens: i64,
+) -> UsageReport {
+    let mut data: Vec<DayUsage> = Vec::new();
+    let mut total = Usage::default();
+    for row in rows {
+        if data.last().is_none_or(|last| last.date != row.day) {
+            data.push(DayUsage {
+                date: row.day.clone(),
+                usage: Usage::default(),
+            });
+        }
+        add(&mut data.last_mut().expect("pushed above").usage, row);
+        add(&mut total, row);
+    }
+    UsageReport {
+        from: from.to_string(),
+        to: to.to_string(),
+        data,
+        total,
+        limits: AccountLimits {
+            rps_limit: limits.rps_limit,
+            monthly_token_quota: limits.monthly_token_quota,
+            month_to_date_tokens,
+        },
+    }
+}
+
+/// Adds a row's counts to `usage` (classify or batch, by the row's source).
+fn add(usage: &mut Usage, row: &UsageRow) {
+    if row.source == Source::Classify {
+        usage.classify.requests += row.requests;
+        usage.classify.texts += row.texts;
+        usage.classify.tokens += row.tokens;
+    } else {
+        usage.batch.texts += row.texts;
+        usage.batch.tokens += row.tokens;
+    }
+    usage.tokens += row.tokens;
 }

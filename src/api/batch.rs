@@ -12,7 +12,6 @@ use super::inline::check_items;
 use super::spec::{resolve, Resolved};
 use super::{ApiError, ApiJson, AppState, ErrorBody};
 use crate::batch::jobs::NewJobRequest;
-use crate::classify::SpecFields;
 use crate::db::Account;
 use crate::webhooks::{self, address::check_url};
 use crate::wire::{CreateRequest, CreatedJob, Job, JobList, ResultsLink};
@@ -42,17 +41,14 @@ pub async fn create(
     ApiJson(request): ApiJson<CreateRequest>,
 ) -> Result<(StatusCode, Json<CreatedJob>), ApiError> {
     // A saved classifier is resolved and pinned now: later versions do not change the job.
-    let fields = SpecFields {
-        labels: &request.labels,
-        classifier: &request.classifier,
-        descriptions: &request.descriptions,
-        examples: &request.examples,
-        source_type: &request.source_type,
-        mode: request.mode,
-        threshold: request.threshold,
-        adapt: request.adapt,
-    };
-    let Resolved { spec, saved } = resolve(&fields, &state, &account).await?;
+    let Resolved { spec, saved } = resolve(
+        &request.spec_fields(),
+        request.classifier.as_deref(),
+        request.adapt,
+        &state,
+        &account,
+    )
+    .await?;
     let new = NewJobRequest {
         spec,
         classifier: saved.map(|saved| (saved.name, saved.version)),

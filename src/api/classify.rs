@@ -33,7 +33,14 @@ pub async fn handle(
         .into_iter()
         .map(str::to_string)
         .collect();
-    let Resolved { spec, saved } = resolve(&request.spec_fields(), &state, &account).await?;
+    let Resolved { spec, saved } = resolve(
+        &request.spec_fields(),
+        request.classifier.as_deref(),
+        None,
+        &state,
+        &account,
+    )
+    .await?;
     let engine = state.engine()?;
     let queue = state.queue()?;
     let (labels, classifier) = match saved {

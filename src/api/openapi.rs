@@ -35,7 +35,7 @@ use super::{idempotency, quota, uploads, ApiError, AppState};
     // `routes!`.
     paths(uploads::upload, uploads::download),
     // The webhook body is no response of this API; listed so clients can generate it.
-    components(schemas(ErrorBody, ErrorDetail, ErrorType, crate::webhooks::Event)),
+    components(schemas(ErrorBody, ErrorDetail, ErrorType, crate::wire::Event)),
     tags(
         (name = "classify", description = "Classify texts now"),
         (name = "batch", description = "Classify a file of up to 5 GB in the background"),
@@ -108,8 +108,9 @@ pub(super) fn apply_conventions(openapi: &mut OpenApi) {
 
 /// The rules between fields of a request body that its properties alone do not state:
 /// exactly one of `text` and `texts`, exactly one of `labels` and `classifier` (which
-/// brings its own descriptions, examples and source type), `start` only with `items`, and
-/// `name` on create. A field sent as `null` counts as absent, as the server reads it.
+/// brings its own descriptions, examples and source type), `start` only with `items`,
+/// `labels` in a classifier's definition, and `name` on create. A field sent as `null`
+/// counts as absent, as the server reads it.
 fn state_request_rules(openapi: &mut OpenApi) {
     let present = |field: &str, kind: Type| (field.to_string(), kind);
     let branch = |present: (String, Type), absent: &[&str]| -> serde_json::Value {
@@ -149,6 +150,11 @@ fn state_request_rules(openapi: &mut OpenApi) {
         if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(name) {
             add_keyword(object, "allOf", serde_json::Value::Array(rules));
         }
+    }
+    // The spec fields are optional in the other bodies, where `classifier` may stand
+    // for them.
+    if let Some(RefOr::T(Schema::Object(definition))) = components.schemas.get_mut("Definition") {
+        definition.required.push("labels".to_string());
     }
     require_name_on_create(openapi);
 }

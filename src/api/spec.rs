@@ -4,9 +4,9 @@
 
 use super::{ApiError, AppState};
 use crate::classifiers::{self, Classifier, ClassifierError};
-use crate::classify::SpecFields;
 use crate::db::{Account, DbError};
 use crate::engine::{threshold_or_default, Spec};
+use crate::wire::SpecFields;
 
 /// A validated spec, and the saved classifier it came from (with its stored vectors).
 pub struct Resolved {
@@ -14,34 +14,21 @@ pub struct Resolved {
     pub saved: Option<Classifier>,
 }
 
-/// Inline labels, or the caller's saved classifier `name`, `name@N` or `name@vN`.
+/// Inline labels, or the caller's saved classifier `name`, `name@N` or `name@vN` (whose
+/// mode, threshold and `adapt` the request may override).
 pub async fn resolve(
-    fields: &SpecFields<'_>,
+    fields: &SpecFields,
+    classifier: Option<&str>,
+    adapt: Option<bool>,
     state: &AppState,
     account: &Account,
 ) -> Result<Resolved, ApiError> {
-    let Some(reference) = fields
-        .classifier
-        .as_deref()
-        .filter(|_| fields.labels.is_none())
-    else {
+    let Some(reference) = saved_reference(fields, classifier)? else {
         return Ok(Resolved {
-            spec: fields.inline()?,
+            spec: fields.check(adapt)?,
             saved: None,
         });
     };
-    for (present, param) in [
-        (fields.descriptions.is_some(), "descriptions"),
-        (fields.examples.is_some(), "examples"),
-        (fields.source_type.is_some(), "source_type"),
-    ] {
-        if present {
-            return Err(ApiError::invalid_request(format!(
-                "{param} belongs to the saved classifier; save a new version to change it"
-            ))
-            .with_param(param));
-        }
-    }
     let (name, version) = classifiers::parse_reference(reference)
         .map_err(|err| ApiError::from(err).with_param("classifier"))?;
     let engine = state.engine()?;
@@ -60,11 +47,37 @@ pub async fn resolve(
     if fields.threshold.is_some() {
         spec.threshold = threshold_or_default(fields.threshold)?;
     }
-    if let Some(adapt) = fields.adapt {
+    if let Some(adapt) = adapt {
         spec.adapt = adapt;
     }
     Ok(Resolved {
         spec,
         saved: Some(saved),
     })
+}
+
+/// The saved classifier a request names instead of labels (None: inline labels):
+/// exactly one of the two, and none of the fields the classifier brings itself.
+fn saved_reference<'a>(
+    fields: &SpecFields,
+    classifier: Option<&'a str>,
+) -> Result<Option<&'a str>, ApiError> {
+    match (&fields.labels, classifier) {
+        (Some(_), Some(_)) => Err(ApiError::invalid_request(
+            "send either labels or classifier, not both",
+        )
+        .with_param("classifier")),
+        (None, None) => Err(ApiError::validation(
+            "labels",
+            "labels (or classifier) is required",
+        )),
+        (Some(_), None) => Ok(None),
+        (None, Some(reference)) => match fields.saved_field_sent() {
+            Some(field) => Err(ApiError::invalid_request(format!(
+                "{field} belongs to the saved classifier; save a new version to change it"
+            ))
+            .with_param(field)),
+            None => Ok(Some(reference)),
+        },
+    }
 }

@@ -1,16 +1,17 @@
 //! `GET /v1/usage`: the caller's texts and tokens per UTC day, for `/v1/classify` and
-//! for batch jobs, with the account's limits. The CLI's `zeroshot usage` reads the
-//! same types.
+//! for batch jobs, with the account's limits (the answer's types are in `wire`, the
+//! report is made by [`crate::usage::report`]).
 
 use axum::extract::{Query, State};
 use axum::{Extension, Json};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::{ApiError, AppState};
 use crate::clock::Day;
-use crate::db::usage::{Source, UsageRow};
-use crate::db::{Account, Limits};
+use crate::db::Account;
+use crate::usage;
+use crate::wire::UsageReport;
 
 /// Longest range one call covers, in days.
 pub const MAX_DAYS: i64 = 366;
@@ -28,76 +29,6 @@ pub struct UsageQuery {
     pub to: Option<String>,
 }
 
-/// `/v1/classify` calls that succeeded (failed calls count nothing).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct ClassifyUsage {
-    pub requests: i64,
-    pub texts: i64,
-    pub tokens: i64,
-}
-
-/// Batch lines scored (error rows count nothing), counted as their checkpoints commit.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct BatchUsage {
-    pub texts: i64,
-    pub tokens: i64,
-}
-
-/// Classify and batch usage over a day or a range.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct Usage {
-    pub classify: ClassifyUsage,
-    pub batch: BatchUsage,
-    /// Classify and batch tokens together.
-    pub tokens: i64,
-}
-
-impl Usage {
-    fn add(&mut self, row: &UsageRow) {
-        if row.source == Source::Classify {
-            self.classify.requests += row.requests;
-            self.classify.texts += row.texts;
-            self.classify.tokens += row.tokens;
-        } else {
-            self.batch.texts += row.texts;
-            self.batch.tokens += row.tokens;
-        }
-        self.tokens += row.tokens;
-    }
-}
-
-/// One day with usage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct DayUsage {
-    /// `YYYY-MM-DD`, UTC.
-    pub date: String,
-    #[serde(flatten)]
-    pub usage: Usage,
-}
-
-/// The account's limits (null: none) and where it stands this month.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct AccountLimits {
-    /// `/v1/classify` requests per second, per server instance.
-    pub rps_limit: Option<i64>,
-    /// Tokens per UTC calendar month, classify and batch together.
-    pub monthly_token_quota: Option<i64>,
-    /// Tokens used since the first of this UTC month.
-    pub month_to_date_tokens: i64,
-}
-
-/// Usage per day over `from`..=`to`. Days without usage are left out.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct UsageReport {
-    /// `YYYY-MM-DD`, UTC, as applied (defaults filled in).
-    pub from: String,
-    pub to: String,
-    /// Days with usage, oldest first.
-    pub data: Vec<DayUsage>,
-    pub total: Usage,
-    pub limits: AccountLimits,
-}
-
 /// The caller's usage per UTC day, classify and batch apart, with its limits.
 #[utoipa::path(get, path = "/usage", operation_id = "get_usage", tag = "usage",
     params(UsageQuery),
@@ -113,7 +44,7 @@ pub async fn get(
     state.usage.write(&state.db).await?;
     let rows = state.db.usage(&account.id, from, to).await?;
     let month_to_date_tokens = super::quota::month_to_date(&state, &account).await?;
-    Ok(Json(report(
+    Ok(Json(usage::report(
         from,
         to,
         &rows,
@@ -152,37 +83,4 @@ fn range(query: &UsageQuery, today: Day) -> Result<(Day, Day), ApiError> {
         ));
     }
     Ok((from, to))
-}
-
-/// Rows (by day, then source) as days and totals.
-fn report(
-    from: Day,
-    to: Day,
-    rows: &[UsageRow],
-    limits: &Limits,
-    month_to_date_tokens: i64,
-) -> UsageReport {
-    let mut data: Vec<DayUsage> = Vec::new();
-    let mut total = Usage::default();
-    for row in rows {
-        if data.last().is_none_or(|last| last.date != row.day) {
-            data.push(DayUsage {
-                date: row.day.clone(),
-                usage: Usage::default(),
-            });
-        }
-        data.last_mut().expect("pushed above").usage.add(row);
-        total.add(row);
-    }
-    UsageReport {
-        from: from.to_string(),
-        to: to.to_string(),
-        data,
-        total,
-        limits: AccountLimits {
-            rps_limit: limits.rps_limit,
-            monthly_token_quota: limits.monthly_token_quota,
-            month_to_date_tokens,
-        },
-    }
 }

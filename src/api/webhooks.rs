@@ -4,38 +4,11 @@
 
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use super::{ApiError, AppState, ErrorBody};
-use crate::clock::rfc3339;
-use crate::db::webhooks::{DeliveryRow, SecretRow};
 use crate::db::Account;
 use crate::webhooks;
-use crate::wire::DeliveryStatus;
-
-/// The key webhook signatures are made with. Verify `webhook-signature` with it as
-/// the Standard Webhooks libraries do (the key is the base64 after `whsec_`).
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct WebhookSecret {
-    /// `whsec_` + base64 of 32 random bytes.
-    pub secret: String,
-    /// When it was made (RFC 3339).
-    pub created_at: String,
-    /// After a rotation: until when events are also signed with the previous secret.
-    pub previous_expires_at: Option<String>,
-}
-
-impl From<SecretRow> for WebhookSecret {
-    fn from(row: SecretRow) -> Self {
-        let now = crate::clock::now_ms();
-        Self {
-            secret: row.secret,
-            created_at: rfc3339(row.created_at),
-            previous_expires_at: row.previous_expires_at.filter(|&at| at > now).map(rfc3339),
-        }
-    }
-}
+use crate::wire::{Delivery, DeliveryList, WebhookSecret};
 
 /// The account's webhook signing secret.
 #[utoipa::path(get, path = "/webhooks/secret", operation_id = "get_webhook_secret", tag = "webhooks",
@@ -66,52 +39,6 @@ pub async fn rotate_secret(
             .await?
             .into(),
     ))
-}
-
-/// One event of a job and its delivery.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Delivery {
-    /// The `webhook-id` header: the same on every attempt.
-    pub id: String,
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub url: String,
-    pub status: DeliveryStatus,
-    pub attempts: i64,
-    /// The receiver's last HTTP status.
-    pub last_status: Option<i64>,
-    /// Why the last attempt failed.
-    pub last_error: Option<String>,
-    /// When a pending delivery is tried next (RFC 3339).
-    pub next_attempt_at: Option<String>,
-    /// When the job ended, which is the event's time (RFC 3339).
-    pub event_at: String,
-    pub delivered_at: Option<String>,
-}
-
-impl From<DeliveryRow> for Delivery {
-    fn from(row: DeliveryRow) -> Self {
-        let status = row.status;
-        Self {
-            id: row.id,
-            kind: row.event_type,
-            url: row.url,
-            status,
-            attempts: row.attempts,
-            last_status: row.last_status,
-            last_error: row.last_error,
-            next_attempt_at: (status == DeliveryStatus::Pending)
-                .then(|| rfc3339(row.next_attempt_at)),
-            event_at: rfc3339(row.ended_at),
-            delivered_at: row.delivered_at.map(rfc3339),
-        }
-    }
-}
-
-/// A job's webhook events, newest first.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct DeliveryList {
-    pub data: Vec<Delivery>,
 }
 
 /// The job's webhook events (one per time it ended) and how their delivery went.

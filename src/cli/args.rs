@@ -3,10 +3,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::{ArgGroup, Args, Parser, Subcommand};
 
-use crate::engine::{Engine, Mode, ModelConfig};
+use crate::engine::{Mode, ModelConfig};
+use crate::wire::SpecFields;
 
 /// Default model: the only one whose weights ship in a registry we can reach.
 pub const DEFAULT_MODEL: &str = "all-minilm-l6-v2-int8-cpu";
@@ -183,6 +183,18 @@ pub struct SubmitArgs {
     /// With --wait: write the results here instead of to stdout.
     #[arg(short, long, requires = "wait")]
     pub output: Option<PathBuf>,
+}
+
+impl SpecFlags {
+    /// These flags over `fields` (a spec file's, or none).
+    pub fn over(&self, fields: SpecFields) -> SpecFields {
+        SpecFields {
+            source_type: self.source_type.clone().or(fields.source_type),
+            mode: self.mode.map(Into::into).or(fields.mode),
+            threshold: self.threshold.or(fields.threshold),
+            ..fields
+        }
+    }
 }
 
 impl SubmitArgs {
@@ -394,14 +406,6 @@ impl ModelArgs {
             run_tokens: self.onnx_run_tokens.map(|tokens| tokens as usize),
         }
     }
-
-    /// Loads the engine these flags describe (ONNX Runtime once per process, then the
-    /// model), saying which model failed.
-    pub fn load_engine(&self) -> anyhow::Result<Engine> {
-        self.config()
-            .load()
-            .with_context(|| format!("loading model {}", self.model_dir().display()))
-    }
 }
 
 /// `$ZEROSHOT_CACHE`, else `~/.cache/zeroshot`: where `scripts/setup.py` caches downloads.
@@ -446,6 +450,14 @@ pub struct ClassifyArgs {
 }
 
 impl ClassifyArgs {
+    /// The classification fields of the flags (no labels with `--classifier`).
+    pub fn spec_fields(&self) -> SpecFields {
+        self.spec.over(SpecFields {
+            labels: (!self.labels.is_empty()).then(|| self.labels.clone()),
+            ..SpecFields::default()
+        })
+    }
+
     /// One text goes as `text` (answered as one object), several as `texts`.
     pub fn text_or_texts(&self) -> (Option<String>, Option<Vec<String>>) {
         match self.texts.as_slice() {

@@ -99,12 +99,11 @@ impl<T> Answer<T> {
     }
 }
 
-pub use crate::api::usage::UsageReport;
-pub use crate::api::webhooks::WebhookSecret;
 /// The server's own request and response types: the client sends and reads what the
 /// server reads and writes.
 pub use crate::wire::{
-    ClassifyRequest, CreateRequest, CreatedJob, Job, JobList, JobStatus, ResultsLink,
+    ClassifyRequest, CreateRequest, CreatedJob, Job, JobList, JobStatus, ResultsLink, UsageReport,
+    WebhookSecret,
 };
 
 /// One server, one API key.

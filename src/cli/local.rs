@@ -10,7 +10,7 @@ use anyhow::Context;
 use super::args::{ClassifiersCommand, ClassifyArgs, EvalArgs, KeysCommand};
 use super::eval;
 use crate::classifiers;
-use crate::classify::{self, SpecFields};
+use crate::classify;
 use crate::db::Db;
 
 /// `zeroshot keys ...`: accounts' API keys, on the database directly.
@@ -62,7 +62,7 @@ pub(super) async fn classifiers(command: ClassifiersCommand) -> anyhow::Result<(
             let engine = Arc::new(
                 tokio::task::spawn_blocking({
                     let model = model.clone();
-                    move || model.load_engine()
+                    move || model.config().load()
                 })
                 .await??,
             );
@@ -110,21 +110,11 @@ fn describe_classifier_error(err: classifiers::ClassifierError) -> anyhow::Error
 pub(super) async fn classify(args: ClassifyArgs) -> anyhow::Result<()> {
     let engine = tokio::task::spawn_blocking({
         let model = args.model.clone();
-        move || model.load_engine()
+        move || model.config().load()
     })
     .await??;
     let (text, texts) = args.text_or_texts();
-    let fields = SpecFields {
-        labels: &Some(args.labels),
-        classifier: &None,
-        descriptions: &None,
-        examples: &None,
-        source_type: &args.spec.source_type,
-        mode: args.spec.mode.map(Into::into),
-        threshold: args.spec.threshold,
-        adapt: None,
-    };
-    let response = classify::run(&engine, text.as_ref(), texts.as_ref(), &fields)?;
+    let response = classify::run(&engine, text.as_ref(), texts.as_ref(), &args.spec_fields())?;
     println!("{}", serde_json::to_string_pretty(&response)?);
     Ok(())
 }
@@ -138,7 +128,7 @@ pub(super) fn eval(args: EvalArgs) -> anyhow::Result<()> {
             args.data.len()
         );
     }
-    let engine = args.model.load_engine()?;
+    let engine = args.model.config().load()?;
     let descriptions = match &args.descriptions {
         Some(path) => read_descriptions(path)?,
         None => Default::default(),

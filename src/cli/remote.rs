@@ -15,6 +15,7 @@ use super::client::{
     ClassifyRequest, Client, ClientError, CreateRequest, CreatedJob, Job, JobStatus,
 };
 use crate::classifiers::{Definition, DefinitionFileError};
+use crate::wire::SpecFields;
 
 /// How often a followed job is polled.
 const POLL: Duration = Duration::from_secs(1);
@@ -124,44 +125,36 @@ pub async fn webhooks(server: &ServerArgs, command: WebhooksCommand) -> Result<(
 pub async fn classify(url: &str, args: &ClassifyArgs) -> Result<(), RemoteError> {
     let client = Client::new(url, args.api_key.as_deref())?;
     let (text, texts) = args.text_or_texts();
-    let request = ClassifyRequest {
+    let mut request = ClassifyRequest {
         text,
         texts,
-        labels: (!args.labels.is_empty()).then(|| args.labels.clone()),
         classifier: args.classifier.clone(),
-        source_type: args.spec.source_type.clone(),
-        mode: args.spec.mode.map(Into::into),
-        threshold: args.spec.threshold,
-        ..Default::default()
+        ..ClassifyRequest::default()
     };
+    request.set_spec_fields(args.spec_fields());
     println!("{}", client.classify(&request).await?.pretty());
     Ok(())
 }
 
 /// The job body from the flags, over the `--spec` file's values.
 fn job_request(args: &SubmitArgs) -> Result<CreateRequest, RemoteError> {
-    let mut request = CreateRequest::default();
-    if let Some(path) = &args.spec_file {
-        let definition = Definition::from_file(path)?;
-        request = CreateRequest {
-            labels: Some(definition.labels),
-            descriptions: definition.descriptions,
-            examples: definition.examples,
-            source_type: definition.source_type,
-            mode: definition.mode,
-            threshold: definition.threshold,
-            adapt: definition.adapt,
-            ..request
-        };
-    }
-    request.labels = args.labels.clone().or(request.labels.take());
-    request.classifier = args.classifier.clone();
-    request.source_type = args.spec.source_type.clone().or(request.source_type.take());
-    request.mode = args.spec.mode.map(Into::into).or(request.mode);
-    request.threshold = args.spec.threshold.or(request.threshold);
-    request.adapt = args.adapt().or(request.adapt);
-    request.metadata = (!args.metadata.is_empty()).then(|| args.metadata.iter().cloned().collect());
-    request.webhook_url = args.webhook_url.clone();
+    let (file_fields, file_adapt) = match &args.spec_file {
+        Some(path) => {
+            let definition = Definition::from_file(path)?;
+            (definition.spec_fields(), definition.adapt)
+        }
+        None => (SpecFields::default(), None),
+    };
+    let mut fields = args.spec.over(file_fields);
+    fields.labels = args.labels.clone().or(fields.labels);
+    let mut request = CreateRequest {
+        classifier: args.classifier.clone(),
+        adapt: args.adapt().or(file_adapt),
+        metadata: (!args.metadata.is_empty()).then(|| args.metadata.iter().cloned().collect()),
+        webhook_url: args.webhook_url.clone(),
+        ..CreateRequest::default()
+    };
+    request.set_spec_fields(fields);
     Ok(request)
 }
 

@@ -9,9 +9,9 @@ use serde::Serialize;
 use super::args::{AccountsCommand, ServerArgs, UsageArgs};
 use super::client::Client;
 use super::remote::RemoteError;
-use crate::api::usage::{AccountLimits, Usage, UsageReport};
 use crate::clock::Day;
 use crate::db::{Account, Db};
+use crate::wire::{AccountLimits, Usage, UsageReport};
 
 /// `zeroshot usage`: `GET /v1/usage`, as a table (or `--json`) on stdout.
 pub async fn report(server: &ServerArgs, args: &UsageArgs) -> Result<(), RemoteError> {

@@ -46,6 +46,12 @@ const ADAPT_EMBED_CHUNK: usize = 2048;
 pub enum EngineError {
     #[error("model could not be loaded: {0}")]
     ModelLoad(String),
+    /// [`ModelConfig::load`] failed: the directory it read, and why.
+    #[error("loading model {}: {source}", dir.display())]
+    Load {
+        dir: std::path::PathBuf,
+        source: Box<EngineError>,
+    },
     #[error("tokenization failed: {0}")]
     Tokenize(String),
     #[error("inference failed: {0}")]
@@ -238,7 +244,8 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
-    /// Loads the engine (ONNX Runtime once per process, then the model).
+    /// Loads the engine (ONNX Runtime once per process, then the model); an error
+    /// names the model directory.
     pub fn load(&self) -> Result<Engine, EngineError> {
         Engine::load(
             &self.ort_library,
@@ -247,6 +254,10 @@ impl ModelConfig {
             self.device,
             RunLimits::for_device(self.device, self.run_tokens),
         )
+        .map_err(|source| EngineError::Load {
+            dir: self.model_dir.clone(),
+            source: Box::new(source),
+        })
     }
 }
 

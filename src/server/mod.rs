@@ -112,9 +112,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     let server = tokio::spawn(api::serve(listener, state.clone(), shutdown));
-    let engine = loading.await.context("model loader panicked")?;
-    let engine =
-        engine.with_context(|| format!("loading model {}", config.model.model_dir.display()))?;
+    let engine = loading.await.context("model loader panicked")??;
     ready(&state, engine, config.queue);
     server.await.context("server task panicked")??;
     worker.await.context("batch worker panicked")?;

@@ -14,13 +14,13 @@ use reqwest::Url;
 use tokio::sync::Semaphore;
 
 use super::address::{pin, ResolveError};
-use super::{event_type, retry_delay, signature, Event, Settings, WINDOW};
+use super::{event_type, retry_delay, signature, Settings, WINDOW};
 use crate::clock::{now_ms, rfc3339};
 use crate::db::batch::JobRow;
 use crate::db::webhooks::{Attempt, DeliveryRow, NewDelivery};
 use crate::db::{Db, DbError};
 use crate::outage::{self, Dependency};
-use crate::wire::Shards;
+use crate::wire::{Event, Shards};
 
 /// Deliveries attempted at once by one instance.
 const IN_FLIGHT: usize = 8;

@@ -6,19 +6,18 @@
 
 pub mod address;
 pub mod dispatcher;
+mod view;
 
 use std::time::Duration;
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
-use serde::Serialize;
 use sha2::Sha256;
-use utoipa::ToSchema;
 
 use crate::db::webhooks::SecretRow;
 use crate::db::{Db, DbError};
-use crate::wire::{Job, JobStatus};
+use crate::wire::JobStatus;
 
 pub use dispatcher::Dispatcher;
 
@@ -40,18 +39,6 @@ pub struct Settings {
     pub allow_private: bool,
     /// `--webhook-retry-base-secs`: the first retry's delay; later ones are multiples.
     pub retry_base: Duration,
-}
-
-/// A webhook request's body: the Standard Webhooks envelope around the job as
-/// `GET /v1/batch/{id}` shows it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Event {
-    /// `batch.completed`, `batch.failed` or `batch.cancelled`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// When the job ended (RFC 3339).
-    pub timestamp: String,
-    pub data: Job,
 }
 
 /// The event a job in this status announces; `None` while it has not ended.

@@ -11,6 +11,7 @@ use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType};
 use utoipa::openapi::RefOr;
 use utoipa::{PartialSchema, ToSchema};
 
+use super::spec::with_spec_fields;
 use crate::engine::{AdaptationReport, Mode};
 
 /// A job's state. `failed` jobs may be started again (from the start of the file).
@@ -172,70 +173,50 @@ pub struct Progress {
     pub eta_seconds: Option<f64>,
 }
 
-/// `POST /v1/batch`: the classification config of `/v1/classify` minus the text.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateRequest {
-    /// 1-200 distinct label names of up to 100 characters.
-    #[schema(value_type = Option<std::collections::BTreeSet<crate::wire::schema::LabelName>>, min_items = 1, max_items = 200)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub labels: Option<Vec<String>>,
-    /// A saved classifier instead of labels: `name` (latest), `name@N` or `name@vN`;
-    /// pinned when the job is created.
-    #[schema(pattern = "^[a-z0-9_-]{1,64}(@v?[1-9][0-9]{0,17})?$")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub classifier: Option<String>,
-    /// A sentence per label (up to 1,000 characters) saying what it covers.
-    #[schema(value_type = Option<BTreeMap<String, crate::wire::schema::LabelDescription>>)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub descriptions: Option<BTreeMap<String, String>>,
-    /// Up to 64 example texts per label.
-    #[schema(value_type = Option<BTreeMap<String, crate::wire::schema::LabelExamples>>)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub examples: Option<BTreeMap<String, Vec<String>>>,
-    /// What the texts are (`support ticket`, `news headline`), up to 64 characters.
-    #[schema(max_length = 64, pattern = r"^[^\u0000]*$")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source_type: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mode: Option<Mode>,
-    /// Multi mode: labels at or above it are returned (default 0.3).
-    #[schema(minimum = 0.0, maximum = 1.0)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub threshold: Option<f32>,
-    /// Fit the label vectors to the job's own texts before scoring (default true).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub adapt: Option<bool>,
-    /// Up to 16 entries: keys of 1-64 characters, values of up to 512.
-    #[schema(value_type = Option<crate::wire::schema::Metadata>)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<BTreeMap<String, String>>,
-    /// The input itself instead of an upload: 1-50,000 objects, each one input line
-    /// (`{"id": ..., "text": ...}`), checked when the job runs like a file's lines. The
-    /// whole body may be up to 64 MiB. The job is created ready to start.
-    #[schema(min_items = 1, max_items = 50000)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub items: Option<Vec<InlineItem>>,
-    /// With `items`: start the job in this call, as `POST /v1/batch/{id}/start` would.
-    /// When it cannot start (another job of the account is processing), nothing is
-    /// created and the answer is that 409.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub start: Option<bool>,
-    /// Told when the job ends (`batch.completed`, `batch.failed`, `batch.cancelled`),
-    /// signed with the account's webhook secret: an absolute http(s) URL without user
-    /// name or password, to a public address.
-    ///
-    /// The pattern is the part of the rule JSON Schema can say: lower-case host names
-    /// (labels that start with a letter, single hyphens), an optional port, then any
-    /// path, query and fragment of visible ASCII. Some other URLs pass the server's
-    /// parser (an IP address, an internationalised name), but an address that is not
-    /// public is refused, which no pattern can say.
-    #[schema(
-        max_length = 2048,
-        pattern = "^https?://[a-z][a-z0-9]*(-[a-z0-9]+)*(\\.[a-z][a-z0-9]*(-[a-z0-9]+)*)*(:[0-9]{1,4})?([/?#][!-~]*)?$"
-    )]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub webhook_url: Option<String>,
+with_spec_fields! {
+    /// `POST /v1/batch`: the classification config of `/v1/classify` minus the text.
+    #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct CreateRequest {
+        /// A saved classifier instead of labels: `name` (latest), `name@N` or `name@vN`;
+        /// pinned when the job is created.
+        #[schema(pattern = "^[a-z0-9_-]{1,64}(@v?[1-9][0-9]{0,17})?$")]
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub classifier: Option<String>,
+        /// Fit the label vectors to the job's own texts before scoring (default true).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub adapt: Option<bool>,
+        /// Up to 16 entries: keys of 1-64 characters, values of up to 512.
+        #[schema(value_type = Option<crate::wire::schema::Metadata>)]
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub metadata: Option<BTreeMap<String, String>>,
+        /// The input itself instead of an upload: 1-50,000 objects, each one input line
+        /// (`{"id": ..., "text": ...}`), checked when the job runs like a file's lines. The
+        /// whole body may be up to 64 MiB. The job is created ready to start.
+        #[schema(min_items = 1, max_items = 50000)]
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub items: Option<Vec<InlineItem>>,
+        /// With `items`: start the job in this call, as `POST /v1/batch/{id}/start` would.
+        /// When it cannot start (another job of the account is processing), nothing is
+        /// created and the answer is that 409.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub start: Option<bool>,
+        /// Told when the job ends (`batch.completed`, `batch.failed`, `batch.cancelled`),
+        /// signed with the account's webhook secret: an absolute http(s) URL without user
+        /// name or password, to a public address.
+        ///
+        /// The pattern is the part of the rule JSON Schema can say: lower-case host names
+        /// (labels that start with a letter, single hyphens), an optional port, then any
+        /// path, query and fragment of visible ASCII. Some other URLs pass the server's
+        /// parser (an IP address, an internationalised name), but an address that is not
+        /// public is refused, which no pattern can say.
+        #[schema(
+            max_length = 2048,
+            pattern = "^https?://[a-z][a-z0-9]*(-[a-z0-9]+)*(\\.[a-z][a-z0-9]*(-[a-z0-9]+)*)*(:[0-9]{1,4})?([/?#][!-~]*)?$"
+        )]
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub webhook_url: Option<String>,
+    }
 }
 
 /// One inline item: any JSON object, kept as given. Its fields are not checked here:

@@ -7,6 +7,8 @@ mod classify;
 mod jobs;
 mod rows;
 pub mod schema;
+pub mod spec;
+mod usage;
 mod webhooks;
 
 pub use classify::{ClassifyRequest, ClassifyResponse, MultiResponse, SingleResponse};
@@ -15,7 +17,9 @@ pub use jobs::{
     MAX_ID_CHARS,
 };
 pub use rows::{FailedRow, ResultRow, RowError, ScoredRow};
-pub use webhooks::DeliveryStatus;
+pub use spec::SpecFields;
+pub use usage::{AccountLimits, BatchUsage, ClassifyUsage, DayUsage, Usage, UsageReport};
+pub use webhooks::{Delivery, DeliveryList, DeliveryStatus, Event, WebhookSecret};
 
 /// A stored word (a status, a usage source) that names nothing this version knows: an
 /// error rather than a guess.

@@ -30,7 +30,8 @@ pub fn engine() -> Arc<Engine> {
     ENGINE
         .get_or_init(|| {
             let engine = ModelArgs::from_env()
-                .load_engine()
+                .config()
+                .load()
                 .unwrap_or_else(|err| panic!("{err} (run scripts/setup.py first)"));
             Arc::new(engine)
         })

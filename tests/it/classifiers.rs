@@ -126,6 +126,17 @@ async fn validation_clashes_and_other_accounts(backend: Backend) {
             Some("name"),
         ),
         (json!({"labels": ["a"]}), 422, Some("name")),
+        (json!({"name": "ok"}), 422, Some("labels")),
+        (
+            json!({"name": "ok", "labels": ["a"], "description": "a\u{0}b"}),
+            422,
+            Some("description"),
+        ),
+        (
+            json!({"name": "ok", "labels": ["a"], "classifier": "other"}),
+            400,
+            Some("classifier"),
+        ),
         (json!({"name": "ok", "labels": []}), 422, Some("labels")),
         (
             json!({"name": "ok", "labels": ["a", "a"]}),

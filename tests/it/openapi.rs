@@ -152,6 +152,29 @@ async fn description_covers_every_route_with_auth_limits_and_errors() {
     assert_eq!(schemas["ClassifyRequest"]["additionalProperties"], false);
     assert_eq!(schemas["CreateRequest"]["additionalProperties"], false);
     assert_eq!(schemas["Definition"]["additionalProperties"], false);
+    // The spec fields are declared once: every body that carries them describes them
+    // alike; a definition must have labels, where the others may name a classifier.
+    for field in [
+        "labels",
+        "descriptions",
+        "examples",
+        "source_type",
+        "mode",
+        "threshold",
+    ] {
+        for name in ["CreateRequest", "Definition"] {
+            assert_eq!(
+                schemas[name]["properties"][field], classify[field],
+                "{name}.{field}"
+            );
+        }
+    }
+    assert!(schemas["Definition"]["required"]
+        .as_array()
+        .is_some_and(|required| required.contains(&"labels".into())));
+    assert!(schemas["Definition"]["properties"]
+        .get("classifier")
+        .is_none());
     assert_eq!(
         api["components"]["securitySchemes"]["api_key"]["scheme"],
         "bearer"

@@ -12,8 +12,9 @@
 use serde::Deserialize;
 
 use crate::common;
-use zeroshot::classify::{self, ClassifyError, SpecFields};
+use zeroshot::classify::{self, ClassifyError};
 use zeroshot::engine::Engine;
+use zeroshot::wire::SpecFields;
 
 /// The default model against the same graph run by Python: only batching and padding
 /// differ.
@@ -57,7 +58,8 @@ fn load_model(name: &str) -> Engine {
         model: name.to_string(),
         ..zeroshot::cli::args::ModelArgs::from_env()
     }
-    .load_engine()
+    .config()
+    .load()
     .unwrap_or_else(|err| panic!("load {name}: {err} (scripts/test.sh sets it up)"))
 }
 
@@ -176,16 +178,9 @@ fn empty_after_trim_texts_are_rejected() {
     let fixture = fixture();
     assert!(!fixture.rejected.is_empty());
     let engine = common::engine();
-    let labels = Some(vec!["billing".to_string(), "bug report".to_string()]);
     let fields = SpecFields {
-        labels: &labels,
-        classifier: &None,
-        descriptions: &None,
-        examples: &None,
-        source_type: &None,
-        mode: None,
-        threshold: None,
-        adapt: None,
+        labels: Some(vec!["billing".to_string(), "bug report".to_string()]),
+        ..SpecFields::default()
     };
     let refused_param = |text: Option<&String>, texts: Option<&Vec<String>>| match classify::run(
         &engine, text, texts, &fields,
