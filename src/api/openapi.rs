@@ -151,10 +151,13 @@ fn state_request_rules(openapi: &mut OpenApi) {
             add_keyword(object, "allOf", serde_json::Value::Array(rules));
         }
     }
-    // The spec fields are optional in the other bodies, where `classifier` may stand
-    // for them.
+    // The spec fields are optional (and nullable) in the other bodies, where
+    // `classifier` may stand for them; a definition has labels, not null.
     if let Some(RefOr::T(Schema::Object(definition))) = components.schemas.get_mut("Definition") {
         definition.required.push("labels".to_string());
+        if let Some(RefOr::T(Schema::Array(labels))) = definition.properties.get_mut("labels") {
+            labels.schema_type = SchemaType::Type(Type::Array);
+        }
     }
     require_name_on_create(openapi);
 }

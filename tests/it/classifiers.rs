@@ -127,6 +127,7 @@ async fn validation_clashes_and_other_accounts(backend: Backend) {
         ),
         (json!({"labels": ["a"]}), 422, Some("name")),
         (json!({"name": "ok"}), 422, Some("labels")),
+        (json!({"name": "ok", "labels": null}), 422, Some("labels")),
         (
             json!({"name": "ok", "labels": ["a"], "description": "a\u{0}b"}),
             422,

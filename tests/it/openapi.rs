@@ -153,9 +153,9 @@ async fn description_covers_every_route_with_auth_limits_and_errors() {
     assert_eq!(schemas["CreateRequest"]["additionalProperties"], false);
     assert_eq!(schemas["Definition"]["additionalProperties"], false);
     // The spec fields are declared once: every body that carries them describes them
-    // alike; a definition must have labels, where the others may name a classifier.
+    // alike; a definition must have labels (not null), where the others may name a
+    // classifier instead.
     for field in [
-        "labels",
         "descriptions",
         "examples",
         "source_type",
@@ -169,6 +169,13 @@ async fn description_covers_every_route_with_auth_limits_and_errors() {
             );
         }
     }
+    assert_eq!(
+        schemas["CreateRequest"]["properties"]["labels"],
+        classify["labels"]
+    );
+    let definition_labels = &schemas["Definition"]["properties"]["labels"];
+    assert_eq!(definition_labels["type"], "array", "{definition_labels}");
+    assert_eq!(definition_labels["items"], classify["labels"]["items"]);
     assert!(schemas["Definition"]["required"]
         .as_array()
         .is_some_and(|required| required.contains(&"labels".into())));
