@@ -24,6 +24,13 @@ that rule, confirmed by recomputing the rule on the request that was sent:
   from create to start without the upload between).
 - `GET /v1/usage`'s window: `from` on or before `to` (default today) and at most 366
   days before it. JSON Schema cannot compare two parameters, nor a date with today.
+- A saved classifier's lessons, rules of what is stored and of what texts mean:
+  `POST /v1/classifiers/{name}/adapt` is refused by adaptation's guard rails (too few
+  texts, texts that concentrate on few labels: 422 "adaptation refused"), takes exactly
+  one of `texts` and `job_id` (400), and a job that has completed with the classifier's
+  labels (409, 422 `job_id`); `POST /v1/classifiers/{name}/examples` takes examples
+  for the saved classifier's labels only (400 naming the label) and at most 64 per
+  label once added to the saved ones (422).
 
 Any other rejection of a schema-valid request still fails the run.
 
@@ -166,14 +173,28 @@ def body_name_differs(case, param):
     return param == "name" and isinstance(name, str) and name != path_name
 
 
+def lesson_refused(operation, status, param, message):
+    """A classifier lesson refused by a rule of the stored classifier or of the texts."""
+    if operation == ("POST", "/v1/classifiers/{name}/adapt"):
+        return ((status == 422 and "adaptation refused" in message)
+                or (status == 400 and "exactly one" in message)
+                or (status == 409 and "adapt from a completed job" in message)
+                or (status == 422 and param == "job_id"))
+    if operation == ("POST", "/v1/classifiers/{name}/examples"):
+        return ((status == 400 and "unknown label" in message)
+                or (status == 422 and "examples per label" in message))
+    return False
+
+
 BODY_OPERATIONS = {("POST", "/v1/classify"), ("POST", "/v1/batch"),
-                   ("POST", "/v1/classifiers"), ("PUT", "/v1/classifiers/{name}")}
+                   ("POST", "/v1/classifiers"), ("PUT", "/v1/classifiers/{name}"),
+                   ("POST", "/v1/classifiers/{name}/adapt"), ("POST", "/v1/classifiers/{name}/examples")}
 
 
 @schemathesis.hook
 def filter_failure(context, failure, case, response):
     """False (drop the failure) only for a 422 of one of the rules above."""
-    if type(failure).__name__ != "RejectedPositiveData" or response.status_code != 422:
+    if type(failure).__name__ != "RejectedPositiveData" or response.status_code not in (400, 409, 422):
         return True
     error = error_of(response)
     if error is None:
@@ -181,6 +202,10 @@ def filter_failure(context, failure, case, response):
     param = error.get("param")
     message = str(error.get("message"))
     operation = (case.method.upper(), case.operation.path)
+    if lesson_refused(operation, response.status_code, param, message):
+        return False
+    if response.status_code != 422:
+        return True
     if operation in BODY_OPERATIONS and (
         blank_value(case.body, param) is not None
         or (duplicate_once_trimmed(case.body, param) and "duplicate label" in message)

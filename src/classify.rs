@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crate::engine::text::{self, TextError};
 use crate::engine::{
-    Classification, Embedding, Engine, EngineError, LabelError, LabelVectors, Spec,
+    Classification, Embedding, Engine, EngineError, LabelError, LabelScorer, Spec,
 };
 use crate::wire::SpecFields;
 pub use crate::wire::{ClassifyRequest, ClassifyResponse, MultiResponse, SingleResponse};
@@ -75,7 +75,7 @@ pub fn respond(
     engine: &Engine,
     single: bool,
     spec: &Spec,
-    labels: &LabelVectors,
+    labels: &dyn LabelScorer,
     classifier: Option<String>,
     embeddings: &[Embedding],
     started: Instant,

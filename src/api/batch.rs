@@ -56,6 +56,7 @@ pub async fn create(
         items: request.items,
         start: request.start == Some(true),
         webhook_url: request.webhook_url,
+        save_adapted: request.save_adapted == Some(true),
     };
     new.check()?;
     if let Some(items) = &new.items {

@@ -2,6 +2,7 @@
 //! through the inference queue, then scored and shaped by the classification service
 //! (`crate::classify`), which the CLI's local `classify` shares.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::State;
@@ -11,6 +12,7 @@ use super::spec::{resolve, Resolved};
 use super::{ApiError, ApiJson, AppState};
 use crate::classify::{self};
 use crate::db::Account;
+use crate::engine::LabelScorer;
 use crate::wire::{ClassifyRequest, ClassifyResponse};
 
 /// Classifies one text or up to 64 against inline labels or a saved classifier.
@@ -43,17 +45,14 @@ pub async fn handle(
     .await?;
     let engine = state.engine()?;
     let queue = state.queue()?;
-    let (labels, classifier) = match saved {
-        Some(saved) => (
-            saved.vectors,
-            Some(format!("{}@v{}", saved.name, saved.version)),
-        ),
+    let (labels, classifier): (Arc<dyn LabelScorer>, _) = match saved {
+        Some(saved) => (saved.scorer(), Some(saved.reference())),
         None => {
             let (engine, set) = (engine.clone(), spec.labels.clone());
             let labels = tokio::task::spawn_blocking(move || engine.label_vectors(&set))
                 .await
                 .map_err(ApiError::internal)??;
-            (labels, None)
+            (Arc::new(labels), None)
         }
     };
     let embeddings = queue.embed(texts).await?;
@@ -65,7 +64,7 @@ pub async fn handle(
         &engine,
         request.text.is_some(),
         &spec,
-        &labels,
+        labels.as_ref(),
         classifier,
         &embeddings,
         started,

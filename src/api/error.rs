@@ -306,6 +306,10 @@ impl From<ClassifierError> for ApiError {
             ClassifierError::Invalid(err) => err.into(),
             ClassifierError::Db(err) => err.into(),
             ClassifierError::Engine(err) => err.into(),
+            ClassifierError::Malformed { param, message } => {
+                ApiError::invalid_request(message).with_param(param)
+            }
+            ClassifierError::Refused { param, message } => ApiError::validation(param, message),
         }
     }
 }

@@ -77,14 +77,16 @@ pub struct AppState {
     pub usage: PendingUsage,
 }
 
-/// The route whose POST takes inline batch items, and so a larger body.
-const LARGE_BODY_ROUTE: &str = "/v1/batch";
+/// The routes whose POST takes many texts (inline batch items, texts to adapt to),
+/// and so a larger body.
+const LARGE_BODY_ROUTES: [&str; 2] = ["/v1/batch", "/v1/classifiers/{name}/adapt"];
 
 impl AppState {
     /// The largest body a request to the route `path` may send: `--max-body-bytes`, or
-    /// 64 MiB (if that is more) for `POST /v1/batch` and its inline items.
+    /// 64 MiB (if that is more) for `POST /v1/batch` and its inline items and for the
+    /// texts of `POST /v1/classifiers/{name}/adapt`.
     pub fn body_limit(&self, path: &str) -> usize {
-        if path == LARGE_BODY_ROUTE {
+        if LARGE_BODY_ROUTES.contains(&path) {
             self.max_body_bytes.max(inline::MAX_BODY_BYTES)
         } else {
             self.max_body_bytes
@@ -117,10 +119,18 @@ impl AppState {
 /// list. Given the state, `/v1` checks API keys (the description alone needs none).
 pub fn routes(state: Option<&AppState>) -> OpenApiRouter<AppState> {
     let (schemas, paths, batch_root) = routes!(batch::create, batch::list);
-    // Outside it, the router's default limit (`--max-body-bytes`) holds.
-    let batch_root = match state {
-        Some(state) => batch_root.layer(DefaultBodyLimit::max(state.body_limit(LARGE_BODY_ROUTE))),
-        None => batch_root,
+    let (adapt_schemas, adapt_paths, adapt) = routes!(classifiers::adapt);
+    // Outside them, the router's default limit (`--max-body-bytes`) holds.
+    let (batch_root, adapt) = match state {
+        Some(state) => (
+            batch_root.layer(DefaultBodyLimit::max(
+                state.body_limit(LARGE_BODY_ROUTES[0]),
+            )),
+            adapt.layer(DefaultBodyLimit::max(
+                state.body_limit(LARGE_BODY_ROUTES[1]),
+            )),
+        ),
+        None => (batch_root, adapt),
     };
     let mut v1 = OpenApiRouter::new()
         .routes(routes!(classify::handle))
@@ -138,7 +148,10 @@ pub fn routes(state: Option<&AppState>) -> OpenApiRouter<AppState> {
             classifiers::get,
             classifiers::update,
             classifiers::delete
-        ));
+        ))
+        .routes(routes!(classifiers::versions))
+        .routes((adapt_schemas, adapt_paths, adapt))
+        .routes(routes!(classifiers::teach));
     if let Some(state) = state {
         // The last layer added runs first: the key is checked, then idempotency.
         v1 = v1

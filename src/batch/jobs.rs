@@ -88,6 +88,8 @@ pub struct NewJobRequest<T> {
     /// With items: start the job in this call.
     pub start: bool,
     pub webhook_url: Option<String>,
+    /// Save the fitted vectors as the classifier's next version on completion.
+    pub save_adapted: bool,
 }
 
 impl<T> NewJobRequest<T> {
@@ -98,6 +100,12 @@ impl<T> NewJobRequest<T> {
             return Err(invalid(
                 "start",
                 "start needs items; a job whose file is uploaded starts with POST /v1/batch/{id}/start",
+            ));
+        }
+        if self.save_adapted && self.classifier.is_none() {
+            return Err(invalid(
+                "save_adapted",
+                "save_adapted needs a classifier, whose next version it saves",
             ));
         }
         Ok(())
@@ -202,6 +210,7 @@ impl Jobs<'_> {
                     .as_ref()
                     .map(|(name, version)| (name.as_str(), *version)),
                 webhook_url: request.webhook_url.as_deref(),
+                save_adapted: request.save_adapted,
             })
             .await?)
     }

@@ -89,6 +89,12 @@ pub fn view(job: &JobRow) -> Result<Job, ViewError> {
             .adaptation
             .as_deref()
             .and_then(|report| serde_json::from_str(report).ok()),
+        save_adapted: job.save_adapted != 0,
+        saved_version: job
+            .classifier_name
+            .as_ref()
+            .zip(job.saved_version)
+            .map(|(name, version)| format!("{name}@v{version}")),
         labels: spec.labels.names().map(str::to_string).collect(),
         metadata: serde_json::from_str(&job.metadata).unwrap_or_default(),
         webhook_url: job.webhook_url.clone(),

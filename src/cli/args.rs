@@ -275,6 +275,33 @@ pub enum ClassifiersCommand {
         #[command(flatten)]
         scope: ClassifierScope,
     },
+    /// Adapt the latest version to unlabeled texts (or a completed batch job's) and
+    /// save the next version; refused by the guard rails, nothing is saved.
+    Adapt {
+        name: String,
+        /// Texts like the ones it will see, one per line (an NDJSON line's `text` field
+        /// is read as its text).
+        #[arg(long, required_unless_present = "job", conflicts_with = "job")]
+        texts: Option<PathBuf>,
+        /// A completed batch job of the account that used this classifier (its fitted
+        /// vectors are reused).
+        #[arg(long)]
+        job: Option<String>,
+        #[command(flatten)]
+        scope: ClassifierScope,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Teach the latest version examples from a `text<TAB>label` file (with a header
+    /// line, as `zeroshot eval` reads) and save the next version.
+    Teach {
+        name: String,
+        file: PathBuf,
+        #[command(flatten)]
+        scope: ClassifierScope,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
 }
 
 /// Whose classifiers, in which database.
@@ -294,7 +321,9 @@ impl ClassifiersCommand {
             | ClassifiersCommand::Update { scope, .. }
             | ClassifiersCommand::List { scope }
             | ClassifiersCommand::Show { scope, .. }
-            | ClassifiersCommand::Delete { scope, .. } => scope,
+            | ClassifiersCommand::Delete { scope, .. }
+            | ClassifiersCommand::Adapt { scope, .. }
+            | ClassifiersCommand::Teach { scope, .. } => scope,
         }
     }
 }
@@ -500,6 +529,12 @@ pub struct EvalArgs {
     /// manifest's `adapted_calibration`, which --fit-calibration then fits).
     #[arg(long, conflicts_with = "baseline")]
     pub adapt: bool,
+    /// Measure a saved classifier adapted to part of each file: adapt on this many of
+    /// its texts (`500`) or this share (`50%`), evenly spread and their labels unseen,
+    /// as `POST /v1/classifiers/{name}/adapt` does, then score the rest one text at a
+    /// time as `/v1/classify` does with the adapted version.
+    #[arg(long, conflicts_with_all = ["baseline", "adapt"])]
+    pub adapt_on: Option<crate::cli::eval::AdaptPart>,
     /// Check that multi mode's calibration transfers to data it was not fitted on: for
     /// each --data file, fit the constants on the other files and report that file's
     /// multi-mode recall and labels per text at --threshold.

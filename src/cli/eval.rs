@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::batch::lines::RawLine;
 use crate::batch::sample::Sampler;
+use crate::classifiers::learn;
 use crate::engine::{
     probabilities, AdaptationReport, Calibration, Engine, LabelScorer, LabelSet, LabelVectors, Mode,
 };
@@ -92,6 +93,56 @@ pub struct EvalOptions {
     /// Score the file as a batch job with `adapt: true` would: the same sample (the
     /// texts as NDJSON lines, picked by byte offset), the same fit, the same scoring.
     pub adapt: bool,
+    /// Adapt a saved classifier on this part of the texts (their labels unseen), as
+    /// `POST /v1/classifiers/{name}/adapt` does, then score the rest one text at a
+    /// time as `/v1/classify` does with the adapted version.
+    pub adapt_on: Option<AdaptPart>,
+}
+
+/// The part of a file's texts `--adapt-on` adapts on: a count (`500`) or a share
+/// (`50%`), taken evenly spread through the file; the rest is scored.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AdaptPart {
+    Texts(usize),
+    Percent(f64),
+}
+
+impl std::str::FromStr for AdaptPart {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        let wrong = || format!("{value:?}: expected a count of texts (500) or a share (50%)");
+        match value.strip_suffix('%') {
+            Some(share) => match share.parse::<f64>() {
+                Ok(p) if p > 0.0 && p < 100.0 => Ok(Self::Percent(p)),
+                _ => Err(wrong()),
+            },
+            None => value.parse().map(Self::Texts).map_err(|_| wrong()),
+        }
+    }
+}
+
+impl AdaptPart {
+    /// (the texts adapted on, the texts scored): every text goes to one of the two,
+    /// the adapted part evenly spread through `data`.
+    pub fn split(self, data: &[Example]) -> (Vec<Example>, Vec<Example>) {
+        let n = data.len();
+        let count = match self {
+            Self::Texts(count) => count.min(n),
+            Self::Percent(p) => ((n as f64 * p / 100.0).round() as usize).min(n),
+        };
+        let mut chosen = vec![false; n];
+        for i in 0..count {
+            chosen[i * n / count.max(1)] = true;
+        }
+        let (adapt, scored): (Vec<_>, Vec<_>) = data
+            .iter()
+            .cloned()
+            .zip(chosen)
+            .partition(|(_, chosen)| *chosen);
+        let texts = |part: Vec<(Example, bool)>| part.into_iter().map(|(e, _)| e).collect();
+        (texts(adapt), texts(scored))
+    }
 }
 
 /// One label's F1.
@@ -117,9 +168,12 @@ pub struct EvalReport {
     pub texts_per_second: f64,
     /// Tokens the model read per second over the same run.
     pub tokens_per_second: f64,
-    /// What adaptation did (with `--adapt`).
+    /// What adaptation did (with `--adapt` or `--adapt-on`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub adaptation: Option<AdaptationReport>,
+    /// With `--adapt-on`: the texts adapted on (`texts` counts the ones scored).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adapted_on: Option<usize>,
     /// (similarity per label, index of the true label) per text; filled when fitting.
     #[serde(skip)]
     pub similarities: Vec<(Vec<f32>, usize)>,
@@ -150,17 +204,29 @@ fn batch_sample(test: &[Example]) -> Vec<String> {
 /// Runs the evaluation.
 pub fn evaluate(
     engine: &Engine,
-    test: &[Example],
+    data: &[Example],
     options: &EvalOptions,
 ) -> anyhow::Result<EvalReport> {
-    let mut names: Vec<String> = test.iter().map(|e| e.label.clone()).collect();
+    let mut names: Vec<String> = data.iter().map(|e| e.label.clone()).collect();
     names.sort();
     names.dedup();
     let set = label_set(&names, options)?;
+    let (adapt_part, test) = match options.adapt_on {
+        Some(part) => part.split(data),
+        None => (Vec::new(), data.to_vec()),
+    };
+    let test = test.as_slice();
 
     let started = Instant::now();
     let labels = label_vectors(engine, &names, &set, options)?;
-    let (scorer, adaptation) = scorer(engine, test, labels, options)?;
+    let (scorer, adaptation) = scorer(
+        engine,
+        test,
+        &adapt_part,
+        labels,
+        set.has_examples(),
+        options,
+    )?;
     let index: HashMap<&str, usize> = names
         .iter()
         .enumerate()
@@ -186,6 +252,7 @@ pub fn evaluate(
         texts_per_second: test.len() as f64 / elapsed,
         tokens_per_second: scored.tokens as f64 / elapsed,
         adaptation,
+        adapted_on: options.adapt_on.map(|_| adapt_part.len()),
         similarities: scored.similarities,
     })
 }
@@ -242,17 +309,24 @@ fn label_vectors(
 }
 
 /// What scores the texts: `labels`, or with `adapt` the labels adapted to the texts a
-/// batch job would sample (and what adaptation did).
+/// batch job would sample, or with `adapt_on` to `adapt_part` as a saved classifier
+/// is adapted (and what adaptation did). `anchored` when the labels have examples.
 fn scorer(
     engine: &Engine,
     test: &[Example],
+    adapt_part: &[Example],
     labels: LabelVectors,
+    anchored: bool,
     options: &EvalOptions,
 ) -> anyhow::Result<(Box<dyn LabelScorer>, Option<AdaptationReport>)> {
-    if !options.adapt {
+    let adapted = if options.adapt_on.is_some() {
+        let texts = adapt_part.iter().map(|e| e.text.clone()).collect();
+        learn::fit_texts(engine, texts, &labels, anchored)?
+    } else if options.adapt {
+        engine.adapt(&batch_sample(test), &labels, anchored)?
+    } else {
         return Ok((Box::new(labels), None));
-    }
-    let adapted = engine.adapt(&batch_sample(test), &labels)?;
+    };
     let scorer: Box<dyn LabelScorer> = match adapted.labels {
         Some(adapted) => Box::new(adapted),
         None => Box::new(labels),
@@ -518,6 +592,39 @@ fn solve<const K: usize>(mut a: [[f64; K]; K], mut b: [f64; K]) -> Option<[f64; 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn examples(n: usize) -> Vec<Example> {
+        (0..n)
+            .map(|i| Example {
+                text: format!("text {i}"),
+                label: format!("label {}", i % 3),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn adapt_parts_read_counts_and_shares_and_split_every_text_once() {
+        assert_eq!("500".parse(), Ok(AdaptPart::Texts(500)));
+        assert_eq!("50%".parse(), Ok(AdaptPart::Percent(50.0)));
+        for wrong in ["0%", "100%", "half", "-3", ""] {
+            assert!(wrong.parse::<AdaptPart>().is_err(), "{wrong}");
+        }
+        let data = examples(10);
+        let (adapt, scored) = AdaptPart::Percent(50.0).split(&data);
+        let texts = |part: &[Example]| part.iter().map(|e| e.text.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            texts(&adapt),
+            ["text 0", "text 2", "text 4", "text 6", "text 8"]
+        );
+        assert_eq!(
+            texts(&scored),
+            ["text 1", "text 3", "text 5", "text 7", "text 9"]
+        );
+        let (adapt, scored) = AdaptPart::Texts(20).split(&data);
+        assert_eq!((adapt.len(), scored.len()), (10, 0), "at most every text");
+        let (adapt, scored) = AdaptPart::Percent(75.0).split(&examples(1000));
+        assert_eq!((adapt.len(), scored.len()), (750, 250));
+    }
 
     fn parse(content: &str) -> anyhow::Result<Vec<(String, String)>> {
         let examples = parse_tsv(content.as_bytes(), Path::new("t.tsv"))?;

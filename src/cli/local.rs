@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use super::args::{ClassifiersCommand, ClassifyArgs, EvalArgs, KeysCommand};
+use super::args::{ClassifiersCommand, ClassifyArgs, EvalArgs, KeysCommand, ModelArgs};
 use super::eval;
-use crate::classifiers;
+use crate::classifiers::{self, learn};
 use crate::classify;
 use crate::db::Db;
+use crate::engine::Engine;
 
 /// `zeroshot keys ...`: accounts' API keys, on the database directly.
 pub(super) async fn keys(command: KeysCommand) -> anyhow::Result<()> {
@@ -59,14 +60,45 @@ pub(super) async fn classifiers(command: ClassifiersCommand) -> anyhow::Result<(
                     false,
                 ),
             };
-            let engine = Arc::new(
-                tokio::task::spawn_blocking({
-                    let model = model.clone();
-                    move || model.config().load()
-                })
-                .await??,
-            );
+            let engine = load_engine(model).await?;
             let saved = classifiers::save(&db, &engine, &account.id, &name, &definition, update)
+                .await
+                .map_err(describe_classifier_error)?;
+            serde_json::to_value(saved.view())?
+        }
+        ClassifiersCommand::Adapt {
+            name,
+            texts,
+            job,
+            model,
+            ..
+        } => {
+            let request = learn::AdaptRequest {
+                texts: texts.as_deref().map(read_texts).transpose()?,
+                job_id: job.clone(),
+            };
+            let engine = load_engine(model).await?;
+            let saved = learn::adapt(&db, &engine, &account.id, name, request)
+                .await
+                .map_err(describe_classifier_error)?;
+            serde_json::to_value(saved.view())?
+        }
+        ClassifiersCommand::Teach {
+            name, file, model, ..
+        } => {
+            let mut examples: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for example in eval::read_tsv(file)? {
+                examples
+                    .entry(example.label)
+                    .or_default()
+                    .push(example.text);
+            }
+            let request = learn::TeachRequest {
+                examples,
+                remove: Vec::new(),
+            };
+            let engine = load_engine(model).await?;
+            let saved = learn::teach(&db, &engine, &account.id, name, request)
                 .await
                 .map_err(describe_classifier_error)?;
             serde_json::to_value(saved.view())?
@@ -96,11 +128,40 @@ pub(super) async fn classifiers(command: ClassifiersCommand) -> anyhow::Result<(
     Ok(())
 }
 
+/// The engine of `model`, loaded off the async threads.
+async fn load_engine(model: &ModelArgs) -> anyhow::Result<Arc<Engine>> {
+    let model = model.clone();
+    Ok(Arc::new(
+        tokio::task::spawn_blocking(move || model.config().load()).await??,
+    ))
+}
+
+/// The texts of a file, one per line (blank lines skipped); a line that is a JSON
+/// object with a string `text` stands for that text.
+fn read_texts(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let content =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(content
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|value| value.get("text")?.as_str().map(str::to_string))
+                .unwrap_or_else(|| line.to_string())
+        })
+        .collect())
+}
+
 /// CLI form of a classifier error: the field at fault first.
 fn describe_classifier_error(err: classifiers::ClassifierError) -> anyhow::Error {
     match err {
         classifiers::ClassifierError::Invalid(err) => {
             anyhow::anyhow!("{}: {}", err.param, err.message)
+        }
+        classifiers::ClassifierError::Malformed { param, message }
+        | classifiers::ClassifierError::Refused { param, message } => {
+            anyhow::anyhow!("{param}: {message}")
         }
         other => other.into(),
     }
@@ -149,6 +210,7 @@ pub(super) fn eval(args: EvalArgs) -> anyhow::Result<()> {
             fit_calibration: args.fit_calibration || args.rotate,
             baseline: args.baseline,
             adapt: args.adapt,
+            adapt_on: args.adapt_on,
         };
         let mut report = eval::evaluate(&engine, &eval::read_tsv(data)?, &options)?;
         similarities.push(std::mem::take(&mut report.similarities));

@@ -37,12 +37,17 @@ pub struct JobRow {
     pub webhook_url: Option<String>,
     /// How many shards the survey cut, set with `requests_total`.
     pub shards: Option<i64>,
+    /// 1: save the fitted vectors as the classifier's next version on completion.
+    pub save_adapted: i64,
+    /// The version it saved.
+    pub saved_version: Option<i64>,
 }
 
 /// Every [`JobRow`] column, for the queries that read whole jobs.
 pub(super) const COLUMNS: &str = "id, account_id, status, spec, metadata, input_key, output_key, upload_expires_at, \
     input_bytes, requests_total, requests_completed, requests_failed, estimated_tokens, actual_tokens, error, \
-    created_at, started_at, completed_at, classifier_name, classifier_version, adaptation, expired_at, webhook_url, shards";
+    created_at, started_at, completed_at, classifier_name, classifier_version, adaptation, expired_at, webhook_url, shards, \
+    save_adapted, saved_version";
 
 /// A job a worker has just claimed.
 #[derive(Debug)]
@@ -66,6 +71,8 @@ pub struct NewJob<'a> {
     pub classifier: Option<(&'a str, i64)>,
     /// Where the job's end is announced.
     pub webhook_url: Option<&'a str>,
+    /// Save the fitted vectors as the classifier's next version on completion.
+    pub save_adapted: bool,
 }
 
 /// How a start attempt ended.
@@ -132,8 +139,8 @@ impl Db {
     pub async fn create_job(&self, job: &NewJob<'_>) -> Result<JobRow, DbError> {
         sqlx::query(
             "INSERT INTO batch_jobs (id, account_id, status, spec, metadata, input_key, output_key, \
-             upload_expires_at, created_at, classifier_name, classifier_version, webhook_url) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             upload_expires_at, created_at, classifier_name, classifier_version, webhook_url, save_adapted) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(job.id)
         .bind(job.account_id)
@@ -147,6 +154,7 @@ impl Db {
         .bind(job.classifier.map(|(name, _)| name))
         .bind(job.classifier.map(|(_, version)| version))
         .bind(job.webhook_url)
+        .bind(i64::from(job.save_adapted))
         .execute(self.pool())
         .await?;
         self.job(job.account_id, job.id)
@@ -570,6 +578,7 @@ mod tests {
             upload_expires_at: 0,
             classifier: None,
             webhook_url: None,
+            save_adapted: false,
         };
         let created = db.create_job(&job).await.expect("job");
         assert_eq!(created.status, JobStatus::Pending);

@@ -16,39 +16,62 @@ pub struct ClassifierRow {
     pub dim: i64,
     pub vectors: String,
     pub created_at: i64,
+    /// How the version was made (JSON); NULL: saved from a definition.
+    pub origin: Option<String>,
+    /// Where its adaptation came from (JSON); NULL: not adapted.
+    pub adapted_from: Option<String>,
+}
+
+/// A row and its adapted label vectors (JSON), which only scoring reads.
+pub struct NewVersion<'a> {
+    pub row: &'a ClassifierRow,
+    pub adapted_labels: Option<&'a str>,
 }
 
 const COLUMNS: &str =
-    "account_id, name, version, description, spec, model, dim, vectors, created_at";
+    "account_id, name, version, description, spec, model, dim, vectors, created_at, origin, adapted_from";
 
 impl Db {
-    /// Inserts `row` as a new version. `version` 1 clashes with an existing name (409);
-    /// a later version clashes only with a concurrent update, also a conflict.
-    pub async fn insert_classifier(&self, row: &ClassifierRow) -> Result<(), DbError> {
-        let inserted = sqlx::query(&format!(
-            "INSERT INTO classifiers ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+    /// Inserts a new version. Version 1 clashes with an existing name (409); a later
+    /// version clashes only with a concurrent save, also a conflict.
+    pub async fn insert_classifier(&self, new: &NewVersion<'_>) -> Result<(), DbError> {
+        let inserted = insert_query(new).execute(self.pool()).await;
+        inserted
+            .map(|_| ())
+            .map_err(|err| version_conflict(err, new.row))
+    }
+
+    /// A version's adapted label vectors (JSON), when it has any.
+    pub async fn classifier_adapted_labels(
+        &self,
+        account_id: &str,
+        name: &str,
+        version: i64,
+    ) -> Result<Option<String>, DbError> {
+        let found: Option<(Option<String>,)> = sqlx::query_as(
+            "SELECT adapted_labels FROM classifiers WHERE account_id = $1 AND name = $2 AND version = $3",
+        )
+        .bind(account_id)
+        .bind(name)
+        .bind(version)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(found.and_then(|(labels,)| labels))
+    }
+
+    /// Every version of a classifier, newest first.
+    pub async fn classifier_versions(
+        &self,
+        account_id: &str,
+        name: &str,
+    ) -> Result<Vec<ClassifierRow>, DbError> {
+        Ok(sqlx::query_as::<_, ClassifierRow>(&format!(
+            "SELECT {COLUMNS} FROM classifiers WHERE account_id = $1 AND name = $2 ORDER BY version DESC"
         ))
-        .bind(&row.account_id)
-        .bind(&row.name)
-        .bind(row.version)
-        .bind(&row.description)
-        .bind(&row.spec)
-        .bind(&row.model)
-        .bind(row.dim)
-        .bind(&row.vectors)
-        .bind(now_ms())
-        .execute(self.pool())
-        .await;
-        match inserted {
-            Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(err)) if err.is_unique_violation() => {
-                Err(DbError::Conflict(format!(
-                    "classifier {:?} version {} already exists",
-                    row.name, row.version
-                )))
-            }
-            Err(err) => Err(err.into()),
-        }
+        .bind(account_id)
+        .bind(name)
+        .fetch_all(self.pool())
+        .await?)
     }
 
     /// A version, or the latest when `version` is `None`.
@@ -81,10 +104,37 @@ impl Db {
         .await?)
     }
 
-    /// Replaces a version's label vectors (after a model change).
+    /// Inserts `row` as the version a completed job saved (`save_adapted`), recording
+    /// it on the job in the same transaction; false (and nothing inserted) when the job
+    /// has already saved one.
+    pub async fn insert_job_version(
+        &self,
+        job_id: &str,
+        new: &NewVersion<'_>,
+    ) -> Result<bool, DbError> {
+        let mut tx = self.pool().begin().await?;
+        let marked = sqlx::query(
+            "UPDATE batch_jobs SET saved_version = $1 WHERE id = $2 AND saved_version IS NULL",
+        )
+        .bind(new.row.version)
+        .bind(job_id)
+        .execute(&mut *tx)
+        .await?;
+        if marked.rows_affected() == 0 {
+            return Ok(false);
+        }
+        if let Err(err) = insert_query(new).execute(&mut *tx).await {
+            return Err(version_conflict(err, new.row));
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Replaces a version's label vectors (after a model change; an adaptation fitted
+    /// with the other model no longer applies).
     pub async fn update_classifier_vectors(&self, row: &ClassifierRow) -> Result<(), DbError> {
         sqlx::query(
-            "UPDATE classifiers SET model = $1, dim = $2, vectors = $3 WHERE account_id = $4 AND name = $5 AND version = $6",
+            "UPDATE classifiers SET model = $1, dim = $2, vectors = $3, adapted_from = NULL, adapted_labels = NULL WHERE account_id = $4 AND name = $5 AND version = $6",
         )
         .bind(&row.model)
         .bind(row.dim)
@@ -119,5 +169,38 @@ impl Db {
             ))),
             None => Err(DbError::NotFound(format!("no classifier {name:?}"))),
         }
+    }
+}
+
+fn insert_query<'a>(
+    new: &'a NewVersion<'a>,
+) -> sqlx::query::Query<'a, sqlx::Any, sqlx::any::AnyArguments<'a>> {
+    let row = new.row;
+    sqlx::query(
+        "INSERT INTO classifiers (account_id, name, version, description, spec, model, dim, vectors, created_at, \
+         origin, adapted_from, adapted_labels) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(&row.account_id)
+    .bind(&row.name)
+    .bind(row.version)
+    .bind(&row.description)
+    .bind(&row.spec)
+    .bind(&row.model)
+    .bind(row.dim)
+    .bind(&row.vectors)
+    .bind(now_ms())
+    .bind(&row.origin)
+    .bind(&row.adapted_from)
+    .bind(new.adapted_labels)
+}
+
+/// A unique violation on insert is a concurrent save of the same version: a conflict.
+fn version_conflict(err: sqlx::Error, row: &ClassifierRow) -> DbError {
+    match err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => DbError::Conflict(format!(
+            "classifier {:?} version {} already exists",
+            row.name, row.version
+        )),
+        other => other.into(),
     }
 }

@@ -10,9 +10,12 @@
 //!    whitening evens out directions that vary a lot inside every label, which is
 //!    what lets 20 broad topics (stackoverflow) separate.
 //! 3. Ten rounds of soft EM: each label's vector becomes the normalised sum of the
-//!    texts it softly wins plus its own starting vector (so a label that wins nothing
-//!    stays where its name put it); a text's similarity to a label is the mean of its
-//!    cosines in the two views.
+//!    texts it softly wins (its **pull**) plus its own starting vector (so a label that
+//!    wins nothing stays where its name put it); a text's similarity to a label is the
+//!    mean of its cosines in the two views. When the labels have examples, the starting
+//!    vector (the examples' fitted head) is **anchored**: it counts as much as the texts
+//!    the label wins, so adapting never undoes what the examples taught (measured in
+//!    docs/accuracy.md#adapted-classifiers).
 //!
 //! Measured on the dev sets (docs/accuracy.md#adaptive-scoring-batch-jobs), with the
 //! guard rails that switch it off where it cannot help: too few lines, or texts that
@@ -99,6 +102,17 @@ pub struct AdaptedLabels {
     /// Mean over the sample of (best similarity - mean similarity): how far a label
     /// stands out on this job's texts.
     spread: f32,
+    /// Each label's pull in the centred view: the sum of the sampled texts it softly won
+    /// in the last round (so new starting vectors can be combined with it, see
+    /// [`AdaptedLabels::restarted`]). Empty in jobs stored before it was kept.
+    #[serde(default)]
+    pull_centred: Vec<Vec<f32>>,
+    /// The same in the whitened view.
+    #[serde(default)]
+    pull_whitened: Vec<Vec<f32>>,
+    /// The soft count of sampled texts each label won in the last round.
+    #[serde(default)]
+    mass: Vec<f32>,
 }
 
 /// Adaptation's outcome: the report, and the vectors when it applied.
@@ -172,8 +186,9 @@ fn effective_label_share(similarities: &Array2<f32>) -> f64 {
 }
 
 /// Fits adapted label vectors on `sample` (unit text vectors of the job's sampled
-/// lines), starting from `labels`; switches itself off where it cannot help.
-pub fn fit(sample: &[Vec<f32>], labels: &LabelVectors) -> Adapted {
+/// lines), starting from `labels` (`anchored` when they carry examples); switches
+/// itself off where it cannot help.
+pub fn fit(sample: &[Vec<f32>], labels: &LabelVectors, anchored: bool) -> Adapted {
     let names = labels.names.clone();
     let dim = labels.vectors.first().map_or(0, Vec::len);
     let x = rows(sample, dim);
@@ -195,7 +210,7 @@ pub fn fit(sample: &[Vec<f32>], labels: &LabelVectors) -> Adapted {
     let n = x.nrows() as f32;
     let mean: Array1<f32> = x.sum_axis(Axis(0)) / n;
     let whitening = within_label_whitening(&x, zero_shot);
-    let refined = refine(&x, &start, &mean, &whitening);
+    let refined = refine(&x, &start, &mean, &whitening, anchored);
     let (level, spread) = level_and_spread(&refined.similarities);
     let to_vecs = |m: &Array2<f32>| m.rows().into_iter().map(|r| r.to_vec()).collect();
     Adapted {
@@ -214,6 +229,9 @@ pub fn fit(sample: &[Vec<f32>], labels: &LabelVectors) -> Adapted {
             whitened: to_vecs(&refined.whitened),
             level: (level / n as f64) as f32,
             spread: ((spread / n as f64) as f32).max(1e-6),
+            pull_centred: to_vecs(&refined.pull_centred),
+            pull_whitened: to_vecs(&refined.pull_whitened),
+            mass: refined.mass.to_vec(),
         }),
     }
 }
@@ -253,11 +271,33 @@ fn within_label_whitening(x: &Array2<f32>, zero_shot: Array2<f32>) -> Array2<f32
 }
 
 /// Label vectors after [`ROUNDS`] rounds of moving them towards the texts softly
-/// assigned to them, and the texts' last similarities to them.
+/// assigned to them, the texts' last similarities to them, and the last round's pulls
+/// and masses.
 struct Refined {
     centred: Array2<f32>,
     whitened: Array2<f32>,
     similarities: Array2<f32>,
+    pull_centred: Array2<f32>,
+    pull_whitened: Array2<f32>,
+    mass: Array1<f32>,
+}
+
+/// `start` in the two views of a sample with this `mean` and `whitening`.
+fn views(
+    start: &Array2<f32>,
+    mean: &Array1<f32>,
+    whitening: &Array2<f32>,
+) -> (Array2<f32>, Array2<f32>) {
+    let centred = start - mean;
+    let whitened = normalize_rows(centred.dot(whitening));
+    (normalize_rows(centred), whitened)
+}
+
+/// How much each label's starting vector counts against its pull: once, or when
+/// `anchored` (the labels have examples) as much as the texts it won.
+fn start_weights(mass: &Array1<f32>, anchored: bool) -> Array2<f32> {
+    mass.mapv(|m| if anchored { m.max(1.0) } else { 1.0 })
+        .insert_axis(Axis(1))
 }
 
 /// Refines the `start` label vectors on the texts `x`, both centred on `mean`, in
@@ -267,30 +307,34 @@ fn refine(
     start: &Array2<f32>,
     mean: &Array1<f32>,
     whitening: &Array2<f32>,
+    anchored: bool,
 ) -> Refined {
-    let centre = |m: &Array2<f32>| m - mean;
-    let text_centred = normalize_rows(centre(x));
-    let text_whitened = normalize_rows(centre(x).dot(whitening));
-    let start_centred = normalize_rows(centre(start));
-    let start_whitened = normalize_rows(centre(start).dot(whitening));
+    let (text_centred, text_whitened) = views(x, mean, whitening);
+    let (start_centred, start_whitened) = views(start, mean, whitening);
 
     let similarity = |a: &Array2<f32>, b: &Array2<f32>| {
         (text_centred.dot(&a.t()) + text_whitened.dot(&b.t())) * 0.5
     };
     let mut assignment = softmax_rows(text_centred.dot(&start_centred.t()), TEMPERATURE);
-    let (mut centred, mut whitened) = (start_centred.clone(), start_whitened.clone());
-    let mut similarities = Array2::zeros((0, 0));
+    let mut refined = Refined {
+        centred: start_centred.clone(),
+        whitened: start_whitened.clone(),
+        similarities: Array2::zeros((0, 0)),
+        pull_centred: Array2::zeros(start.raw_dim()),
+        pull_whitened: Array2::zeros(start.raw_dim()),
+        mass: Array1::zeros(start.nrows()),
+    };
     for _ in 0..ROUNDS {
-        centred = normalize_rows(assignment.t().dot(&text_centred) + &start_centred);
-        whitened = normalize_rows(assignment.t().dot(&text_whitened) + &start_whitened);
-        similarities = similarity(&centred, &whitened);
-        assignment = softmax_rows(similarities.clone(), TEMPERATURE);
+        refined.mass = assignment.sum_axis(Axis(0));
+        let weights = start_weights(&refined.mass, anchored);
+        refined.pull_centred = assignment.t().dot(&text_centred);
+        refined.pull_whitened = assignment.t().dot(&text_whitened);
+        refined.centred = normalize_rows(&refined.pull_centred + &(&start_centred * &weights));
+        refined.whitened = normalize_rows(&refined.pull_whitened + &(&start_whitened * &weights));
+        refined.similarities = similarity(&refined.centred, &refined.whitened);
+        assignment = softmax_rows(refined.similarities.clone(), TEMPERATURE);
     }
-    Refined {
-        centred,
-        whitened,
-        similarities,
-    }
+    refined
 }
 
 /// Sums over texts of the best similarity (level) and of its margin over the mean
@@ -303,6 +347,37 @@ fn level_and_spread(similarities: &Array2<f32>) -> (f64, f64) {
         spread += best - row.mean().unwrap_or(0.0) as f64;
     }
     (level, spread)
+}
+
+impl AdaptedLabels {
+    /// The same adaptation combined with new starting vectors `start` (the same labels,
+    /// in the same order, after examples were taught): each label's pull is kept and
+    /// its new start weighed as [`fit`] weighs it, so teaching an adapted classifier
+    /// costs no embedding. The footing (level, spread) stays the sample's. `None` when
+    /// the pulls were not kept or the labels differ.
+    pub fn restarted(&self, start: &LabelVectors, anchored: bool) -> Option<AdaptedLabels> {
+        let dim = self.mean.len();
+        if self.mass.len() != self.names.len() || start.names != self.names {
+            return None;
+        }
+        let mean = Array1::from(self.mean.clone());
+        let whitening = Array2::from_shape_vec((dim, dim), self.whitening.clone()).ok()?;
+        let (start_centred, start_whitened) = views(&rows(&start.vectors, dim), &mean, &whitening);
+        let weights = start_weights(&Array1::from(self.mass.clone()), anchored);
+        let combine = |pull: &[Vec<f32>], start: &Array2<f32>| {
+            let pull = rows(pull, dim);
+            normalize_rows(pull + &(start * &weights))
+                .rows()
+                .into_iter()
+                .map(|r| r.to_vec())
+                .collect()
+        };
+        Some(AdaptedLabels {
+            centred: combine(&self.pull_centred, &start_centred),
+            whitened: combine(&self.pull_whitened, &start_whitened),
+            ..self.clone()
+        })
+    }
 }
 
 impl LabelScorer for AdaptedLabels {
@@ -424,7 +499,7 @@ mod tests {
     #[test]
     fn switches_itself_off_on_few_lines() {
         let (texts, labels) = clusters(MIN_LINES - 1);
-        let adapted = fit(&texts, &labels);
+        let adapted = fit(&texts, &labels, false);
         assert!(!adapted.report.applied && adapted.labels.is_none());
         assert!(adapted.report.reason.unwrap().contains("too few lines"));
     }
@@ -432,7 +507,7 @@ mod tests {
     #[test]
     fn an_empty_file_is_no_error() {
         let (_, labels) = clusters(0);
-        let adapted = fit(&[], &labels);
+        let adapted = fit(&[], &labels, false);
         assert!(!adapted.report.applied);
         assert_eq!(adapted.report.texts_per_label["a"], 0);
     }
@@ -440,10 +515,55 @@ mod tests {
     #[test]
     fn adapts_and_is_deterministic() {
         let (texts, labels) = clusters(400);
-        let first = fit(&texts, &labels);
+        let first = fit(&texts, &labels, false);
         assert!(first.report.applied, "{:?}", first.report);
         assert_eq!(first.report.texts_per_label["a"], 200);
         assert_eq!(first.report.texts_per_label["b"], 200);
-        assert_eq!(first.labels, fit(&texts, &labels).labels);
+        assert_eq!(first.labels, fit(&texts, &labels, false).labels);
+    }
+
+    #[test]
+    fn restarting_from_the_same_start_gives_the_same_vectors() {
+        let (texts, labels) = clusters(400);
+        for anchored in [false, true] {
+            let adapted = fit(&texts, &labels, anchored).labels.expect("applied");
+            let again = adapted.restarted(&labels, anchored).expect("pulls kept");
+            for (a, b) in adapted
+                .centred
+                .iter()
+                .flatten()
+                .zip(again.centred.iter().flatten())
+            {
+                assert!((a - b).abs() < 1e-5, "{a} against {b}");
+            }
+            let other = LabelVectors {
+                names: vec!["a".into(), "c".into()],
+                vectors: labels.vectors.clone(),
+            };
+            assert!(
+                adapted.restarted(&other, anchored).is_none(),
+                "other labels"
+            );
+        }
+    }
+
+    #[test]
+    fn anchored_start_vectors_hold_their_ground() {
+        // Label b's start points away from its texts; anchored, it moves less.
+        let (texts, labels) = clusters(400);
+        let b_start = normalize_rows(rows(&labels.vectors, 4));
+        let moved = |anchored: bool| {
+            let adapted = fit(&texts, &labels, anchored).labels.expect("applied");
+            let mean = Array1::from(adapted.mean.clone());
+            let centred = normalize_rows(&b_start - &mean);
+            let b = Array1::from(adapted.centred[1].clone());
+            centred.row(1).dot(&b)
+        };
+        assert!(
+            moved(true) > moved(false),
+            "{} <= {}",
+            moved(true),
+            moved(false)
+        );
     }
 }

@@ -59,6 +59,11 @@ fn refuse(param: impl Into<String>, message: impl Into<String>) -> LabelError {
 }
 
 impl LabelSet {
+    /// Whether any label has examples.
+    pub fn has_examples(&self) -> bool {
+        self.labels.iter().any(|label| !label.examples.is_empty())
+    }
+
     /// Validates raw request parts: 1-200 labels, unique after trimming, each at most
     /// 100 characters; descriptions and examples only for known labels.
     pub fn new(

@@ -38,6 +38,8 @@ const SET_CACHE_ENTRIES: usize = 64;
 /// M / (M + K) for K examples, so one example leans on the name and eight on the
 /// examples (chosen on the dev sets, docs/accuracy.md#choices-measured-on-the-dev-sets).
 const LABEL_WORTH_IN_EXAMPLES: f32 = 1.0;
+/// Saved versions' adapted label vectors kept in memory, parsed (each about 1 MB).
+const ADAPTED_CACHE_ENTRIES: usize = 32;
 /// Sampled texts embedded per engine call when adapting (as many as a batch job's chunk).
 const ADAPT_EMBED_CHUNK: usize = 2048;
 
@@ -227,6 +229,9 @@ pub struct Engine {
     /// Prepared vectors (fitted heads included) keyed by model and whole set: a set
     /// sent again costs one lookup instead of one per label sentence.
     set_cache: Mutex<LruCache<String, LabelVectors>>,
+    /// Saved classifier versions' adapted label vectors, keyed by the caller by the
+    /// version's identity (a version never changes).
+    adapted_cache: Mutex<LruCache<String, Arc<AdaptedLabels>>>,
 }
 
 /// Which model to load and how: plain settings (the CLI makes them from its flags).
@@ -283,6 +288,9 @@ impl Engine {
             set_cache: Mutex::new(LruCache::new(
                 NonZeroUsize::new(SET_CACHE_ENTRIES).expect("non-zero"),
             )),
+            adapted_cache: Mutex::new(LruCache::new(
+                NonZeroUsize::new(ADAPTED_CACHE_ENTRIES).expect("non-zero"),
+            )),
         })
     }
 
@@ -330,7 +338,7 @@ impl Engine {
 
     /// The label vectors of `set`, uncached: see [`Engine::label_vectors`].
     fn fit_label_vectors(&self, set: &LabelSet) -> Result<LabelVectors, EngineError> {
-        let has_examples = set.labels.iter().any(|label| !label.examples.is_empty());
+        let has_examples = set.has_examples();
 
         let manifest = self.model.manifest();
         let source_type = set.source_type.as_deref();
@@ -370,20 +378,38 @@ impl Engine {
         })
     }
 
+    /// Adapted label vectors kept under `key` by [`Engine::cache_adapted`].
+    pub fn cached_adapted(&self, key: &str) -> Option<Arc<AdaptedLabels>> {
+        let mut cache = self.adapted_cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.get(key).cloned()
+    }
+
+    /// Keeps adapted label vectors under `key`, which must name what never changes.
+    pub fn cache_adapted(&self, key: String, labels: Arc<AdaptedLabels>) {
+        let mut cache = self.adapted_cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.put(key, labels);
+    }
+
     /// Raw similarities of one embedded text with each label (calibration fitting).
     pub fn similarities(&self, embedding: &Embedding, labels: &dyn LabelScorer) -> Vec<f32> {
         labels.similarities(&embedding.vector)
     }
 
-    /// Fits label vectors to a batch job's sampled texts (see `adapt`), embedding them
-    /// in chunks so the sample's runs stay as tight as a job's.
-    pub fn adapt(&self, sample: &[String], labels: &LabelVectors) -> Result<Adapted, EngineError> {
+    /// Fits label vectors to sampled texts (see `adapt`), embedding them in chunks so
+    /// the sample's runs stay as tight as a job's; `anchored` when `labels` carry
+    /// examples ([`LabelSet::has_examples`]).
+    pub fn adapt(
+        &self,
+        sample: &[String],
+        labels: &LabelVectors,
+        anchored: bool,
+    ) -> Result<Adapted, EngineError> {
         let mut vectors = Vec::with_capacity(sample.len());
         for chunk in sample.chunks(ADAPT_EMBED_CHUNK) {
             let texts: Vec<&str> = chunk.iter().map(String::as_str).collect();
             vectors.extend(self.embed_texts(&texts)?.into_iter().map(|e| e.vector));
         }
-        Ok(adapt::fit(&vectors, labels))
+        Ok(adapt::fit(&vectors, labels, anchored))
     }
 
     /// Scores one embedded text against prepared label vectors.

@@ -79,6 +79,10 @@ pub struct Job {
     pub adapt: bool,
     /// What adaptation did, once the job has read its input.
     pub adaptation: Option<AdaptationReport>,
+    /// Whether the job saves its fitted vectors as its classifier's next version.
+    pub save_adapted: bool,
+    /// The version it saved (`name@vN`), once completed.
+    pub saved_version: Option<String>,
     pub labels: Vec<String>,
     pub metadata: BTreeMap<String, String>,
     /// Where the job's end is announced.
@@ -186,6 +190,10 @@ with_spec_fields! {
         /// Fit the label vectors to the job's own texts before scoring (default true).
         #[serde(skip_serializing_if = "Option::is_none")]
         pub adapt: Option<bool>,
+        /// With `classifier`: when the job completes with its adaptation applied, save
+        /// the fitted vectors as the classifier's next version (`saved_version`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub save_adapted: Option<bool>,
         /// Up to 16 entries: keys of 1-64 characters, values of up to 512.
         #[schema(value_type = Option<crate::wire::schema::Metadata>)]
         #[serde(skip_serializing_if = "Option::is_none")]

@@ -8,14 +8,20 @@ widths proportional to the scores, the chosen label marked, with tokens and late
 an invalid field shows the API's message next to that field; a 20-line batch file
 runs to completion from the page and its download link serves 20 result rows; the
 saved classifiers page lists the classifier the caller created, and using it from
-there classifies with it. No page error and no Content-Security-Policy violation on
-the way. Screenshots of each page go to --screenshots.
+there classifies with it. Saved classifiers that learn: the Adapt form shows the
+API's refusal of too few texts (and saves nothing); a result classified with a saved
+classifier is corrected with its "Correct it" control, which saves the next version
+with the text as an example of the label picked, and the classifiers page lists both
+versions with how each was made. No page error and no Content-Security-Policy
+violation on the way. Screenshots of each page go to --screenshots.
 """
 import argparse
+import functools
 import json
 import re
 import sys
 import tempfile
+import urllib.request
 from pathlib import Path
 
 from playwright.sync_api import expect, sync_playwright
@@ -29,6 +35,8 @@ BATCH_TEXTS = [
     "please refund the duplicate payment",
     "the tracking number does not work",
 ]
+ROUTER_LABELS = ["billing", "technical_issue"]
+CORRECTED_TEXT = "my card was charged twice"
 
 
 def check(condition, message):
@@ -62,6 +70,77 @@ def check_bars(rows, labels):
         expected = max(r["score"] * r["track"], 2)
         check(abs(r["fill"] - expected) <= 1.5, f"bar width proportional to the score: {r}")
         check(r["shown"] == f"{r['score'] * 100:.1f}%", f"the score is written next to the bar: {r}")
+
+
+def api(base, key, method, path, body=None):
+    """Calls the API directly (not through the page): (status, JSON answer)."""
+    request = urllib.request.Request(
+        base + path, method=method, data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return response.status, json.loads(response.read() or b"null")
+
+
+def check_adapt_refusal(page, call):
+    """The Adapt form of `router`: texts and a job id at once are refused before any
+    call, and too few texts get the API's refusal; no version is saved."""
+    item = page.locator('#classifiers-list li[data-classifier="router"]')
+    item.locator(".adapt > summary").click()
+    item.locator(".adapt-texts").fill("\n".join(BATCH_TEXTS) + "\n\n")
+    item.locator(".adapt-job").fill("batch_0")
+    item.locator(".adapt-submit").click()
+    status = item.locator(".adapt-status")
+    expect(status).to_have_text(re.compile("not both"))
+    item.locator(".adapt-job").fill("")
+    item.locator(".adapt-submit").click()
+    expect(status).to_contain_text(f"too few lines: {len(BATCH_TEXTS)}")
+    expect(status).to_contain_text("no version was saved")
+    check(len(call("GET", "/v1/classifiers/router/versions")[1]["data"]) == 1,
+          "a refused adaptation saves no version")
+    print(f"ok: adapting router to {len(BATCH_TEXTS)} texts is refused: {status.text_content()}")
+
+
+def check_correction(page, call, screenshots):
+    """Classifies with `router` and teaches it the other label with "Correct it"."""
+    page.click("#tab-classify")
+    page.select_option("#classify-classifier", "router")
+    page.fill("#classify-texts", CORRECTED_TEXT)
+    page.click("#classify-submit")
+    expect(page.locator("#classify-meta span").filter(has_text=re.compile(r"^router@v1$"))).to_have_count(1)
+    best = bars(page)[0]["label"]
+    other = next(label for label in ROUTER_LABELS if label != best)
+    control = page.locator("#classify-results .result").first.locator(".correct-it")
+    expect(control.locator(".correct-label option")).to_have_count(len(ROUTER_LABELS))
+    expect(control.locator(".correct-label")).to_have_value(best)
+    control.locator(".correct-label").select_option(other)
+    control.locator(".correct-teach").click()
+    expect(control.locator(".correct-status")).to_have_text("Saved as router@v2")
+    expect(page.locator('#classify-classifier option[value="router"]')).to_contain_text("(v2)")
+    status, view = call("GET", "/v1/classifiers/router")
+    check(status == 200 and view["version"] == 2, f"router is at v2: {view}")
+    check(view["examples"].get(other) == [CORRECTED_TEXT], f"the text is an example of {other}: {view}")
+    check(view["origin"]["kind"] == "taught" and view["origin"]["added"] == 1, f"v2 was taught: {view}")
+    print(f"ok: corrected router's {best} to {other}, saved as {view['reference']}")
+
+    page.click("#tab-classifiers")
+    item = page.locator('#classifiers-list li[data-classifier="router"]')
+    expect(item.locator(".badge")).to_have_text("v2")
+    expect(item.locator(".classifier-version")).to_have_text(["v2 — +1 example", "v1 — created"])
+    page.screenshot(path=screenshots / "classifier-versions.png", full_page=True)
+    print("ok: router's versions listed with how each was made")
+
+
+def check_learning(page, base, key, screenshots):
+    """A classifier created through the API: adapted (refused), then corrected."""
+    call = functools.partial(api, base, key)
+    status, saved = call("POST", "/v1/classifiers", {"name": "router", "labels": ROUTER_LABELS})
+    check(status == 201, f"router created: {status} {saved}")
+    # The page lists it once the classifiers page loads them again.
+    page.click("#tab-classifiers")
+    item = page.locator('#classifiers-list li[data-classifier="router"]')
+    expect(item.locator(".classifier-version")).to_have_text(["v1 — created"])
+    check_adapt_refusal(page, call)
+    check_correction(page, call, screenshots)
 
 
 def main():
@@ -180,6 +259,8 @@ def main():
         page.click("#classify-submit")
         expect(page.locator("#classify-meta")).to_contain_text(f"{args.classifier}@v1")
         print(f"ok: classifier {args.classifier} listed and used")
+
+        check_learning(page, base, args.api_key, args.screenshots)
 
         # The API docs: Swagger UI (served by the binary) renders every operation of
         # /openapi.json under the page's Content-Security-Policy.

@@ -162,3 +162,69 @@ fn examples_seed_the_adapted_vectors() {
         plain.macro_f1
     );
 }
+
+/// With 8 examples per label the examples' head anchors the adapted vectors: adapting
+/// costs no dev set more than [`GUARD_RAIL`] against the examples alone (measured
+/// +.001 / +.009 / +.008, docs/accuracy.md#adapted-classifiers).
+#[test]
+fn adapting_never_undoes_what_examples_taught() {
+    for name in ["banking", "clinc", "stackoverflow"] {
+        let data = dataset(name, "dev");
+        let options = |adapt| EvalOptions {
+            adapt,
+            threshold: 0.3,
+            train: dataset(name, "train"),
+            examples_per_label: 8,
+            ..Default::default()
+        };
+        let engine = common::engine();
+        let alone = eval::evaluate(&engine, &data, &options(false)).expect("evaluate");
+        let adapted = eval::evaluate(&engine, &data, &options(true)).expect("evaluate");
+        assert!(
+            adapted.adaptation.as_ref().is_some_and(|a| a.applied),
+            "{name}"
+        );
+        assert!(
+            adapted.macro_f1 >= alone.macro_f1 - GUARD_RAIL,
+            "{name}: macro-F1 {:.3} adapted against {:.3} with the examples alone",
+            adapted.macro_f1,
+            alone.macro_f1
+        );
+    }
+}
+
+/// A saved classifier adapted on part of a dev set's texts (their labels unseen), then
+/// scoring the rest one text at a time as `/v1/classify` does: against the plain
+/// classifier on the same texts, it loses nowhere, whether it adapts on half, on 500
+/// texts or on three quarters (measured in docs/accuracy.md#adapted-classifiers).
+#[test]
+fn an_adapted_classifier_scores_held_out_texts_no_worse() {
+    let engine = common::engine();
+    for name in ["banking", "clinc", "stackoverflow"] {
+        let data = dataset(name, "dev");
+        for part in ["50%", "500", "75%"] {
+            let part: eval::AdaptPart = part.parse().expect("a part");
+            let (adapt_on, scored) = part.split(&data);
+            assert_eq!(adapt_on.len() + scored.len(), data.len());
+            let options = EvalOptions {
+                adapt_on: Some(part),
+                threshold: 0.3,
+                ..Default::default()
+            };
+            let adapted = eval::evaluate(&engine, &data, &options).expect("evaluate");
+            assert_eq!(adapted.adapted_on, Some(adapt_on.len()));
+            assert_eq!(adapted.texts, scored.len());
+            assert!(
+                adapted.adaptation.as_ref().is_some_and(|a| a.applied),
+                "{name}"
+            );
+            let plain = evaluate(&scored, false);
+            assert!(
+                adapted.macro_f1 >= plain.macro_f1 - GUARD_RAIL,
+                "{name} adapted on {part:?}: macro-F1 {:.3} against {:.3} plain",
+                adapted.macro_f1,
+                plain.macro_f1
+            );
+        }
+    }
+}

@@ -11,6 +11,7 @@ mod adapt;
 mod batch;
 mod cancel;
 mod classifiers;
+mod classifiers_learn;
 mod cli;
 mod cli_batch;
 mod cors;

@@ -212,7 +212,8 @@
         h('span', { class: 'result-tokens muted' }, `${result.tokens} tokens`),
         result.truncated ? h('span', { class: 'badge warn', title: 'the text was longer than the model reads; it was cut' }, 'truncated') : null,
         data.mode === 'multi' && result.labels.length === 0 ? h('span', { class: 'badge' }, 'no label above threshold') : null),
-      scoreBars(result, threshold)));
+      scoreBars(result, threshold),
+      data.classifier ? correctIt(data.classifier, texts[i], result) : null));
     $('classify-results').replaceChildren(...cards);
     $('classify-empty').hidden = true;
     const meta = $('classify-meta');
@@ -248,6 +249,53 @@
     } catch (err) {
       showError(form, err);
     }
+  }
+
+  // ---------------------------------------------------------------- correct it
+
+  /** `ticket-router@v3` → `ticket-router`. */
+  const nameOf = (reference) => reference.split('@')[0];
+
+  /** Writes a control's outcome into its status element: `ok` or `error`. */
+  function note(status, text, state) {
+    status.textContent = text;
+    status.dataset.state = state;
+  }
+
+  const errorText = (err) => `${err.status ? `Error ${err.status}` : 'Error'}: ${err.message}`;
+
+  /** The labels a correction can pick: the saved classifier's, else the scored ones. */
+  function labelsOf(name, result) {
+    const saved = savedClassifiers.find((c) => c.name === name);
+    return saved ? saved.labels : result.scores.map((s) => s.label);
+  }
+
+  /** Teaches the classifier `text` as an example of the picked label (a new version). */
+  async function teach(name, text, select, button, status) {
+    note(status, '', '');
+    const before = (savedClassifiers.find((c) => c.name === name) || {}).version;
+    try {
+      const view = await busy(button, 'Teaching…', () => api('POST',
+        `/v1/classifiers/${encodeURIComponent(name)}/examples`, { examples: { [select.value]: [text] } }));
+      note(status, view.version === before ? `Already known to ${view.reference}` : `Saved as ${view.reference}`, 'ok');
+      loadClassifiers();
+    } catch (err) {
+      note(status, errorText(err), 'error');
+    }
+  }
+
+  /** A result's "correct it" control: the right label, taught to the saved classifier. */
+  function correctIt(reference, text, result) {
+    const name = nameOf(reference);
+    const picked = result.labels[0];
+    const select = h('select', { class: 'correct-label', 'aria-label': `the right label for "${text}"` },
+      labelsOf(name, result).map((label) => h('option', { value: label, selected: label === picked }, label)));
+    const status = h('span', { class: 'correct-status', role: 'status' });
+    const button = h('button', {
+      type: 'button', class: 'ghost small correct-teach', title: `add this text to ${name} as an example of the label picked`,
+      onclick: () => teach(name, text, select, button, status),
+    }, 'Teach');
+    return h('div', { class: 'correct-it' }, h('span', { class: 'muted' }, 'Correct it:'), select, button, status);
   }
 
   // ---------------------------------------------------------------- batch
@@ -422,8 +470,97 @@
     $('classify-texts').focus();
   }
 
-  function renderClassifiers() {
-    const items = savedClassifiers.map((c) => h('li', { class: 'classifier', dataset: { classifier: c.name } },
+  const plural = (n, word) => `${number(n)} ${word}${n === 1 ? '' : 's'}`;
+
+  /** Where an adapted version's adaptation came from, and what it was fitted on. */
+  function adaptedText(from) {
+    if (!from) return 'adapted';
+    const source = from.job_id ? `job ${from.job_id}` : plural(from.texts, 'text');
+    return `adapted from ${source} (fitted on ${plural(from.adaptation.sample_lines, 'text')})`;
+  }
+
+  /** How a version was made, in words: created, updated, adapted from …, +K examples. */
+  function originText(view) {
+    const origin = view.origin || { kind: 'saved' };
+    if (origin.kind === 'taught') {
+      return `+${plural(origin.added, 'example')}${origin.removed > 0 ? `, −${origin.removed} removed` : ''}`;
+    }
+    if (origin.kind === 'adapted') return adaptedText(view.adapted_from);
+    return view.version === 1 ? 'created' : 'updated';
+  }
+
+  const versionLine = (view) => h('li', {
+    class: 'classifier-version', dataset: { version: String(view.version) }, title: new Date(view.created_at).toLocaleString(),
+  }, `v${view.version} — ${originText(view)}`);
+
+  /** A classifier's versions, newest first, filled in once they are loaded. */
+  function versionList(name) {
+    const list = h('ol', { class: 'versions', 'aria-label': `versions of ${name}` });
+    api('GET', `/v1/classifiers/${encodeURIComponent(name)}/versions`).then(
+      (page) => list.replaceChildren(...page.data.map(versionLine)),
+      (err) => list.replaceChildren(h('li', { class: 'versions-error' }, errorText(err))));
+    return list;
+  }
+
+  /** Outcomes of adaptations, by classifier: shown once, in the list reloaded after them. */
+  const adaptNotes = new Map();
+
+  /** The /adapt body: the non-blank lines, or the batch job id; exactly one of them. */
+  function adaptBody(texts, job) {
+    const lines = texts.value.split('\n').map((t) => t.trim()).filter(Boolean);
+    const jobId = job.value.trim();
+    if (lines.length && jobId) throw new ApiError(0, 'invalid_request', 'give either texts or a batch job id, not both', null);
+    if (jobId) return { job_id: jobId };
+    if (lines.length) return { texts: lines };
+    throw new ApiError(0, 'invalid_request', 'paste texts (one per line) or a finished batch job id', null);
+  }
+
+  /** Adapts the classifier to unlabeled texts or a job's; a success reloads the list. */
+  async function adapt(name, texts, job, button, status) {
+    note(status, '', '');
+    try {
+      const body = adaptBody(texts, job);
+      const view = await busy(button, 'Adapting…', () => api('POST', `/v1/classifiers/${encodeURIComponent(name)}/adapt`, body));
+      const fitted = view.adapted_from ? `: fitted on ${plural(view.adapted_from.adaptation.sample_lines, 'text')}` : '';
+      adaptNotes.set(name, [`Saved as ${view.reference}${fitted}`, 'ok']);
+      await loadClassifiers();
+    } catch (err) {
+      note(status, errorText(err), 'error');
+    }
+  }
+
+  /** The outcome kept for `name`'s form, forgotten once taken. */
+  function takeOutcome(name) {
+    const outcome = adaptNotes.get(name);
+    adaptNotes.delete(name);
+    return outcome;
+  }
+
+  /** A labelled field: `label` and its muted `hint` above `control`. */
+  const labelled = (control, label, hint) => h('div', { class: 'field' },
+    h('label', { for: control.id }, `${label} `, h('span', { class: 'muted' }, `— ${hint}`)), control);
+
+  /** A classifier's Adapt form, open when it has an outcome to show. */
+  function adaptForm(name) {
+    const texts = h('textarea', { id: `adapt-${name}-texts`, class: 'adapt-texts', rows: '4', placeholder: 'one unlabeled text per line' });
+    const job = h('input', { id: `adapt-${name}-job`, class: 'adapt-job', type: 'text', spellcheck: 'false', autocomplete: 'off' });
+    const button = h('button', { type: 'submit', class: 'ghost small adapt-submit' }, 'Adapt');
+    const status = h('span', { class: 'adapt-status', role: 'status' });
+    const outcome = takeOutcome(name);
+    if (outcome) note(status, ...outcome);
+    const submit = (event) => {
+      event.preventDefault();
+      adapt(name, texts, job, button, status);
+    };
+    return h('details', { class: 'adapt', open: Boolean(outcome) }, h('summary', {}, 'Adapt to your texts'),
+      h('form', { class: 'adapt-form', novalidate: true, onsubmit: submit },
+        labelled(texts, 'Texts', 'one per line, 200 or more'),
+        labelled(job, 'or a finished batch job', 'its id'),
+        h('div', { class: 'actions' }, button, status)));
+  }
+
+  function classifierItem(c) {
+    return h('li', { class: 'classifier', dataset: { classifier: c.name } },
       h('div', { class: 'classifier-head' },
         h('h3', {}, c.name),
         h('span', { class: 'badge', title: 'latest version' }, `v${c.version}`),
@@ -433,22 +570,35 @@
       c.description ? h('p', { class: 'classifier-description' }, c.description) : null,
       h('ul', { class: 'chips', 'aria-label': `labels of ${c.name}` }, c.labels.map((label) => h('li', {
         class: 'chip', title: (c.descriptions && c.descriptions[label]) || undefined,
-      }, label)))));
+      }, label))),
+      versionList(c.name),
+      adaptForm(c.name));
+  }
+
+  function renderClassifiers() {
+    const items = savedClassifiers.map(classifierItem);
     $('classifiers-list').replaceChildren(...items);
     $('classifiers-empty').hidden = items.length > 0;
   }
 
+  let classifierLoads = 0; // bumped by each load, so that only the newest one renders
+
   async function loadClassifiers() {
     if (!apiKey()) return;
+    const ticket = ++classifierLoads;
     const banner = $('classifiers-error');
+    let page;
     try {
-      savedClassifiers = (await api('GET', '/v1/classifiers')).data;
-      banner.hidden = true;
+      page = await api('GET', '/v1/classifiers');
     } catch (err) {
+      if (ticket !== classifierLoads) return;
       banner.replaceChildren(h('strong', {}, err.status === 401 ? 'Authentication failed' : 'Error'), `: ${err.message}`);
       banner.hidden = false;
       return;
     }
+    if (ticket !== classifierLoads) return;
+    savedClassifiers = page.data;
+    banner.hidden = true;
     fillPickers();
     renderClassifiers();
   }

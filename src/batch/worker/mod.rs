@@ -328,12 +328,12 @@ impl Worker {
     async fn job_level(&self, engine: &Arc<Engine>, job: JobRow) -> Result<Ending, JobError> {
         if job.requests_total.is_none() && job.status != JobStatus::Cancelling {
             return match self.survey(engine, &job).await {
-                Err(JobError::CancelAsked) => self.assemble(&job).await,
+                Err(JobError::CancelAsked) => self.assemble(engine, &job).await,
                 Ok(()) => Ok(Ending::Surveyed),
                 Err(err) => Err(err),
             };
         }
-        self.assemble(&job).await
+        self.assemble(engine, &job).await
     }
 }
 

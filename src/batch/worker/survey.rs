@@ -11,7 +11,7 @@ use super::{scoring_stopped, Held, JobError, Worker, READ_BUFFER};
 use crate::batch::lines::LineReader;
 use crate::batch::sample::Sampler;
 use crate::db::batch::{JobRow, Lease, NewShard, Survey};
-use crate::engine::{AdaptationReport, Adapted, Engine, LabelVectors, Spec};
+use crate::engine::{AdaptationReport, Adapted, AdaptedLabels, Engine, LabelVectors, Spec};
 
 impl Worker {
     /// The survey: label vectors, one streaming pass that counts the lines, samples
@@ -33,12 +33,15 @@ impl Worker {
             },
             Some(sample) => {
                 let engine = engine.clone();
-                let fitting = tokio::task::spawn_blocking(move || engine.adapt(&sample, &labels));
+                let anchored = spec.labels.has_examples();
+                let fitting =
+                    tokio::task::spawn_blocking(move || engine.adapt(&sample, &labels, anchored));
                 self.renewing_lease(Held::Job(&job.id), fitting)
                     .await?
                     .map_err(|err| JobError::Inference(err.to_string()))?
             }
         };
+        let adapted = self.or_saved_adaptation(job, adapted).await?;
         let report = serde_json::to_string(&adapted.report).expect("serialisable");
         let stored = adapted
             .labels
@@ -56,6 +59,43 @@ impl Worker {
         }
         tracing::info!(job = %job.id, adaptation = %report, shards = shard_count, "batch job surveyed");
         Ok(())
+    }
+
+    /// `adapted`, or where the job's own adaptation did not apply (off, or refused by
+    /// the guard rails) and its pinned classifier version is adapted, that version's
+    /// adaptation (fitted on more texts than a small job has), the report saying so.
+    async fn or_saved_adaptation(
+        &self,
+        job: &JobRow,
+        adapted: Adapted,
+    ) -> Result<Adapted, JobError> {
+        let (Some(name), Some(version)) = (&job.classifier_name, job.classifier_version) else {
+            return Ok(adapted);
+        };
+        if adapted.labels.is_some() {
+            return Ok(adapted);
+        }
+        let Some(saved) = self
+            .db
+            .classifier_adapted_labels(&job.account_id, name, version)
+            .await?
+        else {
+            return Ok(adapted);
+        };
+        let labels: AdaptedLabels = serde_json::from_str(&saved).map_err(|err| {
+            JobError::Fatal(format!(
+                "the classifier's adapted label vectors are unreadable: {err}"
+            ))
+        })?;
+        let mut report = adapted.report;
+        report.reason = Some(format!(
+            "{}; scored with the adaptation saved in {name}@v{version}",
+            report.reason.as_deref().unwrap_or("not adapted")
+        ));
+        Ok(Adapted {
+            report,
+            labels: Some(labels),
+        })
     }
 
     /// The input's size, refusing a file replaced after the job started (the upload

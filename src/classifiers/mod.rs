@@ -1,16 +1,22 @@
 //! Saved, versioned classifiers: a label set with its descriptions, examples, mode and
-//! threshold under a name, whose label vectors are computed once at save time. Shared
-//! by the HTTP API and the `zeroshot classifiers` CLI.
+//! threshold under a name, whose label vectors are computed once at save time, and
+//! which learns: adapted to unlabeled texts, taught examples (`learn`). Shared by the
+//! HTTP API, the batch worker and the `zeroshot classifiers` CLI.
 
-use std::collections::BTreeMap;
+pub mod learn;
+mod view;
+
+pub use view::{describe_row, AdaptedFrom, ClassifierView, Origin};
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use crate::clock::{now_ms, rfc3339};
-use crate::db::classifiers::ClassifierRow;
+use crate::clock::now_ms;
+use crate::db::classifiers::{ClassifierRow, NewVersion};
 use crate::db::{Db, DbError};
-use crate::engine::{Engine, EngineError, LabelError, LabelVectors, Mode, Spec};
+use crate::engine::{
+    AdaptedLabels, Engine, EngineError, LabelError, LabelScorer, LabelVectors, Spec,
+};
 use crate::wire::spec::with_spec_fields;
 
 /// Longest classifier name.
@@ -33,27 +39,6 @@ with_spec_fields! {
         /// Whether batch jobs using it adapt the label vectors to their texts (default true).
         pub adapt: Option<bool>,
     }
-}
-
-/// A saved classifier version as the API and CLI show it (without its vectors).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct ClassifierView {
-    pub name: String,
-    pub version: i64,
-    /// `name@vN`: pins this version in `classifier` fields.
-    pub reference: String,
-    pub description: Option<String>,
-    pub labels: Vec<String>,
-    /// Only labels that have one.
-    pub descriptions: BTreeMap<String, String>,
-    /// Only labels that have some.
-    pub examples: BTreeMap<String, Vec<String>>,
-    pub source_type: Option<String>,
-    pub mode: Mode,
-    pub threshold: f32,
-    pub adapt: bool,
-    /// RFC 3339.
-    pub created_at: String,
 }
 
 impl Definition {
@@ -102,6 +87,12 @@ pub enum ClassifierError {
     Db(#[from] DbError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The request cannot be read as meant (an unknown label, a NUL in a text): a 400.
+    #[error("{param}: {message}")]
+    Malformed { param: String, message: String },
+    /// Adaptation's guard rails refused: no version was created (a 422).
+    #[error("{param}: {message}")]
+    Refused { param: String, message: String },
 }
 
 fn invalid(param: &str, message: impl Into<String>) -> ClassifierError {
@@ -120,6 +111,45 @@ pub struct Classifier {
     pub spec: Spec,
     pub vectors: LabelVectors,
     pub created_at: i64,
+    pub origin: Origin,
+    /// The adaptation it scores with, when it has one.
+    pub adaptation: Option<Adaptation>,
+}
+
+/// A version's adaptation: where it came from, and the fitted label vectors.
+#[derive(Debug, Clone)]
+pub struct Adaptation {
+    pub from: AdaptedFrom,
+    pub labels: std::sync::Arc<AdaptedLabels>,
+}
+
+impl Classifier {
+    /// What scores texts with this version: its adapted label vectors (on the
+    /// adapted footing) when it has them, else its label vectors.
+    pub fn scorer(&self) -> std::sync::Arc<dyn LabelScorer> {
+        match &self.adaptation {
+            Some(adaptation) => adaptation.labels.clone(),
+            None => std::sync::Arc::new(self.vectors.clone()),
+        }
+    }
+
+    /// `name@vN`.
+    pub fn reference(&self) -> String {
+        format!("{}@v{}", self.name, self.version)
+    }
+
+    /// The classifier as the API and CLI show it (without vectors).
+    pub fn view(&self) -> ClassifierView {
+        view::describe(
+            &self.name,
+            self.version,
+            &self.description,
+            &self.spec,
+            self.created_at,
+            self.origin.clone(),
+            self.adaptation.as_ref().map(|a| a.from.clone()),
+        )
+    }
 }
 
 /// `name`, `name@3` or `name@v3`: the latest or a pinned version.
@@ -192,7 +222,8 @@ fn decode_vectors(names: Vec<String>, dim: i64, encoded: &str) -> Option<LabelVe
 
 /// Validates a definition, computes its label vectors and stores it as version 1
 /// (`update` false; 409 if the name exists) or as the next version (`update` true;
-/// 404 if it does not).
+/// 404 if it does not). An update with the same labels keeps the latest version's
+/// adaptation, combined with the new label vectors.
 pub async fn save(
     db: &Db,
     engine: &std::sync::Arc<Engine>,
@@ -202,34 +233,127 @@ pub async fn save(
     update: bool,
 ) -> Result<Classifier, ClassifierError> {
     let spec = check_definition(name, definition)?;
-    let version = next_version(db, account_id, name, update).await?;
-    let vectors = {
-        let (engine, set) = (engine.clone(), spec.labels.clone());
+    let previous = match (update, db.classifier(account_id, name, None).await?) {
+        (false, Some(_)) => {
+            return Err(DbError::Conflict(format!("classifier {name:?} already exists")).into())
+        }
+        (true, None) => return Err(DbError::NotFound(format!("no classifier {name:?}")).into()),
+        (false, None) => None,
+        (true, Some(latest)) => Some(load_row(db, engine, latest).await?),
+    };
+    let vectors = vectors_of(engine, &spec).await?;
+    let adaptation = previous
+        .as_ref()
+        .and_then(|previous| previous.carried_adaptation(&vectors, &spec));
+    store(
+        db,
+        engine,
+        Draft {
+            account_id,
+            name,
+            version: previous.as_ref().map_or(1, |p| p.version + 1),
+            description: definition.description.clone(),
+            spec,
+            vectors,
+            origin: Origin::Saved,
+            adaptation,
+        },
+    )
+    .await
+}
+
+/// A version about to be stored.
+pub(crate) struct Draft<'a> {
+    pub account_id: &'a str,
+    pub name: &'a str,
+    pub version: i64,
+    pub description: Option<String>,
+    pub spec: Spec,
+    pub vectors: LabelVectors,
+    pub origin: Origin,
+    pub adaptation: Option<Adaptation>,
+}
+
+impl Draft<'_> {
+    /// The row and the adapted labels' JSON as the database stores them.
+    fn into_parts(self, model: &str) -> (Classifier, ClassifierRow, Option<String>) {
+        let (dim, encoded) = encode_vectors(&self.vectors);
+        let row = ClassifierRow {
+            account_id: self.account_id.to_string(),
+            name: self.name.to_string(),
+            version: self.version,
+            description: self.description.clone(),
+            spec: serde_json::to_string(&self.spec).expect("serialisable"),
+            model: model.to_string(),
+            dim,
+            vectors: encoded,
+            created_at: now_ms(),
+            origin: Some(serde_json::to_string(&self.origin).expect("serialisable")),
+            adapted_from: self
+                .adaptation
+                .as_ref()
+                .map(|a| serde_json::to_string(&a.from).expect("serialisable")),
+        };
+        let labels = self
+            .adaptation
+            .as_ref()
+            .map(|a| serde_json::to_string(&a.labels).expect("serialisable"));
+        let classifier = Classifier {
+            name: row.name.clone(),
+            version: row.version,
+            description: self.description,
+            spec: self.spec,
+            vectors: self.vectors,
+            created_at: row.created_at,
+            origin: self.origin,
+            adaptation: self.adaptation,
+        };
+        (classifier, row, labels)
+    }
+}
+
+/// Stores `draft` as a new version.
+pub(crate) async fn store(
+    db: &Db,
+    engine: &Engine,
+    draft: Draft<'_>,
+) -> Result<Classifier, ClassifierError> {
+    let (classifier, row, labels) = draft.into_parts(engine.model_name());
+    db.insert_classifier(&NewVersion {
+        row: &row,
+        adapted_labels: labels.as_deref(),
+    })
+    .await?;
+    Ok(classifier)
+}
+
+/// Stores `draft` as the version the completed job `job_id` saved; false (nothing
+/// stored) when that job saved one before.
+pub(crate) async fn store_for_job(
+    db: &Db,
+    engine: &Engine,
+    job_id: &str,
+    draft: Draft<'_>,
+) -> Result<bool, ClassifierError> {
+    let (_, row, labels) = draft.into_parts(engine.model_name());
+    let new = NewVersion {
+        row: &row,
+        adapted_labels: labels.as_deref(),
+    };
+    Ok(db.insert_job_version(job_id, &new).await?)
+}
+
+/// The label vectors of `spec`, computed off the async threads.
+pub(crate) async fn vectors_of(
+    engine: &std::sync::Arc<Engine>,
+    spec: &Spec,
+) -> Result<LabelVectors, ClassifierError> {
+    let (engine, set) = (engine.clone(), spec.labels.clone());
+    Ok(
         tokio::task::spawn_blocking(move || engine.label_vectors(&set))
             .await
-            .map_err(|err| EngineError::Inference(err.to_string()))??
-    };
-    let (dim, encoded) = encode_vectors(&vectors);
-    let row = ClassifierRow {
-        account_id: account_id.to_string(),
-        name: name.to_string(),
-        version,
-        description: definition.description.clone(),
-        spec: serde_json::to_string(&spec).expect("serialisable"),
-        model: engine.model_name().to_string(),
-        dim,
-        vectors: encoded,
-        created_at: now_ms(),
-    };
-    db.insert_classifier(&row).await?;
-    Ok(Classifier {
-        name: row.name,
-        version,
-        description: row.description,
-        spec,
-        vectors,
-        created_at: row.created_at,
-    })
+            .map_err(|err| EngineError::Inference(err.to_string()))??,
+    )
 }
 
 /// The classification spec of `definition`, stored under `name`: the body may repeat
@@ -260,26 +384,7 @@ fn check_definition(name: &str, definition: &Definition) -> Result<Spec, Classif
     Ok(definition.spec_fields().check(definition.adapt)?)
 }
 
-/// The version a save of `name` creates: 1 for a new classifier (409 if it exists),
-/// the latest plus one for an update (404 if there is none).
-async fn next_version(
-    db: &Db,
-    account_id: &str,
-    name: &str,
-    update: bool,
-) -> Result<i64, ClassifierError> {
-    match (db.classifier(account_id, name, None).await?, update) {
-        (Some(_), false) => {
-            Err(DbError::Conflict(format!("classifier {name:?} already exists")).into())
-        }
-        (None, true) => Err(DbError::NotFound(format!("no classifier {name:?}")).into()),
-        (None, false) => Ok(1),
-        (Some(latest), true) => Ok(latest.version + 1),
-    }
-}
-
-/// Loads a version (the latest when `version` is `None`). Vectors stored for another
-/// model are recomputed with this one and stored again.
+/// Loads a version (the latest when `version` is `None`).
 pub async fn load(
     db: &Db,
     engine: &std::sync::Arc<Engine>,
@@ -287,7 +392,7 @@ pub async fn load(
     name: &str,
     version: Option<i64>,
 ) -> Result<Classifier, ClassifierError> {
-    let mut row = db
+    let row = db
         .classifier(account_id, name, version)
         .await?
         .ok_or_else(|| {
@@ -296,24 +401,45 @@ pub async fn load(
                 None => format!("no classifier {name:?}"),
             })
         })?;
-    let spec: Spec = serde_json::from_str(&row.spec)
-        .map_err(|err| DbError::Conflict(format!("stored classifier is unreadable: {err}")))?;
+    load_row(db, engine, row).await
+}
+
+pub(super) fn unreadable(err: serde_json::Error) -> ClassifierError {
+    DbError::Conflict(format!("stored classifier is unreadable: {err}")).into()
+}
+
+/// A stored version, ready to use. Vectors stored for another model are recomputed
+/// with this one and stored again (and an adaptation fitted with the other model is
+/// dropped).
+async fn load_row(
+    db: &Db,
+    engine: &std::sync::Arc<Engine>,
+    mut row: ClassifierRow,
+) -> Result<Classifier, ClassifierError> {
+    let spec: Spec = serde_json::from_str(&row.spec).map_err(unreadable)?;
     let names: Vec<String> = spec.labels.names().map(str::to_string).collect();
-    let stored = (row.model == engine.model_name())
+    let same_model = row.model == engine.model_name();
+    let stored = same_model
         .then(|| decode_vectors(names, row.dim, &row.vectors))
         .flatten();
     let vectors = match stored {
         Some(vectors) => vectors,
         None => {
-            let (engine_ref, set) = (engine.clone(), spec.labels.clone());
-            let vectors = tokio::task::spawn_blocking(move || engine_ref.label_vectors(&set))
-                .await
-                .map_err(|err| EngineError::Inference(err.to_string()))??;
+            let vectors = vectors_of(engine, &spec).await?;
             (row.dim, row.vectors) = encode_vectors(&vectors);
             row.model = engine.model_name().to_string();
+            row.adapted_from = None;
             db.update_classifier_vectors(&row).await?;
             vectors
         }
+    };
+    let adaptation = match &row.adapted_from {
+        Some(from) if same_model => adaptation(db, engine, &row, from).await?,
+        _ => None,
+    };
+    let origin = match &row.origin {
+        Some(origin) => serde_json::from_str(origin).map_err(unreadable)?,
+        None => Origin::Saved,
     };
     Ok(Classifier {
         name: row.name,
@@ -322,63 +448,57 @@ pub async fn load(
         spec,
         vectors,
         created_at: row.created_at,
+        origin,
+        adaptation,
     })
 }
 
-impl Classifier {
-    /// The classifier as the API and CLI show it (without vectors).
-    pub fn view(&self) -> ClassifierView {
-        describe(
-            &self.name,
-            self.version,
-            &self.description,
-            &self.spec,
-            self.created_at,
-        )
+/// The stored adaptation of `row`, whose `adapted_from` is `from`. Its label vectors
+/// are read and parsed once per instance (about 1 MB of vectors): a version never
+/// changes, so the engine keeps them under its identity.
+async fn adaptation(
+    db: &Db,
+    engine: &Engine,
+    row: &ClassifierRow,
+    from: &str,
+) -> Result<Option<Adaptation>, ClassifierError> {
+    let from = serde_json::from_str(from).map_err(unreadable)?;
+    let key = format!(
+        "{}\u{0}{}\u{0}{}\u{0}{}",
+        row.account_id, row.name, row.version, row.created_at
+    );
+    if let Some(labels) = engine.cached_adapted(&key) {
+        return Ok(Some(Adaptation { from, labels }));
     }
+    let Some(labels) = db
+        .classifier_adapted_labels(&row.account_id, &row.name, row.version)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let labels = std::sync::Arc::new(serde_json::from_str(&labels).map_err(unreadable)?);
+    engine.cache_adapted(key, std::sync::Arc::clone(&labels));
+    Ok(Some(Adaptation { from, labels }))
 }
 
-/// A stored version as the API and CLI show it, without decoding its vectors.
-pub fn describe_row(row: &ClassifierRow) -> Result<ClassifierView, ClassifierError> {
-    let spec: Spec = serde_json::from_str(&row.spec)
-        .map_err(|err| DbError::Conflict(format!("stored classifier is unreadable: {err}")))?;
-    Ok(describe(
-        &row.name,
-        row.version,
-        &row.description,
-        &spec,
-        row.created_at,
-    ))
-}
-
-fn describe(
-    name: &str,
-    version: i64,
-    description: &Option<String>,
-    spec: &Spec,
-    created_at: i64,
-) -> ClassifierView {
-    let labels = &spec.labels.labels;
-    ClassifierView {
-        name: name.to_string(),
-        version,
-        reference: format!("{name}@v{version}"),
-        description: description.clone(),
-        labels: labels.iter().map(|l| l.name.clone()).collect(),
-        descriptions: labels
-            .iter()
-            .filter_map(|l| Some((l.name.clone(), l.description.clone()?)))
-            .collect(),
-        examples: labels
-            .iter()
-            .filter(|l| !l.examples.is_empty())
-            .map(|l| (l.name.clone(), l.examples.clone()))
-            .collect(),
-        source_type: spec.labels.source_type.clone(),
-        mode: spec.mode,
-        threshold: spec.threshold,
-        adapt: spec.adapt,
-        created_at: rfc3339(created_at),
+impl Classifier {
+    /// This version's adaptation carried to new label vectors `vectors` of `spec`
+    /// (same labels: the adaptation's pulls with the new starting vectors); `None`
+    /// when it has none or the labels changed.
+    pub(crate) fn carried_adaptation(
+        &self,
+        vectors: &LabelVectors,
+        spec: &Spec,
+    ) -> Option<Adaptation> {
+        let adaptation = self.adaptation.as_ref()?;
+        Some(Adaptation {
+            from: adaptation.from.clone(),
+            labels: std::sync::Arc::new(
+                adaptation
+                    .labels
+                    .restarted(vectors, spec.labels.has_examples())?,
+            ),
+        })
     }
 }
 
