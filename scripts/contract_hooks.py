@@ -31,6 +31,8 @@ that rule, confirmed by recomputing the rule on the request that was sent:
   labels (409, 422 `job_id`); `POST /v1/classifiers/{name}/examples` takes examples
   for the saved classifier's labels only (400 naming the label) and at most 64 per
   label once added to the saved ones (422).
+- `POST /v1/batch` with `save_adapted: true` needs a `classifier` (422 `save_adapted`):
+  JSON Schema cannot make one field's value require another field.
 
 Any other rejection of a schema-valid request still fails the run.
 
@@ -174,12 +176,15 @@ def body_name_differs(case, param):
 
 
 def lesson_refused(operation, status, param, message):
-    """A classifier lesson refused by a rule of the stored classifier or of the texts."""
+    """A classifier lesson (or a job's `save_adapted`) refused by a rule of what is stored
+    or of what the texts mean, which no schema can say."""
     if operation == ("POST", "/v1/classifiers/{name}/adapt"):
         return ((status == 422 and "adaptation refused" in message)
                 or (status == 400 and "exactly one" in message)
                 or (status == 409 and "adapt from a completed job" in message)
                 or (status == 422 and param == "job_id"))
+    if operation == ("POST", "/v1/batch"):
+        return status == 422 and param == "save_adapted" and "needs a classifier" in message
     if operation == ("POST", "/v1/classifiers/{name}/examples"):
         return ((status == 400 and "unknown label" in message)
                 or (status == 422 and "examples per label" in message))

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::{
-    invalid, load, store, store_for_job, vectors_of, Adaptation, AdaptedFrom, Classifier,
-    ClassifierError, Draft, Origin,
+    invalid, load, recall_inputs, store, store_for_job, vectors_of, Adaptation, AdaptedFrom,
+    Classifier, ClassifierError, Draft, Origin,
 };
 use crate::db::batch::JobRow;
 use crate::db::{Db, DbError};
@@ -280,6 +280,7 @@ pub async fn teach(
         labels,
         ..latest.spec.clone()
     };
+    recall_inputs(db, engine, account_id, name, &spec).await?;
     let vectors = vectors_of(engine, &spec).await?;
     let adaptation = latest.carried_adaptation(&vectors, &spec);
     let draft = Draft {

@@ -3,12 +3,14 @@
 //! which learns: adapted to unlabeled texts, taught examples (`learn`). Shared by the
 //! HTTP API, the batch worker and the `zeroshot classifiers` CLI.
 
+mod inputs;
 pub mod learn;
 mod view;
 
+pub(crate) use inputs::recall_inputs;
+use inputs::{decode_floats, encode_floats, remember_inputs};
 pub use view::{describe_row, AdaptedFrom, ClassifierView, Origin};
 
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::now_ms;
@@ -192,26 +194,11 @@ pub fn check_name(name: &str) -> Result<(), ClassifierError> {
 
 fn encode_vectors(vectors: &LabelVectors) -> (i64, String) {
     let dim = vectors.vectors.first().map_or(0, Vec::len);
-    let bytes: Vec<u8> = vectors
-        .vectors
-        .iter()
-        .flatten()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
-    (
-        dim as i64,
-        base64::engine::general_purpose::STANDARD.encode(bytes),
-    )
+    (dim as i64, encode_floats(vectors.vectors.iter().flatten()))
 }
 
 fn decode_vectors(names: Vec<String>, dim: i64, encoded: &str) -> Option<LabelVectors> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .ok()?;
-    let floats: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    let floats = decode_floats(encoded)?;
     let dim = usize::try_from(dim).ok().filter(|&d| d > 0)?;
     if floats.len() != dim * names.len() {
         return None;
@@ -241,6 +228,9 @@ pub async fn save(
         (false, None) => None,
         (true, Some(latest)) => Some(load_row(db, engine, latest).await?),
     };
+    if previous.is_some() {
+        recall_inputs(db, engine, account_id, name, &spec).await?;
+    }
     let vectors = vectors_of(engine, &spec).await?;
     let adaptation = previous
         .as_ref()
@@ -312,7 +302,7 @@ impl Draft<'_> {
     }
 }
 
-/// Stores `draft` as a new version.
+/// Stores `draft` as a new version, and keeps its inputs' vectors.
 pub(crate) async fn store(
     db: &Db,
     engine: &Engine,
@@ -324,6 +314,7 @@ pub(crate) async fn store(
         adapted_labels: labels.as_deref(),
     })
     .await?;
+    remember_inputs(db, engine, &row.account_id, &row.name, &classifier.spec).await?;
     Ok(classifier)
 }
 

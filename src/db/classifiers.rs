@@ -28,6 +28,9 @@ pub struct NewVersion<'a> {
     pub adapted_labels: Option<&'a str>,
 }
 
+/// Input vectors written per statement (two parameters each).
+const INPUTS_PER_INSERT: usize = 200;
+
 const COLUMNS: &str =
     "account_id, name, version, description, spec, model, dim, vectors, created_at, origin, adapted_from";
 
@@ -130,6 +133,47 @@ impl Db {
         Ok(true)
     }
 
+    /// Keeps the vectors of a classifier's inputs, `(input_hash, vector)`; ones it has
+    /// already are left as they are.
+    pub async fn insert_classifier_inputs(
+        &self,
+        account_id: &str,
+        name: &str,
+        inputs: &[(String, String)],
+    ) -> Result<(), DbError> {
+        for chunk in inputs.chunks(INPUTS_PER_INSERT) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| format!("($1, $2, ${}, ${})", 3 + 2 * i, 4 + 2 * i))
+                .collect();
+            let sql = format!(
+                "INSERT INTO classifier_inputs (account_id, name, input_hash, vector) VALUES {} \
+                 ON CONFLICT (account_id, name, input_hash) DO NOTHING",
+                rows.join(", ")
+            );
+            let mut query = sqlx::query(&sql).bind(account_id).bind(name);
+            for (hash, vector) in chunk {
+                query = query.bind(hash).bind(vector);
+            }
+            query.execute(self.pool()).await?;
+        }
+        Ok(())
+    }
+
+    /// Every kept input vector of a classifier, `(input_hash, vector)`.
+    pub async fn classifier_inputs(
+        &self,
+        account_id: &str,
+        name: &str,
+    ) -> Result<Vec<(String, String)>, DbError> {
+        Ok(sqlx::query_as(
+            "SELECT input_hash, vector FROM classifier_inputs WHERE account_id = $1 AND name = $2",
+        )
+        .bind(account_id)
+        .bind(name)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
     /// Replaces a version's label vectors (after a model change; an adaptation fitted
     /// with the other model no longer applies).
     pub async fn update_classifier_vectors(&self, row: &ClassifierRow) -> Result<(), DbError> {
@@ -161,6 +205,11 @@ impl Db {
         .execute(self.pool())
         .await?;
         if deleted.rows_affected() > 0 {
+            sqlx::query("DELETE FROM classifier_inputs WHERE account_id = $1 AND name = $2")
+                .bind(account_id)
+                .bind(name)
+                .execute(self.pool())
+                .await?;
             return Ok(());
         }
         match self.classifier(account_id, name, None).await? {

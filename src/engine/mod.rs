@@ -452,13 +452,53 @@ impl Engine {
         }
     }
 
+    /// The label cache's key of `text` embedded with `prefix` by this model.
+    fn input_key(&self, prefix: &str, text: &str) -> String {
+        format!("{}\u{0}{prefix}{text}", self.model_name())
+    }
+
+    /// The label cache's keys of every text the vectors of `set` come from: its label
+    /// sentences and its examples (the model's name is part of each).
+    pub fn input_keys(&self, set: &LabelSet) -> Vec<String> {
+        let manifest = self.model.manifest();
+        let source_type = set.source_type.as_deref();
+        set.labels
+            .iter()
+            .flat_map(|label| {
+                let sentences = label_sentences(label, source_type)
+                    .into_iter()
+                    .map(|s| self.input_key(&manifest.label_prefix, &s));
+                let examples = label
+                    .examples
+                    .iter()
+                    .map(|e| self.input_key(&manifest.text_prefix, e));
+                sentences.chain(examples).collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// The vectors the label cache holds under `keys` ([`Engine::input_keys`]).
+    pub fn cached_inputs(&self, keys: &[String]) -> Vec<Option<Arc<Vec<f32>>>> {
+        let mut cache = self.label_cache.lock().unwrap_or_else(|p| p.into_inner());
+        keys.iter().map(|key| cache.get(key).cloned()).collect()
+    }
+
+    /// Puts vectors this model computed before (kept by the caller under their
+    /// [`Engine::input_keys`]) back into the label cache, so they are not embedded again.
+    pub fn prime_inputs(&self, entries: Vec<(String, Vec<f32>)>) {
+        let mut cache = self.label_cache.lock().unwrap_or_else(|p| p.into_inner());
+        for (key, vector) in entries {
+            cache.put(key, Arc::new(vector));
+        }
+    }
+
     /// Vectors for `texts` (each with `prefix`), computing only the ones not cached.
     fn cached_vectors(
         &self,
         texts: &[String],
         prefix: &str,
     ) -> Result<Vec<Arc<Vec<f32>>>, EngineError> {
-        let key = |text: &str| format!("{}\u{0}{prefix}{text}", self.model_name());
+        let key = |text: &str| self.input_key(prefix, text);
         let mut found: Vec<Option<Arc<Vec<f32>>>> = {
             let mut cache = self.label_cache.lock().unwrap_or_else(|p| p.into_inner());
             texts

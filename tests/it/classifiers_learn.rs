@@ -16,6 +16,7 @@ on_both_databases!(
     adapt_to_texts_then_classify_and_teach,
     refusals_and_other_accounts,
     adapt_to_a_finished_job_and_save_adapted,
+    a_correction_after_a_restart_embeds_only_its_new_text,
 );
 
 /// The banking dev set's texts and labels (the sets `scripts/setup.py --datasets`
@@ -329,5 +330,65 @@ async fn adapt_to_a_finished_job_and_save_adapted(backend: Backend) {
     assert!(
         reason.contains("too few lines") && reason.contains("bank@v3"),
         "{reason}"
+    );
+}
+
+/// The classifier keeps its label sentences' and examples' vectors: after a restart, a
+/// correction embeds only its new text (the tokens the model read, from `/metrics`),
+/// and the taught version scores exactly as the same spec sent inline.
+async fn a_correction_after_a_restart_embeds_only_its_new_text(backend: Backend) {
+    let server = Server::start(backend).await;
+    let data = banking();
+    let labels: Vec<String> = label_names(&data).into_iter().take(40).collect();
+    let mut examples: serde_json::Map<String, Value> = serde_json::Map::new();
+    for label in &labels {
+        let texts: Vec<&str> = data
+            .iter()
+            .filter(|e| &e.label == label)
+            .map(|e| e.text.as_str())
+            .take(5)
+            .collect();
+        examples.insert(label.clone(), json!(texts));
+    }
+    let body = json!({"name": "bank", "labels": labels, "examples": examples});
+    assert_eq!(server.post("/v1/classifiers", &body).await.0, 201);
+    let (database_url, key) = (server.database_url.clone(), server.key.clone());
+    server.terminate();
+
+    let mut restarted = Server::start_with(&database_url, &[]).await;
+    restarted.key = key;
+    let before = restarted.metric("zeroshot_tokens_embedded_total").await;
+    let correction = "my new card still has not arrived after two weeks";
+    examples[&labels[0]]
+        .as_array_mut()
+        .unwrap()
+        .push(json!(correction));
+    let (status, taught) = restarted
+        .post(
+            "/v1/classifiers/bank/examples",
+            &json!({"examples": {labels[0].clone(): [correction]}}),
+        )
+        .await;
+    assert_eq!(
+        (status, taught["version"].clone()),
+        (200, json!(2)),
+        "{taught}"
+    );
+    let embedded = restarted.metric("zeroshot_tokens_embedded_total").await - before;
+    assert!(
+        (1.0..40.0).contains(&embedded),
+        "{embedded} tokens embedded: only the correction's, not the 200 saved examples'"
+    );
+    let text = &data[900].text;
+    let saved = classify(&restarted, "bank", text).await;
+    let (_, inline) = restarted
+        .post(
+            "/v1/classify",
+            &json!({"text": text, "labels": labels, "examples": examples}),
+        )
+        .await;
+    assert_eq!(
+        saved["scores"], inline["scores"],
+        "the kept vectors are the model's own"
     );
 }
