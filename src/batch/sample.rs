@@ -3,7 +3,7 @@
 //! memory stays bounded however large the file.
 
 use super::lines::{parse_line, RawLine};
-use crate::engine::adapt::{FULL_SAMPLE, MAX_SAMPLE};
+use crate::engine::adapt::{spread, FULL_SAMPLE, MAX_SAMPLE};
 
 /// Longest sampled text kept, in bytes: the engine reads at most 256 tokens of a text,
 /// which fit in 4 KB unless its words are very long, so 20,000 sampled lines hold at
@@ -69,16 +69,7 @@ impl Sampler {
 
     /// The sample for a file of `total` non-blank lines, in file order.
     pub fn finish(self, total: usize) -> Vec<String> {
-        let wanted = sample_size(total).min(self.texts.len());
-        if wanted == self.texts.len() {
-            return self.texts;
-        }
-        let step = self.texts.len() as f64 / wanted as f64;
-        let mut texts = self.texts;
-        let keep: Vec<usize> = (0..wanted).map(|i| (i as f64 * step) as usize).collect();
-        keep.into_iter()
-            .map(|i| std::mem::take(&mut texts[i]))
-            .collect()
+        spread(self.texts, sample_size(total))
     }
 }
 

@@ -16,7 +16,7 @@ use super::{
 };
 use crate::db::batch::JobRow;
 use crate::db::{Db, DbError};
-use crate::engine::adapt::MAX_SAMPLE;
+use crate::engine::adapt::{spread, MAX_SAMPLE};
 use crate::engine::text::{self, TextError};
 use crate::engine::{
     AdaptationReport, Adapted, AdaptedLabels, Engine, EngineError, LabelSet, LabelVectors, Spec,
@@ -167,18 +167,6 @@ fn check_text(param: &str, text: &str) -> Result<(), ClassifierError> {
         TextError::Blank => invalid(param, err.to_string()),
         TextError::Nul | TextError::LoneSurrogate => malformed(param, err.to_string()),
     })
-}
-
-/// At most `most` of `items`, evenly spread, in order.
-fn spread(items: Vec<String>, most: usize) -> Vec<String> {
-    if items.len() <= most {
-        return items;
-    }
-    let step = items.len() as f64 / most as f64;
-    let mut items: Vec<Option<String>> = items.into_iter().map(Some).collect();
-    (0..most)
-        .filter_map(|i| items[(i as f64 * step) as usize].take())
-        .collect()
 }
 
 /// The guard rails' refusal, with their reason.

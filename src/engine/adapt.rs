@@ -47,6 +47,19 @@ pub const FULL_SAMPLE: usize = 2_000;
 /// predicted label distribution over the number of labels). On the dev sets the share
 /// is .86-.97; when one label has 90% of the rows it is .1-.4.
 const MIN_EFFECTIVE_LABEL_SHARE: f64 = 0.5;
+/// At most `most` of `items`, evenly spread, in order: how a sample is thinned to the
+/// texts adaptation fits on (a job's sample, the texts sent to a classifier's `/adapt`).
+pub fn spread<T>(items: Vec<T>, most: usize) -> Vec<T> {
+    if items.len() <= most {
+        return items;
+    }
+    let step = items.len() as f64 / most as f64;
+    let mut items: Vec<Option<T>> = items.into_iter().map(Some).collect();
+    (0..most)
+        .filter_map(|i| items[(i as f64 * step) as usize].take())
+        .collect()
+}
+
 /// Softmax temperature of the soft assignments.
 const TEMPERATURE: f32 = 0.01;
 /// EM rounds.
