@@ -11,8 +11,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::{
-    invalid, load, recall_inputs, store, store_for_job, vectors_of, Adaptation, AdaptedFrom,
-    Classifier, ClassifierError, Draft, Origin,
+    invalid, load, recall_inputs, store, store_for_job, store_new_spec, vectors_of, Adaptation,
+    AdaptedFrom, Classifier, ClassifierError, Draft, Origin,
 };
 use crate::db::batch::JobRow;
 use crate::db::{Db, DbError};
@@ -285,7 +285,7 @@ pub async fn teach(
         vectors,
         adaptation,
     };
-    store(db, engine, draft).await
+    store_new_spec(db, engine, draft).await
 }
 
 /// `set` with the examples of `request` added (unknown labels are a 400; texts a

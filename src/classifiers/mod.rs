@@ -235,7 +235,7 @@ pub async fn save(
     let adaptation = previous
         .as_ref()
         .and_then(|previous| previous.carried_adaptation(&vectors, &spec));
-    store(
+    store_new_spec(
         db,
         engine,
         Draft {
@@ -302,7 +302,7 @@ impl Draft<'_> {
     }
 }
 
-/// Stores `draft` as a new version, and keeps its inputs' vectors.
+/// Stores `draft` as a new version.
 pub(crate) async fn store(
     db: &Db,
     engine: &Engine,
@@ -314,7 +314,20 @@ pub(crate) async fn store(
         adapted_labels: labels.as_deref(),
     })
     .await?;
-    remember_inputs(db, engine, &row.account_id, &row.name, &classifier.spec).await?;
+    Ok(classifier)
+}
+
+/// Stores `draft`, whose spec is new (saved from a definition, or taught), and keeps
+/// the vectors of its inputs, which the engine has just computed; a version with the
+/// latest's spec (adapted) has none to add.
+pub(crate) async fn store_new_spec(
+    db: &Db,
+    engine: &Engine,
+    draft: Draft<'_>,
+) -> Result<Classifier, ClassifierError> {
+    let (account_id, name) = (draft.account_id, draft.name);
+    let classifier = store(db, engine, draft).await?;
+    remember_inputs(db, engine, account_id, name, &classifier.spec).await?;
     Ok(classifier)
 }
 
